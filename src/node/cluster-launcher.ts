@@ -1,0 +1,135 @@
+/**
+ * `ssi cluster up/down`: runs every node of a local cluster config as a separate daemon process on
+ * this machine (each with its own state dir, log file and control socket), and stops them again.
+ */
+import { spawn } from 'node:child_process'
+import { existsSync, openSync, closeSync, readFileSync } from 'node:fs'
+import { mkdir, readFile, rm, symlink, lstat, unlink } from 'node:fs/promises'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createClusterKey, writeFileAtomic } from './identity.js'
+import type { ClusterConfig, NodeConfig } from './config.js'
+
+/** Where the CLI looks for a daemon when given no --socket. */
+export const DEFAULT_SOCKET = '/run/ssi/ssi.sock'
+const SSID = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/ssid.js')
+
+export class LaunchError extends Error {
+  static override name = 'LaunchError'
+  override name = 'LaunchError'
+}
+
+export interface LaunchedNode {
+  readonly name: string
+  readonly pid: number
+  readonly socket: string
+  readonly log: string
+  /** false when a daemon of this node was already running and was left alone. */
+  readonly started: boolean
+}
+
+export interface LaunchOptions {
+  /** Extra environment for the daemons (e.g. SSI_LOG_LEVEL). */
+  readonly env?: Record<string, string>
+  /** Only these nodes (default all). */
+  readonly only?: readonly string[]
+  /** ms to wait for each control socket to appear. */
+  readonly readyTimeoutMs?: number
+  readonly waitReady: (socket: string, signal: AbortSignal) => Promise<void>
+}
+
+const pidFile = (n: NodeConfig): string => join(n.stateDir, 'daemon.pid')
+const logFile = (n: NodeConfig): string => join(n.stateDir, 'daemon.log')
+
+export async function clusterUp (config: ClusterConfig, opts: LaunchOptions): Promise<LaunchedNode[]> {
+  if (!existsSync(config.keyFile)) await createClusterKey(config.keyFile)
+  const nodes = config.nodes.filter(n => opts.only == null || opts.only.includes(n.name))
+  const launched = await Promise.all(nodes.map(async n => await launchNode(config, n, opts)))
+  await linkDefaultSocket(nodes[0]?.controlSocket)
+  return launched
+}
+
+async function launchNode (config: ClusterConfig, node: NodeConfig, opts: LaunchOptions): Promise<LaunchedNode> {
+  await mkdir(node.stateDir, { recursive: true, mode: 0o700 })
+  const running = await runningPid(node)
+  if (running != null) return { name: node.name, pid: running, socket: node.controlSocket, log: logFile(node), started: false }
+  const out = openSync(logFile(node), 'a')
+  const child = spawn(process.execPath, [SSID, '--config', config.path, '--node', node.name], {
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, ...opts.env }
+  })
+  closeSync(out)
+  child.unref()
+  const pid = child.pid
+  if (pid === undefined) throw new LaunchError(`could not start the daemon of ${node.name}`)
+  await writeFileAtomic(pidFile(node), `${pid}\n`)
+  const exited = new Promise<never>((_resolve, reject) => {
+    child.once('exit', code => { reject(new LaunchError(`daemon of ${node.name} exited with code ${code ?? 'signal'} during start-up; see ${logFile(node)}:\n${lastLines(logFile(node))}`)) })
+  })
+  const signal = AbortSignal.timeout(opts.readyTimeoutMs ?? 30_000)
+  try {
+    await Promise.race([opts.waitReady(node.controlSocket, signal), exited])
+  } catch (err) {
+    if (err instanceof LaunchError) throw err
+    throw new LaunchError(`daemon of ${node.name} did not become ready: ${(err as Error).message}; see ${logFile(node)}`, { cause: err })
+  } finally {
+    child.removeAllListeners('exit')
+  }
+  return { name: node.name, pid, socket: node.controlSocket, log: logFile(node), started: true }
+}
+
+function lastLines (path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trimEnd().split('\n').slice(-5).join('\n')
+  } catch { return '' }
+}
+
+/** The pid in the node's pid file, if that process is still alive and is an ssi daemon. */
+export async function runningPid (node: NodeConfig): Promise<number | undefined> {
+  let pid: number
+  try {
+    pid = Number((await readFile(pidFile(node), 'utf8')).trim())
+  } catch { return undefined }
+  if (!Number.isInteger(pid) || pid <= 0) return undefined
+  try {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8')
+    return cmdline.includes('ssid') && cmdline.includes(node.name) ? pid : undefined
+  } catch { return undefined }
+}
+
+/** Points /run/ssi/ssi.sock at the first node's socket unless something else owns that path. */
+async function linkDefaultSocket (socket: string | undefined): Promise<void> {
+  if (socket === undefined || socket === DEFAULT_SOCKET) return
+  await mkdir(dirname(DEFAULT_SOCKET), { recursive: true })
+  try {
+    const st = await lstat(DEFAULT_SOCKET)
+    if (!st.isSymbolicLink()) return
+    await unlink(DEFAULT_SOCKET)
+  } catch { /* absent */ }
+  await symlink(socket, DEFAULT_SOCKET)
+}
+
+export interface StoppedNode { readonly name: string, readonly pid?: number, readonly killed: boolean }
+
+/** Stops the daemons of a local cluster: SIGTERM, then SIGKILL after `graceMs`. */
+export async function clusterDown (config: ClusterConfig, graceMs = 5000): Promise<StoppedNode[]> {
+  return await Promise.all(config.nodes.map(async n => {
+    const pid = await runningPid(n)
+    if (pid === undefined) return { name: n.name, killed: false }
+    process.kill(pid, 'SIGTERM')
+    const killed = !(await waitGone(pid, graceMs))
+    if (killed) process.kill(pid, 'SIGKILL')
+    await rm(pidFile(n), { force: true })
+    return { name: n.name, pid, killed }
+  }))
+}
+
+async function waitGone (pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms
+  while (Date.now() < deadline) {
+    try { process.kill(pid, 0) } catch { return true }
+    await new Promise(r => setTimeout(r, 50))
+  }
+  return false
+}

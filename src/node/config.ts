@@ -1,0 +1,179 @@
+/**
+ * Cluster configuration: one YAML (or JSON) file describes a whole cluster, and every node reads the
+ * same file. Each subsystem has its own section with documented defaults; `loadClusterConfig`
+ * validates everything up front and names the offending field in its error.
+ */
+import { readFile } from 'node:fs/promises'
+import { dirname, resolve, isAbsolute } from 'node:path'
+import { parse as parseYaml } from 'yaml'
+import { z } from 'zod'
+import { parseBytes } from './units.js'
+
+export class ConfigError extends Error {
+  static override name = 'ConfigError'
+  override name = 'ConfigError'
+}
+
+const nodeName = z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'must be lowercase letters, digits and dashes, starting with a letter')
+const multiaddr = z.string().regex(/^\/ip[46]\/[^/]+\/tcp\/\d+$/, 'must look like /ip4/127.0.0.1/tcp/7101')
+const bytes = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {
+  try { return parseBytes(v) } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message })
+    return z.NEVER
+  }
+})
+
+/** Heartbeat gossip: how often each node announces itself and its load. */
+const gossipSchema = z.object({
+  /** ms between heartbeats. Lower detects failures sooner at the cost of traffic. Default 250. */
+  heartbeatMs: z.number().int().min(50).max(60_000).default(250)
+}).strict()
+
+/** Failure detection: when a silent peer becomes suspect, then dead. */
+const failureSchema = z.object({
+  /** ms without a heartbeat before a peer is suspect. Default 1000 (4 heartbeats). */
+  suspectAfterMs: z.number().int().min(100).default(1000),
+  /** ms without a heartbeat before a peer is dead. Default 2500. */
+  deadAfterMs: z.number().int().min(200).default(2500),
+  /** ms between re-dials of dead or unconnected peers, so restarted nodes and healed partitions rejoin. Default 1000. */
+  redialMs: z.number().int().min(100).default(1000),
+  /** ms a dial may take before the peer counts as unreachable (a wrong cluster key hangs until then). Default 2000. */
+  dialTimeoutMs: z.number().int().min(100).default(2000)
+}).strict()
+
+/** Defaults for jobs launched without explicit limits. */
+const jobsSchema = z.object({
+  /** Memory limit per job in bytes (accepts "512MiB", "2G"). Default: none. */
+  memory: bytes.optional(),
+  /** CPU limit per job in cores (1.5 = one and a half cores). Default: none. */
+  cpus: z.number().positive().max(4096).optional(),
+  /** Maximum number of processes per job. Default 4096. */
+  pids: z.number().int().positive().default(4096),
+  /** Bytes of stdout+stderr kept per job after it ends. Default 64 MiB. */
+  logRetentionBytes: bytes.default(64 * 1024 * 1024),
+  /** How long records and logs of finished jobs are kept, in ms. Default 24 h. */
+  retainFinishedMs: z.number().int().positive().default(24 * 3600 * 1000)
+}).strict()
+
+const nodeSchema = z.object({
+  /** Unique node name, used on the command line (`ssi run --node n2`). */
+  name: nodeName,
+  /** Unique numeric id 1..65535; vpids embed it, so it must never change for a node. */
+  id: z.number().int().min(1).max(65_535),
+  /** libp2p listen address. */
+  listen: multiaddr,
+  /** Where this node keeps its identity key, LevelDB state and job files. Default /var/lib/ssi/<cluster>/<node>. */
+  stateDir: z.string().optional(),
+  /** Control socket path. Default /run/ssi/<cluster>/<node>.sock. */
+  controlSocket: z.string().optional()
+}).strict()
+
+const fileSchema = z.object({
+  cluster: z.object({
+    /** Cluster name: part of the gossip topic and default paths. */
+    name: nodeName,
+    /** Pre-shared cluster key (libp2p pnet format); relative paths are relative to this file. */
+    keyFile: z.string().min(1)
+  }).strict(),
+  /** Extra multiaddrs to dial at start besides the listed nodes (e.g. nodes managed elsewhere). */
+  bootstrap: z.array(multiaddr).default([]),
+  nodes: z.array(nodeSchema).min(1),
+  gossip: gossipSchema.default(() => gossipSchema.parse({})),
+  failureDetection: failureSchema.default(() => failureSchema.parse({})),
+  jobs: jobsSchema.default(() => jobsSchema.parse({}))
+}).strict()
+
+export type GossipConfig = z.infer<typeof gossipSchema>
+export type FailureDetectionConfig = z.infer<typeof failureSchema>
+export type JobsConfig = z.infer<typeof jobsSchema>
+
+export interface NodeConfig {
+  readonly name: string
+  readonly id: number
+  readonly listen: string
+  readonly stateDir: string
+  readonly controlSocket: string
+}
+
+export interface ClusterConfig {
+  readonly path: string
+  readonly name: string
+  readonly keyFile: string
+  readonly bootstrap: readonly string[]
+  readonly nodes: readonly NodeConfig[]
+  readonly gossip: GossipConfig
+  readonly failureDetection: FailureDetectionConfig
+  readonly jobs: JobsConfig
+}
+
+/** Reads, parses and validates a cluster config file. Throws ConfigError naming the field and reason. */
+export async function loadClusterConfig (path: string): Promise<ClusterConfig> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`cannot read config ${path}: ${(err as Error).message}`, { cause: err })
+  }
+  let raw: unknown
+  try {
+    raw = parseYaml(text)
+  } catch (err) {
+    throw new ConfigError(`${path}: not valid YAML: ${(err as Error).message.split('\n')[0] ?? ''}`, { cause: err })
+  }
+  return parseClusterConfig(raw, resolve(path))
+}
+
+/** Validates an already-parsed config object; `path` anchors relative paths. */
+export function parseClusterConfig (raw: unknown, path: string): ClusterConfig {
+  const parsed = fileSchema.safeParse(raw)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    const field = issue?.path.length ? issue.path.join('.') : '(top level)'
+    throw new ConfigError(`${path}: ${field}: ${issue?.message ?? 'invalid'}`)
+  }
+  const c = parsed.data
+  checkUnique(path, c.nodes.map(n => n.name), 'name')
+  checkUnique(path, c.nodes.map(n => String(n.id)), 'id')
+  checkUnique(path, c.nodes.map(n => n.listen), 'listen')
+  if (c.failureDetection.deadAfterMs <= c.failureDetection.suspectAfterMs) {
+    throw new ConfigError(`${path}: failureDetection.deadAfterMs: must be greater than suspectAfterMs`)
+  }
+  if (c.failureDetection.suspectAfterMs < 2 * c.gossip.heartbeatMs) {
+    throw new ConfigError(`${path}: failureDetection.suspectAfterMs: must be at least two heartbeats (2 × gossip.heartbeatMs)`)
+  }
+  const base = dirname(path)
+  const abs = (p: string): string => isAbsolute(p) ? p : resolve(base, p)
+  return {
+    path,
+    name: c.cluster.name,
+    keyFile: abs(c.cluster.keyFile),
+    bootstrap: c.bootstrap,
+    nodes: c.nodes.map(n => ({
+      name: n.name,
+      id: n.id,
+      listen: n.listen,
+      stateDir: abs(n.stateDir ?? `/var/lib/ssi/${c.cluster.name}/${n.name}`),
+      controlSocket: abs(n.controlSocket ?? `/run/ssi/${c.cluster.name}/${n.name}.sock`)
+    })),
+    gossip: c.gossip,
+    failureDetection: c.failureDetection,
+    jobs: c.jobs
+  }
+}
+
+function checkUnique (path: string, values: string[], field: string): void {
+  const seen = new Set<string>()
+  values.forEach((v, i) => {
+    if (seen.has(v)) throw new ConfigError(`${path}: nodes.${i}.${field}: duplicate value ${v}`)
+    seen.add(v)
+  })
+}
+
+/** Finds a node by name, with an error listing the known names. */
+export function findNode (config: ClusterConfig, name: string): NodeConfig {
+  const node = config.nodes.find(n => n.name === name)
+  if (node == null) {
+    throw new ConfigError(`unknown node "${name}" in ${config.path} (nodes: ${config.nodes.map(n => n.name).join(', ')})`)
+  }
+  return node
+}

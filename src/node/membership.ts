@@ -1,0 +1,257 @@
+/**
+ * Membership and failure detection. Every node gossips a heartbeat (identity + load) on the cluster
+ * topic; a peer unheard for `suspectAfterMs` is suspect, for `deadAfterMs` dead. A dropped
+ * connection is checked at once by re-dialling: a killed node refuses and is dead within
+ * milliseconds, a hung one keeps the TCP port open and is caught by the heartbeat timeout. Dead and
+ * not-yet-seen nodes are re-dialled every `redialMs`, so restarted nodes and healed partitions rejoin.
+ */
+import { multiaddr } from '@multiformats/multiaddr'
+import { decodeHeartbeat, encodeHeartbeat, PEER_PROTOCOL_VERSION } from '../protocol/peer.js'
+import type { Heartbeat } from '../protocol/peer.js'
+import type { FailureDetectionConfig, GossipConfig, NodeConfig } from './config.js'
+import type { NodeHost } from './host.js'
+import type { LoadSample } from './load.js'
+import type { Logger } from './logger.js'
+import type { PeerId } from '@libp2p/interface'
+import type { Message } from '@libp2p/gossipsub'
+
+export type MemberState = 'alive' | 'suspect' | 'dead'
+
+export interface Member {
+  readonly name: string
+  readonly id: number
+  readonly peerId: string
+  readonly addresses: readonly string[]
+  readonly state: MemberState
+  readonly self: boolean
+  readonly load: Heartbeat['load']
+  readonly memory: Heartbeat['memory']
+  readonly jobs: number
+  /** Local receive time (epoch ms) of the last heartbeat; for the local node, now. */
+  readonly lastSeenMs: number
+  readonly bootMs: number
+}
+
+/** Dispatched as 'member:state' when a member joins, becomes suspect, dies or comes back. */
+export interface MemberStateChange { readonly member: Member, readonly previous: MemberState | undefined }
+
+export interface MembershipInit {
+  readonly cluster: string
+  readonly self: NodeConfig
+  readonly nodes: readonly NodeConfig[]
+  readonly bootstrap: readonly string[]
+  readonly gossip: GossipConfig
+  readonly failure: FailureDetectionConfig
+  readonly sampleLoad: () => Promise<LoadSample>
+  readonly jobCount: () => number
+  readonly logger: Logger
+  readonly now?: () => number
+}
+
+type MutableMember = { -readonly [K in keyof Member]: Member[K] }
+type TrackedMember = MutableMember & { seqSeen: number }
+
+export class Membership extends EventTarget {
+  private readonly members = new Map<string, TrackedMember>()
+  private readonly timers: NodeJS.Timeout[] = []
+  private readonly topic: string
+  private readonly bootMs: number
+  private readonly now: () => number
+  private readonly dialing = new Set<string>()
+  private seq = 0
+  private lastLoad: LoadSample | undefined
+  private started = false
+
+  constructor (private readonly host: NodeHost, private readonly init: MembershipInit) {
+    super()
+    this.topic = `/ssi/${init.cluster}/heartbeat/${PEER_PROTOCOL_VERSION}`
+    this.now = init.now ?? Date.now
+    this.bootMs = this.now()
+  }
+
+  start (): void {
+    if (this.started) return
+    this.started = true
+    const pubsub = this.host.services.pubsub
+    pubsub.addEventListener('message', this.onMessage)
+    pubsub.subscribe(this.topic)
+    this.host.addEventListener('peer:disconnect', this.onDisconnect)
+    const { heartbeatMs } = this.init.gossip
+    this.timers.push(setInterval(() => { void this.beat() }, heartbeatMs))
+    this.timers.push(setInterval(() => { this.sweep() }, Math.min(100, heartbeatMs)))
+    this.timers.push(setInterval(() => { this.redialAll() }, this.init.failure.redialMs))
+    void this.beat()
+    this.redialAll()
+  }
+
+  stop (): void {
+    if (!this.started) return
+    this.started = false
+    this.timers.splice(0).forEach(clearInterval)
+    this.host.services.pubsub.removeEventListener('message', this.onMessage)
+    this.host.removeEventListener('peer:disconnect', this.onDisconnect)
+  }
+
+  /** Every known member, the local node first. */
+  list (): Member[] {
+    return [this.selfMember(), ...[...this.members.values()].sort((a, b) => a.id - b.id)]
+  }
+
+  get (name: string): Member | undefined {
+    return name === this.init.self.name ? this.selfMember() : this.members.get(name)
+  }
+
+  private selfMember (): Member {
+    const load = this.lastLoad
+    return {
+      name: this.init.self.name,
+      id: this.init.self.id,
+      peerId: this.host.peerId.toString(),
+      addresses: this.host.getMultiaddrs().map(String),
+      state: 'alive',
+      self: true,
+      load: { runQueue: load?.runQueue ?? 0, load1: load?.load1 ?? 0, load5: load?.load5 ?? 0, load15: load?.load15 ?? 0, cpus: load?.cpus ?? 1 },
+      memory: { freeBytes: load?.freeBytes ?? 0, totalBytes: load?.totalBytes ?? 0 },
+      jobs: this.init.jobCount(),
+      lastSeenMs: this.now(),
+      bootMs: this.bootMs
+    }
+  }
+
+  private async beat (): Promise<void> {
+    try {
+      this.lastLoad = await this.init.sampleLoad()
+      const self = this.selfMember()
+      const hb: Heartbeat = {
+        v: PEER_PROTOCOL_VERSION,
+        kind: 'heartbeat',
+        cluster: this.init.cluster,
+        name: self.name,
+        id: self.id,
+        seq: this.seq++,
+        bootMs: this.bootMs,
+        sentMs: this.now(),
+        addresses: self.addresses.slice(0, 16),
+        load: self.load,
+        memory: self.memory,
+        jobs: self.jobs
+      }
+      await this.host.services.pubsub.publish(this.topic, encodeHeartbeat(hb))
+    } catch (err) {
+      this.init.logger.debug({ err }, 'heartbeat publish failed')
+    }
+  }
+
+  private readonly onMessage = (evt: CustomEvent<Message>): void => {
+    const msg = evt.detail
+    if (msg.topic !== this.topic || msg.type !== 'signed') return
+    let hb: Heartbeat
+    try {
+      hb = decodeHeartbeat(msg.data)
+    } catch (err) {
+      this.init.logger.warn({ err, from: msg.from.toString() }, 'dropped invalid heartbeat')
+      return
+    }
+    this.accept(hb, msg.from)
+  }
+
+  private accept (hb: Heartbeat, from: PeerId): void {
+    if (hb.cluster !== this.init.cluster || hb.name === this.init.self.name) {
+      this.init.logger.warn({ from: from.toString(), name: hb.name, cluster: hb.cluster }, 'heartbeat from a foreign or duplicate node name ignored')
+      return
+    }
+    const known = this.members.get(hb.name)
+    const peerId = from.toString()
+    if (known != null && known.peerId !== peerId && known.state !== 'dead') {
+      this.init.logger.warn({ name: hb.name, known: known.peerId, claimed: peerId }, 'two peers claim one node name; keeping the live one')
+      return
+    }
+    if (known != null && known.peerId === peerId && known.bootMs === hb.bootMs && hb.seq <= known.seqSeen) return
+    const previous = known?.state
+    const member: TrackedMember = {
+      name: hb.name,
+      id: hb.id,
+      peerId,
+      addresses: hb.addresses,
+      state: 'alive',
+      self: false,
+      load: hb.load,
+      memory: hb.memory,
+      jobs: hb.jobs,
+      lastSeenMs: this.now(),
+      bootMs: hb.bootMs,
+      seqSeen: hb.seq
+    }
+    this.members.set(hb.name, member)
+    if (previous !== 'alive') this.emitState(member, previous)
+  }
+
+  private sweep (): void {
+    const now = this.now()
+    const { suspectAfterMs, deadAfterMs } = this.init.failure
+    for (const m of this.members.values()) {
+      const silent = now - m.lastSeenMs
+      const next: MemberState = silent >= deadAfterMs ? 'dead' : silent >= suspectAfterMs ? 'suspect' : m.state
+      if (m.state === 'dead' || next === m.state) continue
+      this.setState(m, next)
+    }
+  }
+
+  private setState (m: MutableMember, state: MemberState): void {
+    const previous = m.state
+    if (previous === state) return
+    m.state = state
+    this.init.logger.info({ node: m.name, from: previous, to: state }, 'member state changed')
+    this.emitState(m, previous)
+  }
+
+  private emitState (m: MutableMember, previous: MemberState | undefined): void {
+    this.dispatchEvent(new CustomEvent<MemberStateChange>('member:state', { detail: { member: { ...m }, previous } }))
+  }
+
+  /** A dropped connection: dial back once at once; a refusal means the process is gone. */
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    const m = [...this.members.values()].find(x => x.peerId === evt.detail.toString())
+    if (m == null || m.state === 'dead') return
+    this.setState(m, 'suspect')
+    const addr = this.addressOf(m)
+    if (addr == null) return
+    void this.dial(addr).then(ok => {
+      if (!ok && m.state !== 'alive') this.setState(m, 'dead')
+    })
+  }
+
+  private addressOf (m: Member): string | undefined {
+    return this.init.nodes.find(n => n.name === m.name)?.listen ?? m.addresses[0]
+  }
+
+  /** Dials every configured node and bootstrap address that has no live connection. */
+  private redialAll (): void {
+    const targets = new Set<string>(this.init.bootstrap)
+    for (const node of this.init.nodes) {
+      if (node.name === this.init.self.name) continue
+      const m = this.members.get(node.name)
+      if (m != null && m.state === 'alive' && this.host.getConnections().some(c => c.remotePeer.toString() === m.peerId)) continue
+      targets.add(node.listen)
+    }
+    for (const m of this.members.values()) {
+      const addr = this.addressOf(m)
+      if (m.state !== 'alive' && addr != null) targets.add(addr)
+    }
+    for (const addr of targets) void this.dial(addr)
+  }
+
+  private async dial (addr: string): Promise<boolean> {
+    if (this.dialing.has(addr) || !this.started) return false
+    this.dialing.add(addr)
+    try {
+      await this.host.dial(multiaddr(addr), { signal: AbortSignal.timeout(this.init.failure.dialTimeoutMs) })
+      return true
+    } catch (err) {
+      this.init.logger.debug({ addr, err: (err as Error).message }, 'dial failed (cluster key mismatch or unreachable)')
+      return false
+    } finally {
+      this.dialing.delete(addr)
+    }
+  }
+}

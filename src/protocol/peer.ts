@@ -1,0 +1,73 @@
+/**
+ * The node-to-node wire schema: every message one node sends another, versioned. Kinds only ever gain
+ * values at the end; every received frame is size-checked and validated here before anyone uses it.
+ */
+import { Packr } from 'msgpackr'
+import { z } from 'zod'
+
+export const PEER_PROTOCOL_VERSION = 1
+
+/** Largest heartbeat we accept; a real one is ~300 bytes. */
+export const MAX_HEARTBEAT_BYTES = 4096
+
+export class PeerMessageError extends Error {
+  static override name = 'PeerMessageError'
+  override name = 'PeerMessageError'
+}
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true })
+
+const finite = z.number().finite().nonnegative()
+
+export const heartbeatSchema = z.object({
+  v: z.literal(PEER_PROTOCOL_VERSION),
+  kind: z.literal('heartbeat'),
+  cluster: z.string().max(64),
+  name: z.string().max(64),
+  id: z.number().int().min(1).max(65_535),
+  /** Monotonic per daemon start; lets receivers drop reordered heartbeats. */
+  seq: z.number().int().nonnegative(),
+  /** Daemon start time (epoch ms): a new value means the node restarted. */
+  bootMs: finite,
+  sentMs: finite,
+  addresses: z.array(z.string().max(256)).max(16),
+  load: z.object({
+    runQueue: finite, load1: finite, load5: finite, load15: finite, cpus: z.number().int().positive()
+  }).strict(),
+  memory: z.object({ freeBytes: finite, totalBytes: finite }).strict(),
+  jobs: z.number().int().nonnegative()
+}).strict()
+
+export type Heartbeat = z.infer<typeof heartbeatSchema>
+
+export function encodeHeartbeat (hb: Heartbeat): Uint8Array {
+  return packr.pack(hb)
+}
+
+/** Decodes and validates a heartbeat; throws PeerMessageError saying what was wrong. */
+export function decodeHeartbeat (data: Uint8Array): Heartbeat {
+  return decodeWith(heartbeatSchema, data, MAX_HEARTBEAT_BYTES, 'heartbeat')
+}
+
+/** Size-limits, msgpack-decodes and validates one frame against a schema. */
+export function decodeWith<T> (schema: z.ZodType<T>, data: Uint8Array, maxBytes: number, what: string): T {
+  if (data.byteLength > maxBytes) {
+    throw new PeerMessageError(`${what} of ${data.byteLength} bytes exceeds the ${maxBytes}-byte limit`)
+  }
+  let raw: unknown
+  try {
+    raw = packr.unpack(data)
+  } catch (err) {
+    throw new PeerMessageError(`${what} is not valid msgpack: ${(err as Error).message}`, { cause: err })
+  }
+  const parsed = schema.safeParse(raw)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    throw new PeerMessageError(`invalid ${what}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? ''}`)
+  }
+  return parsed.data
+}
+
+export function encodeMessage (msg: unknown): Uint8Array {
+  return packr.pack(msg)
+}
