@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `npm test`: installs what a fresh clone needs, builds, lints, type-checks the tests, runs vitest.
+# Extra arguments go to vitest (e.g. `npm test -- test/unit`).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+# npm writes node_modules/.package-lock.json on every install: older than the lock = stale.
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  step "npm ci"
+  npm ci --no-audit --no-fund
+fi
+
+step "provision"
+if [[ $(id -u) -eq 0 ]]; then
+  scripts/provision.sh
+else
+  sudo -n scripts/provision.sh
+fi
+
+step "build"
+npm run build
+
+step "lint"
+npx eslint .
+
+step "typecheck tests"
+npx tsc -p tsconfig.test.json
+
+step "vitest"
+npx vitest run "$@"
