@@ -1,0 +1,164 @@
+/**
+ * The control-API wire schema: the one module that defines what the daemon and its clients say to
+ * each other. Every message carries `v` (API_VERSION); message kinds and methods only ever gain values
+ * at the end. The daemon validates every received frame with these schemas before use.
+ *
+ * Runtime zod is for the daemon side (and tests): the CLI imports only the *types* from here (see
+ * constants.ts for why), so keep runtime values that the CLI needs in constants.ts.
+ *
+ * Adding a method: add a schema for its params and result (and `event`/`input` for a streaming
+ * method) and one line to `methods`. The client's `call` and the server's `handle` are typed by it.
+ */
+import { z } from 'zod'
+
+export * from './constants.js'
+
+// ---- envelopes -------------------------------------------------------------------------------
+
+const callId = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
+/** Any integer: a wrong version gets its own clear error rather than a schema failure. */
+const version = z.number().int()
+
+export const callMessageSchema = z.object({
+  v: version,
+  id: callId,
+  type: z.literal('call'),
+  method: z.string().min(1).max(128),
+  params: z.unknown()
+})
+
+/** Client input for a streaming call in flight: stdin bytes, a signal to forward, ... */
+export const inputMessageSchema = z.object({ v: version, id: callId, type: z.literal('input'), data: z.unknown() })
+
+export const cancelMessageSchema = z.object({ v: version, id: callId, type: z.literal('cancel') })
+
+export const clientMessageSchema = z.discriminatedUnion('type', [
+  callMessageSchema, inputMessageSchema, cancelMessageSchema
+])
+
+export const errorPayloadSchema = z.object({
+  name: z.string(),
+  message: z.string(),
+  code: z.string().optional()
+})
+
+export const resultMessageSchema = z.object({ v: version, id: callId, type: z.literal('result'), result: z.unknown() })
+
+export const errorMessageSchema = z.object({ v: version, id: callId, type: z.literal('error'), error: errorPayloadSchema })
+
+/** Zero or more events precede the final result or error of a streaming call. */
+export const eventMessageSchema = z.object({ v: version, id: callId, type: z.literal('event'), event: z.unknown() })
+
+export const serverMessageSchema = z.discriminatedUnion('type', [
+  resultMessageSchema, errorMessageSchema, eventMessageSchema
+])
+
+export type CallMessage = z.infer<typeof callMessageSchema>
+export type InputMessage = z.infer<typeof inputMessageSchema>
+export type CancelMessage = z.infer<typeof cancelMessageSchema>
+export type ClientMessage = z.infer<typeof clientMessageSchema>
+export type ResultMessage = z.infer<typeof resultMessageSchema>
+export type ErrorMessage = z.infer<typeof errorMessageSchema>
+export type EventMessage = z.infer<typeof eventMessageSchema>
+export type ServerMessage = z.infer<typeof serverMessageSchema>
+
+// ---- shared value types ----------------------------------------------------------------------
+
+const count = z.number().int().nonnegative()
+const nonNegative = z.number().finite().nonnegative()
+const nodeId = z.number().int().min(1).max(65_535)
+
+export const memberStateSchema = z.enum(['alive', 'suspect', 'dead'])
+
+export const nodeLoadSchema = z.object({
+  /** Runnable tasks right now (procs_running). */
+  runQueue: nonNegative,
+  load1: nonNegative,
+  load5: nonNegative,
+  load15: nonNegative,
+  cpus: z.number().int().positive()
+})
+
+export const nodeInfoSchema = z.object({
+  name: z.string(),
+  id: nodeId,
+  peerId: z.string(),
+  /** libp2p multiaddrs the node listens on. */
+  addresses: z.array(z.string()),
+  state: memberStateSchema,
+  /** True for the node that answered. */
+  self: z.boolean(),
+  load: nodeLoadSchema,
+  memory: z.object({ freeBytes: nonNegative, totalBytes: nonNegative }),
+  /** Jobs running on the node. */
+  jobs: count,
+  /** Epoch ms of the last heartbeat received from it; for `self`: now. */
+  lastSeenMs: nonNegative
+})
+
+export const statusResultSchema = z.object({
+  cluster: z.string(),
+  /** ssi version of the answering daemon. */
+  version: z.string(),
+  node: z.object({ name: z.string(), id: nodeId, peerId: z.string() }),
+  uptimeMs: nonNegative,
+  members: z.object({ alive: count, suspect: count, dead: count, total: count }),
+  /** Jobs running on the answering node. */
+  jobs: count
+})
+
+export type MemberState = z.infer<typeof memberStateSchema>
+export type NodeLoad = z.infer<typeof nodeLoadSchema>
+export type NodeInfo = z.infer<typeof nodeInfoSchema>
+export type StatusResult = z.infer<typeof statusResultSchema>
+
+// ---- methods ---------------------------------------------------------------------------------
+
+/** What the protocol knows about one method. */
+export interface MethodSpec {
+  readonly params: z.ZodType
+  /** Result schemas must not transform: the daemon may skip validating results in production. */
+  readonly result: z.ZodType
+  /** Streaming methods: the events sent before the final result. */
+  readonly event?: z.ZodType
+  /** Methods that read client `input` messages (stdin, signals). Input to other methods is dropped. */
+  readonly input?: z.ZodType
+  /** Only uid 0 may call it; others get PermissionDeniedError. */
+  readonly adminOnly?: boolean
+}
+
+export type MethodTable = Readonly<Record<string, MethodSpec>>
+
+const noParams = z.object({})
+
+/** Every control-API method. Append new methods; never change the meaning of an existing one. */
+export const methods = {
+  status: { params: noParams, result: statusResultSchema },
+  nodes: { params: noParams, result: z.array(nodeInfoSchema) }
+} as const satisfies MethodTable
+
+export type ApiMethods = typeof methods
+
+export type MethodName<T extends MethodTable = ApiMethods> = keyof T & string
+
+/** What a client passes (defaults may be omitted). */
+export type MethodParams<M extends MethodName<T>, T extends MethodTable = ApiMethods> = z.input<T[M]['params']>
+
+/** What a handler receives after validation. */
+export type ParsedParams<M extends MethodName<T>, T extends MethodTable = ApiMethods> = z.output<T[M]['params']>
+
+export type MethodResult<M extends MethodName<T>, T extends MethodTable = ApiMethods> = z.output<T[M]['result']>
+
+export type MethodEvent<M extends MethodName<T>, T extends MethodTable = ApiMethods> =
+  T[M] extends { readonly event: infer E extends z.ZodType } ? z.output<E> : never
+
+export type MethodInput<M extends MethodName<T>, T extends MethodTable = ApiMethods> =
+  T[M] extends { readonly input: infer I extends z.ZodType } ? z.output<I> : never
+
+/** One line per issue, e.g. `params.pid: expected number, received string`. */
+export function describeIssues (error: z.ZodError, prefix = ''): string {
+  return error.issues.slice(0, 5).map(issue => {
+    const path = [prefix, ...issue.path.map(String)].filter(p => p !== '').join('.')
+    return path === '' ? issue.message : `${path}: ${issue.message}`
+  }).join('; ')
+}
