@@ -7,11 +7,10 @@ import { existsSync, openSync, closeSync, readFileSync } from 'node:fs'
 import { mkdir, readFile, rm, symlink, lstat, unlink } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { DEFAULT_SOCKET_PATH } from '../api/constants.js'
 import { createClusterKey, writeFileAtomic } from './identity.js'
 import type { ClusterConfig, NodeConfig } from './config.js'
 
-/** Where the CLI looks for a daemon when given no --socket. */
-export const DEFAULT_SOCKET = '/run/ssi/ssi.sock'
 const SSID = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/ssid.js')
 
 export class LaunchError extends Error {
@@ -36,6 +35,8 @@ export interface LaunchOptions {
   /** ms to wait for each control socket to appear. */
   readonly readyTimeoutMs?: number
   readonly waitReady: (socket: string, signal: AbortSignal) => Promise<void>
+  /** Point /run/ssi/ssi.sock at the first node's socket (default true; tests turn it off). */
+  readonly linkDefaultSocket?: boolean
 }
 
 const pidFile = (n: NodeConfig): string => join(n.stateDir, 'daemon.pid')
@@ -45,7 +46,7 @@ export async function clusterUp (config: ClusterConfig, opts: LaunchOptions): Pr
   if (!existsSync(config.keyFile)) await createClusterKey(config.keyFile)
   const nodes = config.nodes.filter(n => opts.only == null || opts.only.includes(n.name))
   const launched = await Promise.all(nodes.map(async n => await launchNode(config, n, opts)))
-  await linkDefaultSocket(nodes[0]?.controlSocket)
+  if (opts.linkDefaultSocket !== false) await linkDefaultSocket(nodes[0]?.controlSocket)
   return launched
 }
 
@@ -100,14 +101,14 @@ export async function runningPid (node: NodeConfig): Promise<number | undefined>
 
 /** Points /run/ssi/ssi.sock at the first node's socket unless something else owns that path. */
 async function linkDefaultSocket (socket: string | undefined): Promise<void> {
-  if (socket === undefined || socket === DEFAULT_SOCKET) return
-  await mkdir(dirname(DEFAULT_SOCKET), { recursive: true })
+  if (socket === undefined || socket === DEFAULT_SOCKET_PATH) return
+  await mkdir(dirname(DEFAULT_SOCKET_PATH), { recursive: true })
   try {
-    const st = await lstat(DEFAULT_SOCKET)
+    const st = await lstat(DEFAULT_SOCKET_PATH)
     if (!st.isSymbolicLink()) return
-    await unlink(DEFAULT_SOCKET)
+    await unlink(DEFAULT_SOCKET_PATH)
   } catch { /* absent */ }
-  await symlink(socket, DEFAULT_SOCKET)
+  await symlink(socket, DEFAULT_SOCKET_PATH)
 }
 
 export interface StoppedNode { readonly name: string, readonly pid?: number, readonly killed: boolean }

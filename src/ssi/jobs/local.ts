@@ -1,0 +1,212 @@
+/**
+ * Jobs executing on this node: their records (`job/<vpid>`), their runtime handles, and the watch
+ * that records each exit. Survives daemon restarts: `recover()` re-adopts what is still running and
+ * records what ended meanwhile.
+ */
+import { JobPermissionError, JobStateError, VpidNotFoundError } from './errors.js'
+import { TERMINAL_STATES, jobKey, stateForExit, transition } from './record.js'
+import type { ExitInfo, JobRecord } from './record.js'
+import type { JobRuntime, RuntimeJob } from './runtime.js'
+import type { JobStartParams } from '../../protocol/jobs.js'
+
+export interface JobStore {
+  get<T>(key: string): Promise<T | undefined>
+  put(key: string, value: unknown): Promise<void>
+  del(key: string): Promise<void>
+  list<T>(prefix: string): Promise<Array<{ key: string, value: T }>>
+}
+
+export interface LocalJobsLogger {
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
+}
+
+export interface LocalJobsInit {
+  readonly node: string
+  readonly store: JobStore
+  readonly runtime: JobRuntime
+  readonly logger: LocalJobsLogger
+  /** Told of every state change, e.g. to update the job's home node. */
+  readonly onChange: (job: JobRecord) => void
+  readonly retainFinishedMs: number
+}
+
+interface Entry {
+  record: JobRecord
+  runtime?: RuntimeJob
+  ended: Promise<JobRecord>
+  resolveEnded: (r: JobRecord) => void
+}
+
+export interface JobSnapshot extends JobRecord {
+  readonly cpuPercent: number
+  readonly rssBytes: number
+}
+
+export class LocalJobs {
+  private readonly jobs = new Map<number, Entry>()
+  private readonly cpuSamples = new Map<number, { ns: number, at: number }>()
+  private readonly watchAbort = new AbortController()
+
+  constructor (private readonly init: LocalJobsInit) {}
+
+  /** Loads records and re-adopts jobs left running by an earlier daemon. */
+  async recover (): Promise<void> {
+    for (const { value } of await this.init.store.list<JobRecord>('job/')) {
+      const entry = this.track(value)
+      if (TERMINAL_STATES.has(value.state)) { entry.resolveEnded(value); continue }
+      const found = await this.init.runtime.adopt(value.vpid)
+      if (found === undefined) {
+        await this.update(entry, transition(value, value.state === 'starting' ? 'failed' : 'lost', { endedMs: Date.now(), error: 'nothing of the job was left when the daemon restarted' }))
+        continue
+      }
+      entry.runtime = found.job
+      if (value.state === 'starting') await this.update(entry, transition(value, 'running', { hostPid: found.job.hostPid, startedMs: Date.now() }))
+      if (found.exit !== undefined) await this.finish(entry, found.exit)
+      else this.watch(entry)
+      this.init.logger.info({ vpid: value.vpid, state: entry.record.state }, 're-adopted job')
+    }
+  }
+
+  stop (): void {
+    this.watchAbort.abort()
+  }
+
+  has (vpid: number): boolean { return this.jobs.has(vpid) }
+
+  runningCount (): number {
+    let n = 0
+    for (const e of this.jobs.values()) if (!TERMINAL_STATES.has(e.record.state)) n++
+    return n
+  }
+
+  async start (p: JobStartParams): Promise<JobRecord> {
+    if (this.jobs.has(p.vpid)) throw new JobStateError(`vpid ${p.vpid} is already known on ${this.init.node}`)
+    const record: JobRecord = {
+      vpid: p.vpid, owner: p.owner, argv: p.argv, cwd: p.cwd, hostname: `vp${p.vpid}`, limits: p.limits,
+      node: this.init.node, homeNode: p.homeNode, state: 'starting', createdMs: Date.now(), stdin: p.stdin
+    }
+    const entry = this.track(record)
+    await this.update(entry, record)
+    try {
+      entry.runtime = await this.init.runtime.start({ ...p, hostname: record.hostname })
+    } catch (err) {
+      await this.update(entry, transition(record, 'failed', { endedMs: Date.now(), error: (err as Error).message }))
+      throw err
+    }
+    await this.update(entry, transition(record, 'running', { hostPid: entry.runtime.hostPid, jobDir: entry.runtime.jobDir, startedMs: Date.now() }))
+    this.watch(entry)
+    return entry.record
+  }
+
+  private track (record: JobRecord): Entry {
+    let resolveEnded!: (r: JobRecord) => void
+    const ended = new Promise<JobRecord>(resolve => { resolveEnded = resolve })
+    const entry: Entry = { record, ended, resolveEnded }
+    this.jobs.set(record.vpid, entry)
+    return entry
+  }
+
+  private watch (entry: Entry): void {
+    const rt = entry.runtime
+    if (rt === undefined) return
+    this.init.runtime.waitExit(rt, this.watchAbort.signal).then(
+      async exit => { await this.finish(entry, exit) },
+      err => { if (!this.watchAbort.signal.aborted) this.init.logger.warn({ vpid: rt.vpid, err: (err as Error).message }, 'lost track of a job exit') }
+    )
+  }
+
+  private async finish (entry: Entry, exit: ExitInfo): Promise<void> {
+    if (TERMINAL_STATES.has(entry.record.state)) return
+    await this.update(entry, transition(entry.record, stateForExit(exit), { exit, endedMs: Date.now() }))
+    if (entry.runtime !== undefined) {
+      await this.init.runtime.release(entry.runtime).catch(err => { this.init.logger.warn({ vpid: entry.record.vpid, err: (err as Error).message }, 'cgroup cleanup failed') })
+    }
+    this.cpuSamples.delete(entry.record.vpid)
+  }
+
+  private async update (entry: Entry, record: JobRecord): Promise<void> {
+    entry.record = record
+    await this.init.store.put(jobKey(record.vpid), record)
+    if (TERMINAL_STATES.has(record.state)) entry.resolveEnded(record)
+    this.init.onChange(record)
+  }
+
+  private entry (vpid: number): Entry {
+    const e = this.jobs.get(vpid)
+    if (e === undefined) throw new VpidNotFoundError(`no job with vpid ${vpid} on ${this.init.node}`)
+    return e
+  }
+
+  get (vpid: number): JobRecord { return this.entry(vpid).record }
+
+  async snapshot (vpid: number): Promise<JobSnapshot> {
+    const e = this.entry(vpid)
+    const usage = e.runtime !== undefined && !TERMINAL_STATES.has(e.record.state) ? await this.init.runtime.usage(e.runtime) : undefined
+    return { ...e.record, cpuPercent: usage === undefined ? 0 : this.cpuPercent(vpid, usage.cpuUsageNs), rssBytes: usage?.memoryBytes ?? 0 }
+  }
+
+  async list (): Promise<JobSnapshot[]> {
+    return await Promise.all([...this.jobs.keys()].sort((a, b) => a - b).map(async v => await this.snapshot(v)))
+  }
+
+  /** CPU use since the previous sample (or since start), in percent of one core. */
+  private cpuPercent (vpid: number, ns: number): number {
+    const now = Date.now()
+    const prev = this.cpuSamples.get(vpid) ?? { ns: 0, at: this.jobs.get(vpid)?.record.startedMs ?? now }
+    this.cpuSamples.set(vpid, { ns, at: now })
+    const wallNs = (now - prev.at) * 1e6
+    return wallNs > 0 ? Math.round(((ns - prev.ns) / wallNs) * 1000) / 10 : 0
+  }
+
+  authorize (record: JobRecord, uid: number, action: string): void {
+    if (uid !== 0 && uid !== record.owner.uid) {
+      throw new JobPermissionError(`permission denied: job ${record.vpid} belongs to ${record.owner.user} (uid ${record.owner.uid}); only its owner or root may ${action} it`)
+    }
+  }
+
+  async signal (vpid: number, sig: NodeJS.Signals, asUid: number): Promise<void> {
+    const e = this.entry(vpid)
+    this.authorize(e.record, asUid, 'signal')
+    if (TERMINAL_STATES.has(e.record.state) || e.runtime === undefined) {
+      throw new JobStateError(`job ${vpid} is not running (${e.record.state})`)
+    }
+    await this.init.runtime.signal(e.runtime, sig)
+  }
+
+  async wait (vpid: number, signal?: AbortSignal): Promise<JobRecord> {
+    const e = this.entry(vpid)
+    if (signal === undefined) return await e.ended
+    return await Promise.race([e.ended, new Promise<never>((_r, reject) => {
+      signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true })
+    })])
+  }
+
+  /** The job's output; with `follow`, until it has ended and all is read. */
+  output (vpid: number, fd: 1 | 2, offset: number, follow: boolean, signal?: AbortSignal): AsyncIterable<Uint8Array> {
+    const e = this.entry(vpid)
+    if (e.runtime === undefined) return (async function * () {})()
+    return this.init.runtime.output(e.runtime, fd, offset, follow, signal)
+  }
+
+  async stdin (vpid: number, asUid: number, data: Uint8Array | undefined, eof: boolean): Promise<void> {
+    const e = this.entry(vpid)
+    this.authorize(e.record, asUid, 'write to')
+    if (e.runtime === undefined || !e.record.stdin) throw new JobStateError(`job ${vpid} was not started with stdin (-i)`)
+    if (data !== undefined && data.byteLength > 0) await this.init.runtime.writeStdin(e.runtime, data)
+    if (eof) await this.init.runtime.closeStdin(e.runtime)
+  }
+
+  /** Forgets finished jobs older than the retention period, with their output. */
+  async collectGarbage (now = Date.now()): Promise<number> {
+    let removed = 0
+    for (const [vpid, e] of this.jobs) {
+      if (!TERMINAL_STATES.has(e.record.state) || now - (e.record.endedMs ?? now) < this.init.retainFinishedMs) continue
+      if (e.runtime !== undefined) await this.init.runtime.remove(e.runtime).catch(() => {})
+      await this.init.store.del(jobKey(vpid))
+      this.jobs.delete(vpid)
+      removed++
+    }
+    return removed
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * A job's record and lifecycle. The executing node owns the full record (`job/<vpid>` in its store);
+ * the home node keeps where the job is (`loc/<vpid>`). Lifecycle moves go through `transition`, so an
+ * impossible move (a finished job "starting" again) is an error rather than a silent overwrite.
+ */
+export type JobState =
+  | 'starting' // being spawned on its node
+  | 'running'
+  | 'migrating' // frozen on its node while it moves (migration issue)
+  | 'exited' // ended by itself (any exit code)
+  | 'killed' // ended by a signal
+  | 'oom' // killed by the kernel for exceeding its memory limit
+  | 'failed' // could not be started
+  | 'lost' // its node died and it could not be recovered
+
+export const TERMINAL_STATES: ReadonlySet<JobState> = new Set(['exited', 'killed', 'oom', 'failed', 'lost'])
+
+const ALLOWED: Readonly<Record<JobState, readonly JobState[]>> = {
+  starting: ['running', 'failed', 'exited', 'killed', 'oom'],
+  running: ['exited', 'killed', 'oom', 'migrating', 'lost'],
+  migrating: ['running', 'exited', 'killed', 'oom', 'lost'],
+  exited: [],
+  killed: [],
+  oom: [],
+  failed: [],
+  lost: ['running']
+}
+
+export class InvalidTransitionError extends Error {
+  static override name = 'InvalidTransitionError'
+  override name = 'InvalidTransitionError'
+}
+
+export interface ExitInfo {
+  /** Exit code when the job exited by itself. */
+  readonly code?: number
+  /** Signal number when a signal ended it. */
+  readonly signal?: number
+  readonly oomKilled: boolean
+}
+
+export interface JobLimits {
+  readonly memoryBytes?: number
+  readonly cpus?: number
+  readonly pids?: number
+}
+
+export interface JobOwner {
+  readonly uid: number
+  readonly gid: number
+  readonly groups: readonly number[]
+  readonly user: string
+}
+
+export interface JobRecord {
+  readonly vpid: number
+  readonly owner: JobOwner
+  readonly argv: readonly string[]
+  readonly cwd: string
+  readonly hostname: string
+  readonly limits: JobLimits
+  /** Node it runs on now. */
+  readonly node: string
+  /** Node that launched it and allocated its vpid. */
+  readonly homeNode: string
+  readonly state: JobState
+  readonly createdMs: number
+  readonly startedMs?: number
+  readonly endedMs?: number
+  readonly exit?: ExitInfo
+  /** Why it failed or was lost. */
+  readonly error?: string
+  /** Host pid of the job's init (tini) on its node: what CRIU dumps. */
+  readonly hostPid?: number
+  readonly jobDir?: string
+  readonly stdin: boolean
+}
+
+export function transition (job: JobRecord, to: JobState, patch: Partial<JobRecord> = {}): JobRecord {
+  if (!ALLOWED[job.state].includes(to)) {
+    throw new InvalidTransitionError(`job ${job.vpid} cannot go from ${job.state} to ${to}`)
+  }
+  return { ...job, ...patch, state: to }
+}
+
+/** The terminal state an exit status means. */
+export function stateForExit (exit: ExitInfo): JobState {
+  if (exit.oomKilled) return 'oom'
+  return exit.signal !== undefined ? 'killed' : 'exited'
+}
+
+/** Shell-style status: the exit code, or 128 + signal number. */
+export function exitStatusCode (exit: ExitInfo): number {
+  return exit.signal !== undefined ? 128 + exit.signal : exit.code ?? 0
+}
+
+/** Store keys: zero-padded so LevelDB's key order is vpid order. */
+export const jobKey = (vpid: number): string => `job/${String(vpid).padStart(15, '0')}`
+export const locKey = (vpid: number): string => `loc/${String(vpid).padStart(15, '0')}`

@@ -1,0 +1,49 @@
+/**
+ * What the job service needs from the executing node's runtime (spawner + cgroups): start a job
+ * isolated, find it again after a daemon restart, learn its exit, signal it, read its output, and
+ * sample its usage. `createJobRuntime` (runtime-host.ts) implements it with the per-job shim and the
+ * host's cgroup manager.
+ */
+import type { ExitInfo, JobLimits, JobOwner } from './record.js'
+
+export interface RuntimeSpec {
+  readonly vpid: number
+  readonly argv: readonly string[]
+  readonly env: Readonly<Record<string, string>>
+  readonly cwd: string
+  readonly owner: JobOwner
+  readonly hostname: string
+  readonly limits: JobLimits
+  readonly stdin: boolean
+}
+
+export interface RuntimeJob {
+  readonly vpid: number
+  readonly jobDir: string
+  /** Host pid of the job's init inside its PID namespace. */
+  readonly hostPid: number
+}
+
+export interface JobUsage {
+  readonly cpuUsageNs: number
+  readonly memoryBytes: number
+}
+
+export interface JobRuntime {
+  /** Starts the job; resolves once its init runs (the exit may follow at any time). */
+  start(spec: RuntimeSpec, signal?: AbortSignal): Promise<RuntimeJob>
+  /** Re-attaches to a job started by an earlier daemon; undefined if nothing is left of it. */
+  adopt(vpid: number): Promise<{ job: RuntimeJob, exit?: ExitInfo } | undefined>
+  /** Resolves with the exit once the job has ended (immediately if it already has). */
+  waitExit(job: RuntimeJob, signal?: AbortSignal): Promise<ExitInfo>
+  signal(job: RuntimeJob, signal: NodeJS.Signals): Promise<void>
+  /** Output so far, then live until the job has ended and everything is read (when `follow`). */
+  output(job: RuntimeJob, fd: 1 | 2, offset: number, follow: boolean, signal?: AbortSignal): AsyncIterable<Uint8Array>
+  writeStdin(job: RuntimeJob, data: Uint8Array): Promise<void>
+  closeStdin(job: RuntimeJob): Promise<void>
+  usage(job: RuntimeJob): Promise<JobUsage | undefined>
+  /** Frees the job's cgroup after it ended; its output stays until `remove`. */
+  release(job: RuntimeJob): Promise<void>
+  /** Deletes everything left of a finished job (output files, dir). */
+  remove(job: RuntimeJob): Promise<void>
+}
