@@ -1,0 +1,68 @@
+/** Control-API handlers of the cluster process namespace: run, ps, kill, wait, logs, inspect. */
+import { ownerFromCredentials } from '../caller.js'
+import { exitStatusCode } from '../../ssi/jobs/record.js'
+import { parseVpid } from '../../ssi/vpid.js'
+import type { ControlServer } from '../control-server.js'
+import type { ClusterJobs } from '../../ssi/jobs/cluster.js'
+import type { JobRecord } from '../../ssi/jobs/record.js'
+import type { JobsConfig } from '../config.js'
+import type { RunResult } from '../../api/schema.js'
+
+export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, defaults: JobsConfig): void {
+  control.handle('run', async (p, ctx) => {
+    const owner = await ownerFromCredentials(ctx.caller)
+    const limits = {
+      memoryBytes: p.memoryBytes ?? defaults.memory,
+      cpus: p.cpus ?? defaults.cpus,
+      pids: p.pids ?? defaults.pids
+    }
+    const job = await jobs.run({ argv: p.argv, env: p.env, cwd: p.cwd, limits, stdin: p.stdin, node: p.node }, owner, ctx.signal)
+    await ctx.emit({ kind: 'started', vpid: job.vpid, node: job.node })
+    if (p.detach) return toRunResult(job)
+    const forwarding = forwardInputs(jobs, job, ctx.caller.uid, ctx.inputs)
+    await jobs.output(job.vpid, true, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal)
+    const final = await jobs.wait(job.vpid, ctx.signal)
+    void forwarding
+    return toRunResult(final)
+  })
+  control.handle('ps', async (p, ctx) => await jobs.ps(p, ctx.signal))
+  control.handle('inspect', async (p, ctx) => await jobs.inspect(parseVpid(p.vpid), ctx.signal))
+  control.handle('wait', async (p, ctx) => toRunResult(await jobs.wait(parseVpid(p.vpid), ctx.signal)))
+  control.handle('kill', async (p, ctx) => {
+    const results = await Promise.all(p.vpids.map(async v => {
+      try {
+        return { vpid: v, node: await jobs.kill(parseVpid(v), p.signal as NodeJS.Signals, ctx.caller.uid, ctx.signal) }
+      } catch (err) {
+        return { vpid: v, error: (err as Error).message }
+      }
+    }))
+    return { results }
+  })
+  control.handle('logs', async (p, ctx) => {
+    await jobs.output(parseVpid(p.vpid), p.follow, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal)
+    return {}
+  })
+}
+
+/** Relays the attached client's stdin and signals (Ctrl-C) to the job until the client stops sending. */
+async function forwardInputs (jobs: ClusterJobs, job: JobRecord, uid: number, inputs: AsyncIterable<unknown>): Promise<void> {
+  try {
+    for await (const raw of inputs) {
+      const input = raw as { stdin?: Uint8Array, eof?: boolean, signal?: string }
+      if (input.signal !== undefined) await jobs.kill(job.vpid, input.signal as NodeJS.Signals, uid).catch(() => {})
+      if (input.stdin !== undefined || input.eof === true) await jobs.stdin(job.vpid, uid, input.stdin, input.eof === true, job.node)
+    }
+  } catch { /* the job ended or the client left: nothing more to forward */ }
+}
+
+function toRunResult (job: JobRecord): RunResult {
+  return {
+    vpid: job.vpid,
+    node: job.node,
+    state: job.state,
+    exit: job.exit,
+    status: job.exit === undefined ? (job.state === 'failed' || job.state === 'lost' ? 255 : 0) : exitStatusCode(job.exit),
+    error: job.error,
+    limits: job.limits
+  }
+}
