@@ -1,0 +1,166 @@
+/**
+ * One request to CRIU in service-worker mode: `criu swrk 3` with one end of a SEQPACKET
+ * socketpair as its fd 3 (what go-criu and runc do). A fresh criu process serves each request:
+ * CRIU only keeps a swrk connection open across requests for the cheap query types, and a
+ * process per dump/restore leaks nothing into the next one.
+ */
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { closeSync } from 'node:fs'
+import { socketPair } from '../../native/socketpair.js'
+import { SeqpacketChannel } from './channel.js'
+import { CriuError, summarizeLog } from './errors.js'
+import { decodeResponse, encodeRequest, ReqType } from './rpc.js'
+import type { WireRequest, WireResponse } from './rpc.js'
+
+/** The pino-compatible subset of a logger this driver writes to. */
+export interface CriuLogger {
+  debug (obj: object, msg?: string): void
+  info (obj: object, msg?: string): void
+  warn (obj: object, msg?: string): void
+  error (obj: object, msg?: string): void
+}
+
+/**
+ * Called for each CRIU notification ("pre-dump", "post-dump", "pre-restore", "post-restore",
+ * "setup-namespaces", "pre-resume", "post-resume", "network-lock", "status-ready", ...); CRIU
+ * waits until it returns. `pid` is the root task's host pid where CRIU sends it (post-restore,
+ * setup-namespaces). Throwing makes CRIU abort the operation.
+ */
+export type NotifyHook = (script: string, pid: number | undefined) => void | Promise<void>
+
+/** Extra descriptors are given to criu as fds 4, 5, ... in the order passed. */
+export const FIRST_EXTRA_FD = 4
+/** How long criu may take to exit after its last answer before it is killed. */
+const EXIT_GRACE_MS = 10_000
+const STDERR_TAIL_BYTES = 4096
+
+export interface SwrkCall {
+  readonly criuPath: string
+  /** For messages: 'dump', 'restore', ... */
+  readonly operation: string
+  readonly request: WireRequest
+  /** Our descriptors that criu itself must hold (inherit_fd sources), as its fds 4, 5, ... */
+  readonly fds?: readonly number[]
+  readonly onNotify?: NotifyHook
+  readonly signal?: AbortSignal
+  readonly logger?: CriuLogger
+  /** The log file this request asked CRIU to write, named in errors. */
+  readonly logPath?: string
+}
+
+interface Worker {
+  readonly child: ChildProcess
+  readonly channel: SeqpacketChannel
+  readonly exited: Promise<string>
+  readonly stderr: () => string
+}
+
+function startWorker (criuPath: string, fds: readonly number[]): Worker {
+  const [ours, theirs] = socketPair('seqpacket')
+  let child: ChildProcess
+  try {
+    // uv_spawn returns after exec succeeded (or failed), so closing `theirs` next is safe.
+    child = spawn(criuPath, ['swrk', '3'], { stdio: ['ignore', 'pipe', 'pipe', theirs, ...fds] })
+  } catch (err) {
+    closeSync(ours)
+    throw err
+  } finally {
+    closeSync(theirs)
+  }
+  let output = ''
+  const keep = (chunk: Buffer): void => { output = (output + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES) }
+  child.stdout?.on('data', keep)
+  child.stderr?.on('data', keep)
+  const exited = new Promise<string>((resolve) => {
+    child.once('error', (err) => { resolve(`cannot run ${criuPath}: ${err.message}`) })
+    child.once('exit', (code, sig) => { resolve(sig !== null ? `criu killed by ${sig}` : `criu exited with ${code}`) })
+  })
+  return { child, channel: new SeqpacketChannel(ours), exited, stderr: () => output }
+}
+
+async function answerNotify (worker: Worker, call: SwrkCall, resp: WireResponse): Promise<Error | undefined> {
+  const script = resp.notify?.script ?? ''
+  call.logger?.debug({ operation: call.operation, script, pid: resp.notify?.pid }, 'criu notify')
+  let failure: Error | undefined
+  try {
+    await call.onNotify?.(script, resp.notify?.pid)
+  } catch (err) {
+    failure = err instanceof Error ? err : new Error(String(err))
+  }
+  await worker.channel.send(encodeRequest({ type: ReqType.NOTIFY, notify_success: failure === undefined }))
+  return failure
+}
+
+/** Reads until the final (non-NOTIFY) response; undefined if criu hung up first. */
+async function converse (worker: Worker, call: SwrkCall): Promise<{ resp?: WireResponse, hookError?: Error }> {
+  await worker.channel.send(encodeRequest(call.request))
+  let hookError: Error | undefined
+  for (;;) {
+    const bytes = await worker.channel.receive()
+    if (bytes === undefined) return { hookError }
+    const resp = decodeResponse(bytes)
+    if (resp.type !== ReqType.NOTIFY) return { resp, hookError }
+    hookError = (await answerNotify(worker, call, resp)) ?? hookError
+  }
+}
+
+async function reap (worker: Worker): Promise<string> {
+  const timer = setTimeout(() => { worker.child.kill('SIGKILL') }, EXIT_GRACE_MS)
+  try {
+    return await worker.exited
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+function failure (call: SwrkCall, extra: { detail?: string, exit?: string, stderr?: string, resp?: WireResponse }): CriuError {
+  return new CriuError({
+    operation: call.operation,
+    detail: extra.detail,
+    criuMessage: extra.resp?.cr_errmsg,
+    criuErrno: extra.resp?.cr_errno,
+    exit: extra.exit,
+    stderr: extra.stderr,
+    logPath: call.logPath,
+    logTail: call.logPath === undefined ? undefined : summarizeLog(call.logPath)
+  })
+}
+
+/**
+ * Runs one request and returns CRIU's final response, whatever its `success`.
+ * @throws CriuError when criu cannot be run or dies without answering, or a notify hook failed;
+ *         the signal's reason when aborted (criu is then killed with SIGKILL: tasks it had seized
+ *         are detached by the kernel and keep running).
+ */
+export async function callSwrk (call: SwrkCall): Promise<WireResponse> {
+  call.signal?.throwIfAborted()
+  const worker = startWorker(call.criuPath, call.fds ?? [])
+  const onAbort = (): void => { worker.child.kill('SIGKILL') }
+  call.signal?.addEventListener('abort', onAbort, { once: true })
+  try {
+    const { resp, hookError } = await converse(worker, call)
+    call.signal?.throwIfAborted()
+    if (hookError !== undefined) {
+      throw new CriuError({ operation: call.operation, detail: `notify hook failed: ${hookError.message}`, criuMessage: resp?.cr_errmsg, logPath: call.logPath }, { cause: hookError })
+    }
+    if (resp === undefined) {
+      const exit = await reap(worker)
+      throw failure(call, { detail: 'criu closed the connection without answering', exit, stderr: worker.stderr() })
+    }
+    if (resp.type !== call.request.type && resp.type !== ReqType.EMPTY) {
+      throw failure(call, { detail: `answer of type ${resp.type} to a request of type ${call.request.type}`, resp })
+    }
+    return resp
+  } finally {
+    call.signal?.removeEventListener('abort', onAbort)
+    worker.channel.close()
+    await reap(worker)
+  }
+}
+
+/** Throws the CriuError a failed response stands for; returns the response otherwise. */
+export function expectSuccess (call: SwrkCall, resp: WireResponse): WireResponse {
+  if (!resp.success) throw failure(call, { resp })
+  return resp
+}
