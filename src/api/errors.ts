@@ -110,6 +110,13 @@ export class DaemonAccessDeniedError extends Error {
   }
 }
 
+/** Connecting to the daemon failed for another reason than "not running" or "permission denied". */
+export class DaemonConnectError extends Error {
+  static override name = 'DaemonConnectError'
+  override name = 'DaemonConnectError'
+  readonly code = 'DAEMON_CONNECT'
+}
+
 /** Starting a server on a socket path where another daemon is live (or a non-socket file sits). */
 export class SocketInUseError extends Error {
   static override name = 'SocketInUseError'
