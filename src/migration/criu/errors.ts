@@ -65,18 +65,41 @@ export class CriuVersionError extends Error {
 }
 
 /**
- * The lines of a CRIU log worth showing: its error lines (last `maxErrors`) then its last
- * `lastLines` lines. Empty if the log cannot be read (CRIU may have died before writing it).
+ * Errors CRIU logs on every run in some environments without failing because of them: e.g. here
+ * root lacks CAP_SYS_RESOURCE, so "rlimit: Can't setup RLIMIT_NOFILE" is CRIU's first error (and
+ * so its cr_errmsg) even when the real failure is something else.
+ */
+const HARMLESS_ERRORS = [/rlimit: Can't setup RLIMIT_NOFILE/]
+
+const isHarmless = (line: string): boolean => HARMLESS_ERRORS.some((re) => re.test(line))
+
+function readLogLines (logPath: string): string[] {
+  try {
+    return readFileSync(logPath, 'utf8').split('\n').filter((line) => line.trim() !== '')
+  } catch {
+    return [] // CRIU may have died before writing it
+  }
+}
+
+const errorLines = (lines: string[]): string[] => lines.filter((line) => /\bError\b/.test(line) && !isHarmless(line))
+
+/**
+ * The lines of a CRIU log worth showing: its error lines (last `maxErrors`, harmless ones left
+ * out) then its last `lastLines` lines. Empty if the log cannot be read.
  */
 export function summarizeLog (logPath: string, maxErrors = 12, lastLines = 6): string {
-  let text: string
-  try {
-    text = readFileSync(logPath, 'utf8')
-  } catch {
-    return ''
-  }
-  const lines = text.split('\n').filter((line) => line.trim() !== '')
-  const errors = lines.filter((line) => /\bError\b/.test(line)).slice(-maxErrors)
-  const tail = lines.slice(-lastLines).filter((line) => !errors.includes(line))
+  const lines = readLogLines(logPath)
+  const errors = errorLines(lines).slice(-maxErrors)
+  const tail = lines.slice(-lastLines).filter((line) => !errors.includes(line) && !isHarmless(line))
   return [...errors, ...(tail.length > 0 && errors.length > 0 ? ['...'] : []), ...tail].join('\n')
+}
+
+/**
+ * CRIU's message for a failure: its cr_errmsg, unless that is a known harmless line, in which case
+ * the first other error of the log (without the timestamp prefix).
+ */
+export function significantMessage (crErrmsg: string | undefined, logPath: string | undefined): string | undefined {
+  if (crErrmsg !== undefined && crErrmsg.trim() !== '' && !isHarmless(crErrmsg)) return crErrmsg.trim()
+  const first = logPath === undefined ? undefined : errorLines(readLogLines(logPath))[0]
+  return first?.replace(/^\(\s*[\d.]+\)\s*/, '').trim() ?? crErrmsg?.trim()
 }

@@ -9,7 +9,7 @@ import type { ChildProcess } from 'node:child_process'
 import { closeSync } from 'node:fs'
 import { socketPair } from '../../native/socketpair.js'
 import { SeqpacketChannel } from './channel.js'
-import { CriuError, summarizeLog } from './errors.js'
+import { CriuError, significantMessage, summarizeLog } from './errors.js'
 import { decodeResponse, encodeRequest, ReqType } from './rpc.js'
 import type { WireRequest, WireResponse } from './rpc.js'
 
@@ -118,7 +118,7 @@ function failure (call: SwrkCall, extra: { detail?: string, exit?: string, stder
   return new CriuError({
     operation: call.operation,
     detail: extra.detail,
-    criuMessage: extra.resp?.cr_errmsg,
+    criuMessage: significantMessage(extra.resp?.cr_errmsg, call.logPath),
     criuErrno: extra.resp?.cr_errno,
     exit: extra.exit,
     stderr: extra.stderr,
@@ -142,7 +142,7 @@ export async function callSwrk (call: SwrkCall): Promise<WireResponse> {
     const { resp, hookError } = await converse(worker, call)
     call.signal?.throwIfAborted()
     if (hookError !== undefined) {
-      throw new CriuError({ operation: call.operation, detail: `notify hook failed: ${hookError.message}`, criuMessage: resp?.cr_errmsg, logPath: call.logPath }, { cause: hookError })
+      throw new CriuError({ operation: call.operation, detail: `notify hook failed: ${hookError.message}`, criuMessage: significantMessage(resp?.cr_errmsg, call.logPath), logPath: call.logPath }, { cause: hookError })
     }
     if (resp === undefined) {
       const exit = await reap(worker)

@@ -1,0 +1,179 @@
+/**
+ * The CRIU driver against the real CRIU: version and checks, dump of a real job (tini + a shell
+ * counter in new pid/ipc/uts namespaces), restore as our child with its namespace pids, a failing
+ * restore. Needs root and CRIU >= 4.2 (scripts/provision.sh installs it); never skipped.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { delimiter, join } from 'node:path'
+import koffi from 'koffi'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { Criu, CriuError, findCriu, type FoundCriu } from '../../src/migration/criu/index.js'
+
+const TOOLS = ['bash', 'setsid', 'unshare', 'tini', 'sh']
+
+function onPath (tool: string): boolean {
+  return (process.env.PATH ?? '').split(delimiter).some((dir) => {
+    try { accessSync(join(dir, tool), constants.X_OK); return true } catch { return false }
+  })
+}
+
+/** Fails (never skips) with what is missing. */
+async function requireCriuHost (): Promise<FoundCriu> {
+  if (process.getuid?.() !== 0) throw new Error('CRIU integration tests need root (CRIU needs CAP_SYS_ADMIN and ptrace); run as root')
+  const missing = TOOLS.filter((tool) => !onPath(tool))
+  if (missing.length > 0) throw new Error(`missing tools: ${missing.join(', ')} (run scripts/provision.sh)`)
+  return await findCriu()
+}
+
+const libc = koffi.load('libc.so.6')
+const waitpid = libc.func('int waitpid(int pid, _Out_ int *status, int options)') as (pid: number, status: Int32Array, options: number) => number
+const WNOHANG = 1
+
+const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
+
+async function until<T> (what: string, probe: () => T | undefined, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = probe()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(20)
+  }
+}
+
+/** Reaps our (non-libuv) child `pid`: its wait status, polled with WNOHANG. */
+async function reapChild (pid: number, timeoutMs = 5000): Promise<number> {
+  const status = new Int32Array(1)
+  return await until(`exit of ${pid}`, () => (waitpid(pid, status, WNOHANG) === pid ? status[0] : undefined), timeoutMs)
+}
+
+function childrenOf (pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter((s) => s !== '').map(Number)
+  } catch {
+    return []
+  }
+}
+
+function statusField (pid: number, field: string): string {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith(`${field}:`))
+  return line?.slice(field.length + 1).trim() ?? ''
+}
+
+const nsPid = (pid: number): number => Number(statusField(pid, 'NSpid').split(/\s+/).at(-1))
+const parentPid = (pid: number): number => Number(statusField(pid, 'PPid'))
+
+/** Counter lines "<ns pid of sh> <n>" written through one O_APPEND fd the shell keeps open. */
+function counterLines (file: string): Array<{ pid: number, n: number }> {
+  if (!existsSync(file)) return []
+  return readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').map((l) => {
+    const [pid, n] = l.split(' ').map(Number)
+    return { pid: pid ?? NaN, n: n ?? NaN }
+  })
+}
+const lastCount = (file: string): number => counterLines(file).at(-1)?.n ?? 0
+
+interface Job { readonly launcher: ChildProcess, readonly init: number, readonly counterFile: string }
+
+/** A checkpointable job as criu.md says: fds >= 3 closed, sessions inside a new pid namespace, tini as init. */
+async function startJob (dir: string): Promise<Job> {
+  const counterFile = join(dir, 'counter.log')
+  const script = 'exec 3>>"$1"; i=0; while :; do i=$((i+1)); echo "$$ $i" >&3; sleep 0.05; done'
+  const closeFds = 'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null; exec "$@"'
+  const launcher = spawn('bash', ['-c', closeFds, 'bash', 'setsid', 'unshare', '--pid', '--ipc', '--uts', '--fork',
+    'setsid', 'tini', '-s', '--', 'sh', '-c', script, 'counter', counterFile], { stdio: 'ignore', cwd: dir })
+  const init = await until('the job init', () => childrenOf(launcher.pid ?? -1)[0])
+  await until('the counter', () => (lastCount(counterFile) >= 3 ? true : undefined))
+  return { launcher, init, counterFile }
+}
+
+describe('CRIU driver (real criu)', () => {
+  let found: FoundCriu
+  let criu: Criu
+  let root: string
+  const cleanups: Array<() => void> = []
+
+  beforeAll(async () => {
+    found = await requireCriuHost()
+    root = mkdtempSync(join(tmpdir(), 'ssi-criu-test-'))
+    criu = new Criu({ criuPath: found.path, workDir: root })
+  })
+
+  afterEach(() => { for (const cleanup of cleanups.splice(0)) cleanup() })
+  afterAll(() => { if (root !== undefined) rmSync(root, { recursive: true, force: true }) })
+
+  it('reports version >= 4.2, passes check and reports features', async () => {
+    const version = await criu.version()
+    expect(version.major * 100 + version.minor).toBeGreaterThanOrEqual(402)
+    expect(version.text).toBe(found.version.text)
+    await criu.check()
+    const features = await criu.checkFeatures()
+    expect(typeof features.memTrack).toBe('boolean')
+    expect(features.lazyPages).toBe(true) // userfaultfd is there on this kernel (docs/criu.md)
+  })
+
+  it('dumps a job, then restores it as our child with the same namespace pids', async () => {
+    const dir = mkdtempSync(join(root, 'job-'))
+    const images = mkdtempSync(join(root, 'images-'))
+    const job = await startJob(dir)
+    cleanups.push(() => { job.launcher.kill('SIGKILL') })
+    const shHost = await until('the shell', () => childrenOf(job.init)[0])
+    expect(nsPid(job.init)).toBe(1)
+    const shNsPid = nsPid(shHost)
+
+    const dumpEvents: string[] = []
+    await criu.dump({ pid: job.init, imagesDir: images, onNotify: (script) => { dumpEvents.push(script) } })
+    expect(dumpEvents).toEqual(expect.arrayContaining(['pre-dump', 'post-dump']))
+    await until('the launcher to exit', () => (job.launcher.exitCode !== null || job.launcher.signalCode !== null ? true : undefined))
+    const frozenAt = lastCount(job.counterFile)
+    await sleep(200)
+    expect(lastCount(job.counterFile)).toBe(frozenAt)
+
+    const restoreEvents: Array<[string, number | undefined]> = []
+    const { pid } = await criu.restore({ imagesDir: images, rstSibling: true, onNotify: (script, p) => { restoreEvents.push([script, p]) } })
+    cleanups.push(() => { try { process.kill(pid, 'SIGKILL') } catch { /* already gone */ } })
+    expect(restoreEvents.map(([script]) => script)).toEqual(expect.arrayContaining(['pre-restore', 'post-restore']))
+    expect(restoreEvents.find(([script]) => script === 'post-restore')?.[1]).toBe(pid)
+    expect(parentPid(pid)).toBe(process.pid)
+    expect(nsPid(pid)).toBe(1)
+    const restoredSh = await until('the restored shell', () => childrenOf(pid)[0])
+    expect(nsPid(restoredSh)).toBe(shNsPid)
+
+    await until('the counter to move on', () => (lastCount(job.counterFile) > frozenAt + 3 ? true : undefined))
+    const after = counterLines(job.counterFile).filter((line) => line.n > frozenAt)
+    expect(after[0]?.n).toBe(frozenAt + 1) // continues where it stopped: restored, not restarted
+    expect(new Set(after.map((line) => line.pid))).toEqual(new Set([shNsPid]))
+
+    // rst_sibling made it our child: we get its real exit status (tini passes on sh's SIGTERM death).
+    process.kill(pid, 'SIGTERM')
+    const status = await reapChild(pid)
+    expect(status >> 8).toBe(128 + 15)
+  })
+
+  it('turns a failed restore into a CriuError with CRIU\'s message and the log path', async () => {
+    const dir = mkdtempSync(join(root, 'job-'))
+    const images = mkdtempSync(join(root, 'images-'))
+    const job = await startJob(dir)
+    cleanups.push(() => { job.launcher.kill('SIGKILL') })
+    await criu.dump({ pid: job.init, imagesDir: images, leaveRunning: true })
+    expect(lastCount(job.counterFile)).toBeGreaterThan(0)
+    writeFileSync(join(images, 'pstree.img'), Buffer.from('this is not a CRIU image at all'))
+
+    const error = await criu.restore({ imagesDir: images }).catch((err: unknown) => err)
+    expect(error).toBeInstanceOf(CriuError)
+    const criuError = error as CriuError
+    expect(criuError.operation).toBe('restore')
+    expect(criuError.logPath).toMatch(new RegExp(`^${root}/restore-.*\\.log$`))
+    expect(existsSync(criuError.logPath ?? '')).toBe(true)
+    expect(criuError.criuMessage ?? '').toMatch(/magic/i) // the real cause, not the harmless rlimit line
+    expect(criuError.message).toContain(criuError.criuMessage?.trim() ?? '')
+    expect(criuError.message).toContain(criuError.logPath)
+  })
+
+  it('does not start criu for an aborted signal', async () => {
+    const signal = AbortSignal.abort()
+    await expect(criu.version({ signal })).rejects.toThrow(/abort/i)
+  })
+})
