@@ -62,6 +62,10 @@ function statusField (pid: number, field: string): string {
   return line?.slice(field.length + 1).trim() ?? ''
 }
 
+function commOf (pid: number): string | undefined {
+  try { return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() } catch { return undefined }
+}
+
 const nsPid = (pid: number): number => Number(statusField(pid, 'NSpid').split(/\s+/).at(-1))
 const parentPid = (pid: number): number => Number(statusField(pid, 'PPid'))
 
@@ -84,9 +88,16 @@ async function startJob (dir: string): Promise<Job> {
   const closeFds = 'for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null; exec "$@"'
   const launcher = spawn('bash', ['-c', closeFds, 'bash', 'setsid', 'unshare', '--pid', '--ipc', '--uts', '--fork',
     'setsid', 'tini', '-s', '--', 'sh', '-c', script, 'counter', counterFile], { stdio: 'ignore', cwd: dir })
-  const init = await until('the job init', () => childrenOf(launcher.pid ?? -1)[0])
+  // The launcher is bash (and its `ls` subshell) before it becomes unshare: wait for tini itself.
+  const init = await until('the job init', () => childrenOf(launcher.pid ?? -1).find((pid) => commOf(pid) === 'tini'))
   await until('the counter', () => (lastCount(counterFile) >= 3 ? true : undefined))
   return { launcher, init, counterFile }
+}
+
+/** Kills the job's init (which ends its pid namespace) and the launcher. */
+function stopJob (job: Job): void {
+  try { process.kill(job.init, 'SIGKILL') } catch { /* already gone (dumped) */ }
+  job.launcher.kill('SIGKILL')
 }
 
 describe('CRIU driver (real criu)', () => {
@@ -118,8 +129,8 @@ describe('CRIU driver (real criu)', () => {
     const dir = mkdtempSync(join(root, 'job-'))
     const images = mkdtempSync(join(root, 'images-'))
     const job = await startJob(dir)
-    cleanups.push(() => { job.launcher.kill('SIGKILL') })
-    const shHost = await until('the shell', () => childrenOf(job.init)[0])
+    cleanups.push(() => { stopJob(job) })
+    const shHost = await until('the shell', () => childrenOf(job.init).find((pid) => commOf(pid) === 'sh'))
     expect(nsPid(job.init)).toBe(1)
     const shNsPid = nsPid(shHost)
 
@@ -138,7 +149,7 @@ describe('CRIU driver (real criu)', () => {
     expect(restoreEvents.find(([script]) => script === 'post-restore')?.[1]).toBe(pid)
     expect(parentPid(pid)).toBe(process.pid)
     expect(nsPid(pid)).toBe(1)
-    const restoredSh = await until('the restored shell', () => childrenOf(pid)[0])
+    const restoredSh = await until('the restored shell', () => childrenOf(pid).find((p) => commOf(p) === 'sh'))
     expect(nsPid(restoredSh)).toBe(shNsPid)
 
     await until('the counter to move on', () => (lastCount(job.counterFile) > frozenAt + 3 ? true : undefined))
@@ -156,7 +167,7 @@ describe('CRIU driver (real criu)', () => {
     const dir = mkdtempSync(join(root, 'job-'))
     const images = mkdtempSync(join(root, 'images-'))
     const job = await startJob(dir)
-    cleanups.push(() => { job.launcher.kill('SIGKILL') })
+    cleanups.push(() => { stopJob(job) })
     await criu.dump({ pid: job.init, imagesDir: images, leaveRunning: true })
     expect(lastCount(job.counterFile)).toBeGreaterThan(0)
     writeFileSync(join(images, 'pstree.img'), Buffer.from('this is not a CRIU image at all'))
@@ -170,6 +181,36 @@ describe('CRIU driver (real criu)', () => {
     expect(criuError.criuMessage ?? '').toMatch(/magic/i) // the real cause, not the harmless rlimit line
     expect(criuError.message).toContain(criuError.criuMessage?.trim() ?? '')
     expect(criuError.message).toContain(criuError.logPath)
+  })
+
+  it('migrates with post-copy: lazy dump + page server, lazy-pages daemon, lazy restore', async () => {
+    const dir = mkdtempSync(join(root, 'job-'))
+    const images = mkdtempSync(join(root, 'images-'))
+    const job = await startJob(dir)
+    cleanups.push(() => { stopJob(job) })
+    const pageServer = { address: '127.0.0.1', port: 27000 + (process.pid % 1000) }
+    const events: string[] = []
+    let ready!: () => void
+    const serving = new Promise<void>((resolve) => { ready = resolve })
+    const dumped = criu.dump({
+      pid: job.init, imagesDir: images, lazyPages: true, pageServer,
+      onNotify: (script) => { events.push(script); if (script === 'status-ready') ready() }
+    })
+    dumped.catch(() => {})
+    await Promise.race([serving, dumped.then(() => { throw new Error('lazy dump ended before its page server was ready') })])
+    const frozenAt = lastCount(job.counterFile)
+
+    const daemon = await criu.startLazyPages({ imagesDir: images, pageServer })
+    cleanups.push(() => { daemon.stop() })
+    const { pid } = await criu.restore({ imagesDir: images, lazyPages: true })
+    cleanups.push(() => { try { process.kill(pid, 'SIGKILL') } catch { /* already gone */ } })
+    await dumped
+    await daemon.done
+    expect(events).toEqual(expect.arrayContaining(['post-dump', 'status-ready']))
+    await until('the counter to move on', () => (lastCount(job.counterFile) > frozenAt + 3 ? true : undefined))
+    expect(counterLines(job.counterFile).find((line) => line.n > frozenAt)?.n).toBe(frozenAt + 1)
+    process.kill(pid, 'SIGKILL')
+    expect((await reapChild(pid)) & 0x7f).toBe(9)
   })
 
   it('does not start criu for an aborted signal', async () => {

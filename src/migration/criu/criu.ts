@@ -10,6 +10,7 @@
 import { closeSync, constants, openSync } from 'node:fs'
 import { join } from 'node:path'
 import { CriuError } from './errors.js'
+import { startLazyPagesDaemon, type LazyPagesDaemon, type LazyPagesOptions } from './lazy-pages.js'
 import {
   dumpWireOpts, pageServerWireOpts, restoreWireOpts,
   type DumpOptions, type PageServerOptions, type Plumbing, type RequestOptions, type RestoreOptions
@@ -142,6 +143,16 @@ export class Criu {
     const { pid, port } = resp.ps ?? {}
     if (pid === undefined || port === undefined) throw new CriuError({ operation: 'page-server', detail: 'no pid/port in the answer', logPath })
     return { pid, port, logPath }
+  }
+
+  /**
+   * Post-copy target: starts `criu lazy-pages` against the source's page server; resolves when it
+   * is ready, after which `restore({ lazyPages: true })` may run (same Criu instance: the daemon's
+   * socket is in workDir, so run one lazy restore at a time per workDir).
+   */
+  async startLazyPages (options: LazyPagesOptions): Promise<LazyPagesDaemon> {
+    const logPath = join(this.workDir, this.nextLogFile('lazy-pages'))
+    return await startLazyPagesDaemon(options, { criuPath: this.criuPath, workDir: this.workDir, logPath, logLevel: this.logLevel, logger: this.logger })
   }
 
   /** A request without images: VERSION, CHECK, FEATURE_CHECK. */

@@ -10,3 +10,4 @@ export type {
 } from './options.js'
 export type { CriuLogger, NotifyHook } from './swrk.js'
 export { CriuProtocolError } from './rpc.js'
+export type { LazyPagesOptions, LazyPagesDaemon } from './lazy-pages.js'
