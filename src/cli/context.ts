@@ -1,0 +1,51 @@
+/**
+ * What every `ssi` command gets: a printer, the global options, and a connected control-API client.
+ * Commands depend on these interfaces only, so tests run them against a stub client and a capturing
+ * printer (conventions item 1). Types only: nothing here costs start-up time.
+ */
+import type { Command } from 'commander'
+import type { CallOptions, StreamingCall, StreamOptions } from '../api/client.js'
+import type { ApiMethods, MethodEvent, MethodInput, MethodName, MethodParams, MethodResult } from '../api/schema.js'
+
+/** Where commands print. Each call is one line (or block) without its trailing newline. */
+export interface Printer {
+  out(text: string): void
+  err(text: string): void
+}
+
+/** The part of ControlClient that commands use; a test stub implements it. */
+export interface ApiClient {
+  call<M extends MethodName>(method: M, params: MethodParams<M>, options?: CallOptions): Promise<MethodResult<M>>
+  stream<M extends MethodName>(
+    method: M, params: MethodParams<M>, options?: StreamOptions<MethodEvent<M>>
+  ): StreamingCall<MethodEvent<M>, MethodResult<M>, MethodInput<M>>
+  close(): void
+}
+
+/** Options of `ssi` itself, valid before or after the verb. */
+export interface GlobalOptions {
+  /** The local daemon's control socket (`--socket`, env SSI_SOCKET, default /run/ssi/ssi.sock). */
+  readonly socket: string
+  /** Print machine-readable JSON instead of tables. */
+  readonly json: boolean
+}
+
+export interface CliContext {
+  readonly printer: Printer
+  /** Aborted when the user interrupts (SIGINT): pass it to every call. */
+  readonly signal: AbortSignal
+  globals(): GlobalOptions
+  /** The client for `--socket`, connected on first use and closed when the command ends. */
+  client(): Promise<ApiClient>
+  /** Epoch ms now (injected so "3.2s ago" is testable). */
+  now(): number
+  /** The process exit code when the command succeeds (e.g. a job's exit status). Default 0. */
+  setExitCode(code: number): void
+}
+
+/** A verb module (`src/cli/commands/<verb>.ts`): adds its arguments, options and action to `cmd`. */
+export interface CommandModule {
+  register(cmd: Command, ctx: CliContext): void
+}
+
+export type { ApiMethods }

@@ -1,0 +1,127 @@
+/**
+ * The `ssi` command line, minus the process: parses argv, loads the one verb module it needs, runs it,
+ * and turns any failure into one `ssi: <message>` line and an exit code. main.ts wires it to the real
+ * process; tests call runCli with a stub client and a capturing printer.
+ */
+import { createRequire } from 'node:module'
+import { DEFAULT_SOCKET_PATH } from '../api/constants.js'
+import { DaemonAccessDeniedError, DaemonConnectError, DaemonNotRunningError } from '../api/errors.js'
+import { verbs } from './verbs.js'
+import type { ApiClient, CliContext, GlobalOptions, Printer } from './context.js'
+import type * as CommanderModule from 'commander'
+import type { Command } from 'commander'
+
+// commander is CommonJS: require() skips the ESM wrapper and cjs-module-lexer (~6 ms of start-up).
+const { Command: CommandClass, CommanderError } = createRequire(import.meta.url)('commander') as typeof CommanderModule
+
+export const EXIT_OK = 0
+/** The command failed (the daemon returned an error, the job failed to start, ...). */
+export const EXIT_FAILURE = 1
+/** Bad arguments. */
+export const EXIT_USAGE = 2
+/** No daemon to talk to (not running, or not allowed to connect). */
+export const EXIT_NO_DAEMON = 3
+/** Interrupted by SIGINT. */
+export const EXIT_INTERRUPTED = 130
+
+export interface CliDeps {
+  readonly printer: Printer
+  readonly env: Readonly<Record<string, string | undefined>>
+  /** Connects to the daemon's control socket (the real one is ControlClient.connect). */
+  readonly connect: (socketPath: string, signal: AbortSignal) => Promise<ApiClient>
+  /** Aborted on SIGINT. */
+  readonly signal?: AbortSignal
+  readonly now?: () => number
+}
+
+/** Runs `ssi <argv>` and resolves with the exit code. Never throws, never exits the process. */
+export async function runCli (argv: readonly string[], deps: CliDeps): Promise<number> {
+  const program = createProgram(deps)
+  let exitCode = EXIT_OK
+  let client: Promise<ApiClient> | undefined
+  const signal = deps.signal ?? new AbortController().signal
+  const ctx: CliContext = {
+    printer: deps.printer,
+    signal,
+    globals: () => globalsOf(program),
+    client: async () => await (client ??= deps.connect(globalsOf(program).socket, signal)),
+    now: deps.now ?? Date.now,
+    setExitCode: (code) => { exitCode = code }
+  }
+  try {
+    await addVerbs(program, findVerb(argv), ctx)
+    await program.parseAsync([...argv], { from: 'user' })
+    return exitCode
+  } catch (err) {
+    return reportError(err, deps, signal)
+  } finally {
+    if (client !== undefined) (await client.catch(() => undefined))?.close()
+  }
+}
+
+function createProgram (deps: CliDeps): Command {
+  const trimmed = (write: (text: string) => void) => (text: string): void => { write(text.replace(/\n+$/, '')) }
+  return new CommandClass('ssi')
+    .description('Run and watch processes on an ssi cluster as if it were one machine.')
+    .option('--socket <path>', 'control socket of the local ssi daemon (env SSI_SOCKET)', deps.env.SSI_SOCKET ?? DEFAULT_SOCKET_PATH)
+    .option('--json', 'print machine-readable JSON')
+    .exitOverride()
+    .configureOutput({
+      writeOut: trimmed(text => { deps.printer.out(text) }),
+      writeErr: trimmed(text => { deps.printer.err(text) }),
+      outputError: () => {} // reportError prints the one line
+    })
+}
+
+function globalsOf (program: Command): GlobalOptions {
+  const opts = program.opts<{ socket: string, json?: boolean }>()
+  return { socket: opts.socket, json: opts.json === true }
+}
+
+/**
+ * Registers every verb: the one being run (`verb`) from its module, the others as name + summary only,
+ * which is all `ssi --help` and "unknown command" suggestions need.
+ */
+async function addVerbs (program: Command, verb: string | undefined, ctx: CliContext): Promise<void> {
+  for (const entry of verbs) {
+    const cmd = program.command(entry.name).description(entry.summary)
+    if (entry.name === verb) (await entry.load()).register(cmd, ctx)
+  }
+}
+
+/** Options of `ssi` itself that take a value: their value is not the verb. */
+const GLOBAL_OPTIONS_WITH_VALUE = new Set(['--socket'])
+
+/** The verb in argv: the first word that is neither an option nor an option's value (`help x` → x). */
+export function findVerb (argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string
+    if (arg === '--') return undefined
+    if (GLOBAL_OPTIONS_WITH_VALUE.has(arg)) i++
+    else if (!arg.startsWith('-') && arg !== 'help') return arg
+  }
+  return undefined
+}
+
+function reportError (err: unknown, deps: CliDeps, signal: AbortSignal): number {
+  if (err instanceof CommanderError) {
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
+      return err.exitCode
+    }
+    deps.printer.err(`ssi: ${oneLine(err.message.replace(/^error: /, ''))}`)
+    return EXIT_USAGE
+  }
+  if (signal.aborted) {
+    deps.printer.err('ssi: interrupted')
+    return EXIT_INTERRUPTED
+  }
+  deps.printer.err(`ssi: ${oneLine(err instanceof Error ? err.message : String(err))}`)
+  if (deps.env.SSI_DEBUG !== undefined && err instanceof Error && err.stack !== undefined) deps.printer.err(err.stack)
+  const noDaemon = err instanceof DaemonNotRunningError || err instanceof DaemonAccessDeniedError || err instanceof DaemonConnectError
+  return noDaemon ? EXIT_NO_DAEMON : EXIT_FAILURE
+}
+
+function oneLine (message: string): string {
+  const text = message.split('\n').map(line => line.trim()).filter(line => line !== '').join('; ')
+  return text === '' ? 'failed (no message)' : text
+}
