@@ -11,6 +11,8 @@ import { DEFAULT_SOCKET_PATH } from '../api/constants.js'
 import { createClusterKey, writeFileAtomic } from './identity.js'
 import type { ClusterConfig, NodeConfig } from './config.js'
 
+/** A small young generation keeps an idle daemon near 100 MB RSS instead of ~130 MB. */
+export const DAEMON_NODE_FLAGS = ['--max-semi-space-size=2']
 const SSID = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/ssid.js')
 
 export class LaunchError extends Error {
@@ -55,7 +57,7 @@ async function launchNode (config: ClusterConfig, node: NodeConfig, opts: Launch
   const running = await runningPid(node)
   if (running != null) return { name: node.name, pid: running, socket: node.controlSocket, log: logFile(node), started: false }
   const out = openSync(logFile(node), 'a')
-  const child = spawn(process.execPath, [SSID, '--config', config.path, '--node', node.name], {
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, SSID, '--config', config.path, '--node', node.name], {
     detached: true,
     stdio: ['ignore', out, out],
     env: { ...process.env, ...opts.env }

@@ -51,7 +51,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       privateKey: await loadOrCreateIdentity(join(node.stateDir, 'identity.key')),
       listen: node.listen,
       psk: await readClusterKey(config.keyFile),
-      pingIntervalMs: Math.max(500, config.failureDetection.suspectAfterMs),
+      pingIntervalMs: 5000,
       dialTimeoutMs: config.failureDetection.dialTimeoutMs,
       gossipHeartbeatMs: config.gossip.heartbeatMs
     })

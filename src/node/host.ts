@@ -60,7 +60,12 @@ export async function createNodeHost (init: HostInit): Promise<NodeHost> {
         emitSelf: false,
         allowPublishToZeroTopicPeers: true,
         floodPublish: true,
-        heartbeatInterval: Math.min(1000, init.gossipHeartbeatMs * 2),
+        heartbeatInterval: 1000,
+        // A LAN cluster is small and fully connected: flood publishing reaches everyone, so lazy
+        // gossip (IHAVE/IWANT) would only add traffic and CPU.
+        Dlazy: 0,
+        gossipFactor: 0,
+        fallbackToFloodsub: false,
         scoreParams: { IPColocationFactorWeight: 0 }
       })
     }

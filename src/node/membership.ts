@@ -42,7 +42,7 @@ export interface MembershipInit {
   readonly bootstrap: readonly string[]
   readonly gossip: GossipConfig
   readonly failure: FailureDetectionConfig
-  readonly sampleLoad: () => Promise<LoadSample>
+  readonly sampleLoad: () => LoadSample
   readonly jobCount: () => number
   readonly logger: Logger
   readonly now?: () => number
@@ -58,6 +58,8 @@ export class Membership extends EventTarget {
   private readonly bootMs: number
   private readonly now: () => number
   private readonly dialing = new Set<string>()
+  /** Who answered at each address we dialled: lets re-dials skip peers we are connected to. */
+  private readonly peerAt = new Map<string, string>()
   private seq = 0
   private lastLoad: LoadSample | undefined
   private started = false
@@ -120,7 +122,8 @@ export class Membership extends EventTarget {
 
   private async beat (): Promise<void> {
     try {
-      this.lastLoad = await this.init.sampleLoad()
+      // Load averages move slowly: sample at most once a second, announce at every heartbeat.
+      if (this.lastLoad === undefined || this.seq % Math.max(1, Math.round(1000 / this.init.gossip.heartbeatMs)) === 0) this.lastLoad = this.init.sampleLoad()
       const self = this.selfMember()
       const hb: Heartbeat = {
         v: PEER_PROTOCOL_VERSION,
@@ -229,23 +232,30 @@ export class Membership extends EventTarget {
   private redialAll (): void {
     const targets = new Set<string>(this.init.bootstrap)
     for (const node of this.init.nodes) {
-      if (node.name === this.init.self.name) continue
-      const m = this.members.get(node.name)
-      if (m != null && m.state === 'alive' && this.host.getConnections().some(c => c.remotePeer.toString() === m.peerId)) continue
-      targets.add(node.listen)
+      if (node.name !== this.init.self.name) targets.add(node.listen)
     }
     for (const m of this.members.values()) {
       const addr = this.addressOf(m)
-      if (m.state !== 'alive' && addr != null) targets.add(addr)
+      if (addr !== undefined) targets.add(addr)
     }
-    for (const addr of targets) void this.dial(addr)
+    const connected = new Set(this.host.getConnections().map(c => c.remotePeer.toString()))
+    for (const m of this.members.values()) {
+      // A member that is connected but silent is hung or partitioned: a new dial would not help.
+      const addr = this.addressOf(m)
+      if (addr !== undefined && connected.has(m.peerId)) targets.delete(addr)
+    }
+    for (const addr of targets) {
+      const peer = this.peerAt.get(addr)
+      if (peer === undefined || !connected.has(peer)) void this.dial(addr)
+    }
   }
 
   private async dial (addr: string): Promise<boolean> {
     if (this.dialing.has(addr) || !this.started) return false
     this.dialing.add(addr)
     try {
-      await this.host.dial(multiaddr(addr), { signal: AbortSignal.timeout(this.init.failure.dialTimeoutMs) })
+      const conn = await this.host.dial(multiaddr(addr), { signal: AbortSignal.timeout(this.init.failure.dialTimeoutMs) })
+      this.peerAt.set(addr, conn.remotePeer.toString())
       return true
     } catch (err) {
       this.init.logger.debug({ addr, err: (err as Error).message }, 'dial failed (cluster key mismatch or unreachable)')

@@ -81,7 +81,7 @@ export async function makeCluster (opts: ClusterOptions): Promise<TestCluster> {
       return pid
     },
     async start (only) {
-      await clusterUp(config, { only, waitReady, linkDefaultSocket: false, env: { SSI_LOG_LEVEL: 'debug' } })
+      await clusterUp(config, { only, waitReady, linkDefaultSocket: false, env: { SSI_LOG_LEVEL: process.env.SSI_LOG_LEVEL ?? 'debug' } })
     },
     async stop () {
       for (const n of config.nodes) {

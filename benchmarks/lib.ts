@@ -1,0 +1,35 @@
+/** Shared helpers for benchmarks: process sampling and percentiles. */
+import { readFile } from 'node:fs/promises'
+
+export function percentile (sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
+  return sorted[i] ?? NaN
+}
+
+export function summarize (samples: readonly number[]): { n: number, p50: number, p99: number, mean: number, min: number, max: number } {
+  const s = [...samples].sort((a, b) => a - b)
+  const round = (x: number): number => Math.round(x * 100) / 100
+  return {
+    n: s.length,
+    p50: round(percentile(s, 50)),
+    p99: round(percentile(s, 99)),
+    mean: round(s.reduce((a, b) => a + b, 0) / Math.max(1, s.length)),
+    min: round(s[0] ?? NaN),
+    max: round(s[s.length - 1] ?? NaN)
+  }
+}
+
+export async function rssBytes (pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8')
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+export async function cpuSeconds (pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100 // utime, stime in clock ticks (USER_HZ = 100)
+}
+
+export const sleep = async (ms: number): Promise<void> => { await new Promise(r => setTimeout(r, ms)) }
