@@ -213,6 +213,37 @@ describe('CRIU driver (real criu)', () => {
     expect((await reapChild(pid)) & 0x7f).toBe(9)
   })
 
+  it('aborts a blocking request (a lazy dump waiting for its page client) by killing criu', async () => {
+    const dir = mkdtempSync(join(root, 'job-'))
+    const images = mkdtempSync(join(root, 'images-'))
+    const job = await startJob(dir)
+    cleanups.push(() => { stopJob(job) })
+    const controller = new AbortController()
+    const pageServer = { address: '127.0.0.1', port: 28000 + (process.pid % 1000) }
+    const dumped = criu.dump({
+      pid: job.init, imagesDir: images, lazyPages: true, pageServer, signal: controller.signal,
+      onNotify: (script) => { if (script === 'status-ready') controller.abort() }
+    })
+    const started = Date.now()
+    await expect(dumped).rejects.toThrow(/abort/i)
+    expect(Date.now() - started).toBeLessThan(5000)
+  })
+
+  it('fails the dump when a notify hook throws, and the job keeps running', async () => {
+    const dir = mkdtempSync(join(root, 'job-'))
+    const images = mkdtempSync(join(root, 'images-'))
+    const job = await startJob(dir)
+    cleanups.push(() => { stopJob(job) })
+    const veto = new Error('target node went away')
+    const error = await criu.dump({ pid: job.init, imagesDir: images, onNotify: (script) => { if (script === 'post-dump') throw veto } })
+      .catch((err: unknown) => err)
+    expect(error).toBeInstanceOf(CriuError)
+    expect((error as CriuError).cause).toBe(veto)
+    expect((error as CriuError).message).toContain('target node went away')
+    const before = lastCount(job.counterFile)
+    await until('the counter to move on', () => (lastCount(job.counterFile) > before + 2 ? true : undefined))
+  })
+
   it('does not start criu for an aborted signal', async () => {
     const signal = AbortSignal.abort()
     await expect(criu.version({ signal })).rejects.toThrow(/abort/i)

@@ -92,8 +92,17 @@ async function answerNotify (worker: Worker, call: SwrkCall, resp: WireResponse)
   return failure
 }
 
-/** Reads until the final (non-NOTIFY) response; undefined if criu hung up first. */
-async function converse (worker: Worker, call: SwrkCall): Promise<{ resp?: WireResponse, hookError?: Error }> {
+interface Conversation {
+  /** CRIU's final answer; absent if it hung up first. */
+  readonly resp?: WireResponse
+  /** The first error a notify hook threw (CRIU was told, and fails the request). */
+  readonly hookError?: Error
+  /** The socket failed (criu died mid-write, or sent something undecodable). */
+  readonly broken?: Error
+}
+
+/** Reads until the final (non-NOTIFY) response. */
+async function converse (worker: Worker, call: SwrkCall): Promise<Conversation> {
   await worker.channel.send(encodeRequest(call.request))
   let hookError: Error | undefined
   for (;;) {
@@ -114,7 +123,7 @@ async function reap (worker: Worker): Promise<string> {
   }
 }
 
-function failure (call: SwrkCall, extra: { detail?: string, exit?: string, stderr?: string, resp?: WireResponse }): CriuError {
+function failure (call: SwrkCall, extra: { detail?: string, exit?: string, stderr?: string, resp?: WireResponse }, cause?: Error): CriuError {
   return new CriuError({
     operation: call.operation,
     detail: extra.detail,
@@ -124,7 +133,26 @@ function failure (call: SwrkCall, extra: { detail?: string, exit?: string, stder
     stderr: extra.stderr,
     logPath: call.logPath,
     logTail: call.logPath === undefined ? undefined : summarizeLog(call.logPath)
-  })
+  }, cause === undefined ? undefined : { cause })
+}
+
+/** Turns the outcome of a conversation into CRIU's final response, or the error it stands for. */
+async function finalResponse (worker: Worker, call: SwrkCall, outcome: Conversation): Promise<WireResponse> {
+  const { resp, hookError, broken } = outcome
+  call.signal?.throwIfAborted() // killing criu breaks the socket: report the abort, not that
+  if (broken !== undefined) {
+    throw failure(call, { detail: `connection to criu broke: ${broken.message}`, exit: await reap(worker), stderr: worker.stderr() }, broken)
+  }
+  if (hookError !== undefined) {
+    throw failure(call, { detail: `notify hook failed: ${hookError.message}`, resp }, hookError)
+  }
+  if (resp === undefined) {
+    throw failure(call, { detail: 'criu closed the connection without answering', exit: await reap(worker), stderr: worker.stderr() })
+  }
+  if (resp.type !== call.request.type && resp.type !== ReqType.EMPTY) {
+    throw failure(call, { detail: `answer of type ${resp.type} to a request of type ${call.request.type}`, resp })
+  }
+  return resp
 }
 
 /**
@@ -139,19 +167,8 @@ export async function callSwrk (call: SwrkCall): Promise<WireResponse> {
   const onAbort = (): void => { worker.child.kill('SIGKILL') }
   call.signal?.addEventListener('abort', onAbort, { once: true })
   try {
-    const { resp, hookError } = await converse(worker, call)
-    call.signal?.throwIfAborted()
-    if (hookError !== undefined) {
-      throw new CriuError({ operation: call.operation, detail: `notify hook failed: ${hookError.message}`, criuMessage: significantMessage(resp?.cr_errmsg, call.logPath), logPath: call.logPath }, { cause: hookError })
-    }
-    if (resp === undefined) {
-      const exit = await reap(worker)
-      throw failure(call, { detail: 'criu closed the connection without answering', exit, stderr: worker.stderr() })
-    }
-    if (resp.type !== call.request.type && resp.type !== ReqType.EMPTY) {
-      throw failure(call, { detail: `answer of type ${resp.type} to a request of type ${call.request.type}`, resp })
-    }
-    return resp
+    const outcome = await converse(worker, call).catch((err: unknown): Conversation => ({ broken: err instanceof Error ? err : new Error(String(err)) }))
+    return await finalResponse(worker, call, outcome)
   } finally {
     call.signal?.removeEventListener('abort', onAbort)
     worker.channel.close()
