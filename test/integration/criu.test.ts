@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import koffi from 'koffi'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { Criu, CriuError, findCriu, type FoundCriu } from '../../src/migration/criu/index.js'
+import { createCheckpointer, Criu, CriuError, findCriu, type FoundCriu } from '../../src/migration/criu/index.js'
 
 const TOOLS = ['bash', 'setsid', 'unshare', 'tini', 'sh']
 
@@ -123,6 +123,8 @@ describe('CRIU driver (real criu)', () => {
     const features = await criu.checkFeatures()
     expect(typeof features.memTrack).toBe('boolean')
     expect(features.lazyPages).toBe(true) // userfaultfd is there on this kernel (docs/criu.md)
+    const checkpointer = await createCheckpointer({ workDir: root })
+    expect((await checkpointer.version()).text).toBe(version.text)
   })
 
   it('dumps a job, then restores it as our child with the same namespace pids', async () => {

@@ -9,6 +9,7 @@
  */
 import { closeSync, constants, openSync } from 'node:fs'
 import { join } from 'node:path'
+import type { Checkpointer } from './checkpointer.js'
 import { CriuError } from './errors.js'
 import { startLazyPagesDaemon, type LazyPagesDaemon, type LazyPagesOptions } from './lazy-pages.js'
 import {
@@ -75,7 +76,7 @@ function openDir (path: string): number {
   return openSync(path, constants.O_RDONLY | constants.O_DIRECTORY)
 }
 
-export class Criu {
+export class Criu implements Checkpointer {
   readonly criuPath: string
   readonly workDir: string
   private readonly logger: CriuLogger | undefined

@@ -1,5 +1,7 @@
 /** CRIU driver: checkpoint and restore process trees through `criu swrk`. */
 export { Criu } from './criu.js'
+export { createCheckpointer } from './checkpointer.js'
+export type { Checkpointer, CreateCheckpointerInit } from './checkpointer.js'
 export type { CriuInit, CriuVersion, CriuFeatures, DumpResult, RestoreResult, PageServerResult } from './criu.js'
 export { findCriu, versionAtLeast, CRIU_PATH_FILE, MIN_CRIU_VERSION } from './find.js'
 export type { FindCriuOptions, FoundCriu } from './find.js'
