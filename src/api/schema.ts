@@ -24,7 +24,8 @@ export const callMessageSchema = z.object({
   id: callId,
   type: z.literal('call'),
   method: z.string().min(1).max(128),
-  params: z.unknown()
+  /** Omitted params count as {}. */
+  params: z.unknown().optional()
 })
 
 /** Client input for a streaming call in flight: stdin bytes, a signal to forward, ... */
@@ -42,7 +43,7 @@ export const errorPayloadSchema = z.object({
   code: z.string().optional()
 })
 
-export const resultMessageSchema = z.object({ v: version, id: callId, type: z.literal('result'), result: z.unknown() })
+export const resultMessageSchema = z.object({ v: version, id: callId, type: z.literal('result'), result: z.unknown().optional() })
 
 export const errorMessageSchema = z.object({ v: version, id: callId, type: z.literal('error'), error: errorPayloadSchema })
 

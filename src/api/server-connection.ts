@@ -67,6 +67,22 @@ interface ActiveCall {
   done?: Promise<void>
 }
 
+/** How long a refused or failed connection may linger (reading and discarding) before it is destroyed. */
+const LINGER_MS = 2000
+
+/**
+ * Sends a connection-level error and half-closes, but keeps reading (and discarding) until the client
+ * closes or LINGER_MS passes. Destroying at once would make the client's in-flight writes fail with
+ * EPIPE/ECONNRESET, and Node then drops the error frame unread.
+ */
+export function endWithError (socket: Socket, err: unknown): void {
+  socket.end(encodeFrame({ v: API_VERSION, id: CONNECTION_ERROR_ID, type: 'error', error: toErrorPayload(err) }))
+  socket.resume()
+  const timer = setTimeout(() => { socket.destroy() }, LINGER_MS)
+  timer.unref()
+  socket.once('close', () => { clearTimeout(timer) })
+}
+
 export class ServerConnection {
   private readonly decoder: FrameDecoder
   private readonly calls = new Map<number, ActiveCall>()
@@ -121,8 +137,7 @@ export class ServerConnection {
     this.closing = true
     this.core.logger.warn({ err: (err as Error).message, pid: this.caller.pid, uid: this.caller.uid }, 'closing control connection')
     this.abortAll(new CallCancelledError('the connection is being closed after a protocol error'))
-    const frame = encodeFrame({ v: API_VERSION, id: CONNECTION_ERROR_ID, type: 'error', error: toErrorPayload(err) }, this.core.maxResponseFrameBytes)
-    this.socket.end(frame, () => { this.socket.destroy() })
+    endWithError(this.socket, err)
   }
 
   private onFrame (body: Buffer): void {
@@ -164,7 +179,8 @@ export class ServerConnection {
     }
     const spec = this.core.methods[message.method] as MethodSpec
     const handler = this.core.handlers.get(message.method) as AnyHandler
-    const params = spec.params.safeParse(message.params)
+    // A client may omit params (msgpack has no "absent"): treat that as {}.
+    const params = spec.params.safeParse(message.params ?? {})
     if (!params.success) {
       this.sendError(message.id, new InvalidParamsError(`invalid params for ${message.method}: ${describeIssues(params.error, 'params')}`))
       return

@@ -8,14 +8,11 @@ import { chmod, lstat, mkdir, unlink } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
 import type { Server, Socket } from 'node:net'
 import { dirname } from 'node:path'
-import { CallCancelledError, SocketInUseError, TooManyConnectionsError, UnknownMethodError, toErrorPayload } from '../api/errors.js'
-import { encodeFrame } from '../api/framing.js'
-import {
-  API_VERSION, CONNECTION_ERROR_ID, MAX_REQUEST_FRAME_BYTES, MAX_RESPONSE_FRAME_BYTES, methods as apiMethods
-} from '../api/schema.js'
+import { CallCancelledError, SocketInUseError, TooManyConnectionsError, UnknownMethodError } from '../api/errors.js'
+import { MAX_REQUEST_FRAME_BYTES, MAX_RESPONSE_FRAME_BYTES, methods as apiMethods } from '../api/schema.js'
 import type { ApiMethods, MethodEvent, MethodInput, MethodName, MethodResult, MethodTable, ParsedParams } from '../api/schema.js'
-import { ServerConnection } from '../api/server-connection.js'
-import type { AnyHandler, ApiLogger, CallContext, ConnectionCore } from '../api/server-connection.js'
+import { endWithError, ServerConnection } from '../api/server-connection.js'
+import type { AnyHandler, ApiLogger, CallContext, Caller, ConnectionCore } from '../api/server-connection.js'
 import { peerCredentials } from '../native/peercred.js'
 
 export type { CallContext, Caller } from '../api/server-connection.js'
@@ -33,6 +30,8 @@ export interface ControlServerInit<T extends MethodTable = ApiMethods> {
   readonly socketMode?: number
   /** Connections open at once; more are answered with TooManyConnectionsError. Default 256. */
   readonly maxConnections?: number
+  /** Connections open at once per non-root uid, so one user cannot take every slot. Default 32. */
+  readonly maxConnectionsPerUid?: number
   /** Calls in flight per connection; more get TooManyCallsError. Default 64. */
   readonly maxCallsPerConnection?: number
   /** Input messages queued for one call before its connection stops reading. Default 256. */
@@ -53,6 +52,7 @@ const PROBE_TIMEOUT_MS = 1000
 export class ControlServer<T extends MethodTable = ApiMethods> {
   private readonly handlers = new Map<string, AnyHandler>()
   private readonly connections = new Set<ServerConnection>()
+  private readonly connectionsByUid = new Map<number, number>()
   private readonly core: ConnectionCore
   private readonly maxConnections: number
   private server: Server | undefined
@@ -170,33 +170,49 @@ export class ControlServer<T extends MethodTable = ApiMethods> {
   }
 
   private accept (socket: Socket): void {
-    socket.on('error', () => {}) // errors of rejected sockets; accepted ones get the connection's handler
+    socket.on('error', () => {}) // errors of refused sockets; accepted ones get the connection's handler
+    const caller = this.admit(socket)
+    if (caller === undefined) return
+    const { uid } = caller
+    this.connectionsByUid.set(uid, (this.connectionsByUid.get(uid) ?? 0) + 1)
+    const connection = new ServerConnection(socket, caller, this.core, () => {
+      this.connections.delete(connection)
+      const left = (this.connectionsByUid.get(uid) ?? 1) - 1
+      if (left > 0) this.connectionsByUid.set(uid, left)
+      else this.connectionsByUid.delete(uid)
+    })
+    this.connections.add(connection)
+  }
+
+  /** The caller of a new connection if it may stay open; otherwise refuses or drops it. */
+  private admit (socket: Socket): Caller | undefined {
     if (this.server === undefined) {
       socket.destroy()
-      return
+      return undefined
     }
     if (this.connections.size >= this.maxConnections) {
       this.init.logger.warn({ limit: this.maxConnections }, 'control connection refused: too many connections')
-      this.refuse(socket, new TooManyConnectionsError(`the ssi daemon serves at most ${this.maxConnections} connections`))
-      return
+      endWithError(socket, new TooManyConnectionsError(`the ssi daemon serves at most ${this.maxConnections} connections`))
+      return undefined
     }
-    let caller
+    let caller: Caller
     try {
       caller = peerCredentials(socket)
     } catch (err) {
       // Fail closed: without the caller's uid no call can be authorised.
       this.init.logger.warn({ err: (err as Error).message }, 'control connection refused: cannot determine the caller')
       socket.destroy()
-      return
+      return undefined
     }
-    const connection = new ServerConnection(socket, caller, this.core, () => { this.connections.delete(connection) })
-    this.connections.add(connection)
+    const perUid = this.init.maxConnectionsPerUid ?? 32
+    if (caller.uid !== 0 && (this.connectionsByUid.get(caller.uid) ?? 0) >= perUid) {
+      this.init.logger.warn({ uid: caller.uid, limit: perUid }, 'control connection refused: too many connections of one user')
+      endWithError(socket, new TooManyConnectionsError(`the ssi daemon serves at most ${perUid} connections per user`))
+      return undefined
+    }
+    return caller
   }
 
-  private refuse (socket: Socket, err: Error): void {
-    const frame = encodeFrame({ v: API_VERSION, id: CONNECTION_ERROR_ID, type: 'error', error: toErrorPayload(err) })
-    socket.end(frame, () => { socket.destroy() })
-  }
 }
 
 /** True if something accepts connections on the Unix socket at `path` (or we cannot tell). */

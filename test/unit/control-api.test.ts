@@ -175,20 +175,35 @@ describe('control API: calls', () => {
 
   it('sees another uid as that uid and denies it adminOnly methods', async () => {
     const script = join(dir, 'child.mjs')
-    await writeFile(script, childScript(socketPath))
-    const child = spawn(process.execPath, [script], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let errOut = ''
-    child.stdout.on('data', (d: Buffer) => { out += d.toString() })
-    child.stderr.on('data', (d: Buffer) => { errOut += d.toString() })
-    const code = await new Promise<number | null>(resolve => child.on('close', resolve))
+    await writeFile(script, childScript(socketPath, 1))
+    const { code, out, errOut, pid } = await runAsNobody(script)
     expect(errOut).toBe('')
     expect(code).toBe(0)
     const replies = out.trim().split('\n').map(line => JSON.parse(line) as Record<string, unknown>)
     const whoami = replies.find(r => r.id === 1)
     const admin = replies.find(r => r.id === 2)
-    expect(whoami).toMatchObject({ type: 'result', result: { uid: 65534, gid: 65534, pid: child.pid } })
+    expect(whoami).toMatchObject({ type: 'result', result: { uid: 65534, gid: 65534, pid } })
     expect(admin).toMatchObject({ type: 'error', error: { name: 'PermissionDeniedError' } })
+  })
+
+  it('limits the connections of one non-root user', async () => {
+    await server.stop()
+    server = makeServer({ maxConnectionsPerUid: 1 })
+    await server.start()
+    const script = join(dir, 'two.mjs')
+    await writeFile(script, childScript(socketPath, 2))
+    const { code, out, errOut } = await runAsNobody(script)
+    expect(errOut).toBe('')
+    expect(code).toBe(0)
+    const replies = out.trim().split('\n').map(line => JSON.parse(line) as Record<string, unknown>)
+    expect(replies).toContainEqual(expect.objectContaining({ type: 'result', result: expect.objectContaining({ uid: 65534 }) }))
+    expect(replies).toContainEqual(expect.objectContaining({ id: 0, error: expect.objectContaining({ name: 'TooManyConnectionsError' }) }))
+    // root is not limited per user
+    const a = await ControlClient.connect<TestMethods>(socketPath)
+    const b = await ControlClient.connect<TestMethods>(socketPath)
+    expect(await b.call('echo', { text: 'root' })).toEqual({ text: 'root' })
+    a.close()
+    b.close()
   })
 
   it('rejects unknown methods, methods without a handler, and invalid params, by name', async () => {
@@ -252,6 +267,8 @@ describe('control API: bad frames', () => {
     expect(await raw.next()).toMatchObject({ id: 7, type: 'error', error: { name: 'UnsupportedVersionError' } })
     raw.socket.write(encodeFrame({ v: 1, id: 8, type: 'call', method: 'echo', params: { text: 'ok' } }))
     expect(await raw.next()).toEqual({ v: 1, id: 8, type: 'result', result: { text: 'ok' } })
+    raw.socket.write(encodeFrame({ v: 1, id: 9, type: 'call', method: 'status' })) // params omitted: {}
+    expect(await raw.next()).toMatchObject({ v: 1, id: 9, type: 'result', result: { cluster: 'test' } })
     raw.socket.destroy()
   })
 
@@ -420,26 +437,50 @@ async function makeStaleSocket (path: string): Promise<void> {
   expect((await stat(path)).isSocket()).toBe(true)
 }
 
-/** A plain-JS client (its own framing) run as another user: prints the replies, one JSON line each. */
-function childScript (path: string): string {
+async function runAsNobody (script: string): Promise<{ code: number | null, out: string, errOut: string, pid: number | undefined }> {
+  const child = spawn(process.execPath, [script], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let errOut = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { errOut += d.toString() })
+  const code = await new Promise<number | null>(resolve => child.on('close', resolve))
+  return { code, out, errOut, pid: child.pid }
+}
+
+/**
+ * A plain-JS client (its own framing) to run as another user: opens `connections` connections one
+ * after the other (keeping them open), calls whoami and admin on each, prints every reply as a JSON line.
+ */
+function childScript (path: string, connections: number): string {
   return `
 import { createRequire } from 'node:module'
 import { connect } from 'node:net'
 const { Packr } = createRequire(${JSON.stringify(join(process.cwd(), 'package.json'))})('msgpackr')
 const packr = new Packr({ useRecords: false, mapsAsObjects: true })
 const frame = v => { const b = packr.pack(v); const h = Buffer.alloc(4); h.writeUInt32BE(b.length); return Buffer.concat([h, b]) }
-const socket = connect(${JSON.stringify(path)})
-let buf = Buffer.alloc(0); let got = 0
-socket.on('data', d => {
-  buf = Buffer.concat([buf, d])
-  while (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
-    const n = buf.readUInt32BE(0)
-    console.log(JSON.stringify(packr.unpack(buf.subarray(4, 4 + n))))
-    buf = buf.subarray(4 + n)
-    if (++got === 2) socket.end()
-  }
-})
-socket.write(frame({ v: 1, id: 1, type: 'call', method: 'whoami', params: {} }))
-socket.write(frame({ v: 1, id: 2, type: 'call', method: 'admin', params: {} }))
+const sockets = []
+for (let i = 0; i < ${connections}; i++) {
+  const socket = connect(${JSON.stringify(path)})
+  sockets.push(socket)
+  await new Promise(resolve => {
+    let buf = Buffer.alloc(0)
+    let got = 0
+    socket.on('data', d => {
+      buf = Buffer.concat([buf, d])
+      while (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+        const n = buf.readUInt32BE(0)
+        const reply = packr.unpack(buf.subarray(4, 4 + n))
+        console.log(JSON.stringify(reply))
+        buf = buf.subarray(4 + n)
+        if (++got === 2 || reply.id === 0) resolve()
+      }
+    })
+    socket.on('close', resolve)
+    socket.on('error', () => {}) // a refused connection may be closed before our writes land
+    socket.write(frame({ v: 1, id: 1, type: 'call', method: 'whoami', params: {} }))
+    socket.write(frame({ v: 1, id: 2, type: 'call', method: 'admin', params: {} }))
+  })
+}
+for (const socket of sockets) socket.end()
 `
 }
