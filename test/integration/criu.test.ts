@@ -4,7 +4,8 @@
  * restore. Needs root and CRIU >= 4.2 (scripts/provision.sh installs it); never skipped.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { accessSync, constants, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import koffi from 'koffi'
@@ -244,6 +245,39 @@ describe('CRIU driver (real criu)', () => {
     expect((error as CriuError).message).toContain('target node went away')
     const before = lastCount(job.counterFile)
     await until('the counter to move on', () => (lastCount(job.counterFile) > before + 2 ? true : undefined))
+  })
+
+  it('streams pages to a page server during dump (stop-and-copy over the network), then restores', async () => {
+    const dir = mkdtempSync(join(root, 'job-'))
+    const local = mkdtempSync(join(root, 'images-'))
+    const remote = mkdtempSync(join(root, 'images-'))
+    const job = await startJob(dir)
+    cleanups.push(() => { stopJob(job) })
+    const server = await criu.pageServer({ imagesDir: remote, address: '127.0.0.1', port: 29000 + (process.pid % 1000) })
+    // A page server serves exactly one client: if the dump never connects, connecting once ends it.
+    cleanups.push(() => { connect(server.port, '127.0.0.1').on('error', () => {}).end() })
+    await criu.dump({ pid: job.init, imagesDir: local, pageServer: { address: '127.0.0.1', port: server.port } })
+    const frozenAt = lastCount(job.counterFile)
+    expect(readdirSync(remote).some((name) => name.startsWith('pages-'))).toBe(true)
+    expect(readdirSync(local).some((name) => name.startsWith('pages-'))).toBe(false)
+    for (const name of readdirSync(local)) copyFileSync(join(local, name), join(remote, name))
+    const { pid } = await criu.restore({ imagesDir: remote })
+    cleanups.push(() => { try { process.kill(pid, 'SIGKILL') } catch { /* already gone */ } })
+    await until('the counter to move on', () => (lastCount(job.counterFile) > frozenAt + 2 ? true : undefined))
+    process.kill(pid, 'SIGKILL')
+    await reapChild(pid)
+  })
+
+  it('reports pre-dump as impossible without soft-dirty tracking, or does it with it', async () => {
+    const dir = mkdtempSync(join(root, 'job-'))
+    const images = mkdtempSync(join(root, 'images-'))
+    const job = await startJob(dir)
+    cleanups.push(() => { stopJob(job) })
+    const { memTrack } = await criu.checkFeatures()
+    const outcome = await criu.preDump({ pid: job.init, imagesDir: images, trackMem: true }).then(() => 'ok', (err: unknown) => err)
+    if (memTrack) expect(outcome).toBe('ok')
+    else expect(outcome).toBeInstanceOf(CriuError)
+    await until('the job to keep running', () => (lastCount(job.counterFile) > 0 ? true : undefined))
   })
 
   it('does not start criu for an aborted signal', async () => {

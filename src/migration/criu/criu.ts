@@ -56,7 +56,8 @@ export interface RestoreResult {
 }
 
 export interface PageServerResult {
-  readonly pid: number
+  /** The daemon's pid, when CRIU reports one (4.2.1 answers 0, mapped to undefined). */
+  readonly pid: number | undefined
   readonly port: number
   readonly logPath: string
 }
@@ -138,12 +139,16 @@ export class Criu implements Checkpointer {
     return { pid, logPath }
   }
 
-  /** Starts a page server daemon (PAGE_SERVER); it exits after one client has finished. */
+  /**
+   * Starts a page server daemon (PAGE_SERVER) that receives the pages of one dump into imagesDir.
+   * It serves exactly one client and then exits; one that never gets a client lingers (connecting
+   * and closing once makes it exit).
+   */
   async pageServer (options: PageServerOptions): Promise<PageServerResult> {
     const { resp, logPath } = await this.run({ type: ReqType.PAGE_SERVER, operation: 'page-server', opts: (p) => pageServerWireOpts(options, p), imagesDir: options.imagesDir, request: options })
     const { pid, port } = resp.ps ?? {}
-    if (pid === undefined || port === undefined) throw new CriuError({ operation: 'page-server', detail: 'no pid/port in the answer', logPath })
-    return { pid, port, logPath }
+    if (port === undefined) throw new CriuError({ operation: 'page-server', detail: 'no port in the answer', logPath })
+    return { pid: pid === undefined || pid <= 0 ? undefined : pid, port, logPath }
   }
 
   /**
