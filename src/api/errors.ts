@@ -164,7 +164,9 @@ export interface ErrorPayload {
 /** Turns anything thrown into its wire form. Messages are capped so one error cannot be huge. */
 export function toErrorPayload (err: unknown): ErrorPayload {
   if (!(err instanceof Error)) return { name: 'Error', message: truncate(String(err)) }
-  const name = err.name !== '' ? err.name : err.constructor.name
+  // A class that sets only `static name` leaves the instance's name at Error's 'Error': use the class's.
+  const className = (err.constructor as { name?: unknown } | undefined)?.name
+  const name = err.name !== 'Error' && err.name !== '' ? err.name : typeof className === 'string' && className !== '' ? className : 'Error'
   const code = (err as { code?: unknown }).code
   const payload: ErrorPayload = { name, message: truncate(err.message) }
   if (typeof code === 'string') payload.code = code

@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander'
 import type { CallOptions, StreamingCall, StreamOptions } from '../api/client.js'
-import type { ApiMethods, MethodEvent, MethodInput, MethodName, MethodParams, MethodResult } from '../api/schema.js'
+import type { MethodEvent, MethodInput, MethodName, MethodParams, MethodResult } from '../api/schema.js'
 
 /** Where commands print. Each call is one line (or block) without its trailing newline. */
 export interface Printer {
@@ -47,5 +47,3 @@ export interface CliContext {
 export interface CommandModule {
   register(cmd: Command, ctx: CliContext): void
 }
-
-export type { ApiMethods }

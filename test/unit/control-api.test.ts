@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import { ControlClient } from '../../src/api/client.js'
 import {
-  ApiTimeoutError, CallCancelledError, DaemonNotRunningError, RemoteError, SocketInUseError
+  ApiTimeoutError, CallCancelledError, DaemonNotRunningError, RemoteError, SocketInUseError, toErrorPayload
 } from '../../src/api/errors.js'
 import { decodeFrameBody, encodeFrame, FrameDecoder } from '../../src/api/framing.js'
 import { methods } from '../../src/api/schema.js'
@@ -234,6 +234,17 @@ describe('control API: calls', () => {
     expect((await client.call('big', { bytes: 100 })).data).toHaveLength(100)
     await expectRemote(client.call('big', { bytes: 5000 }), 'FrameTooLargeError', /exceeds the limit of 1000/)
     client.close()
+  })
+})
+
+describe('toErrorPayload', () => {
+  it('names an error by its class, also when the class sets only a static name', () => {
+    class OnlyStaticError extends Error { static override name = 'OnlyStaticError' }
+    expect(toErrorPayload(new OnlyStaticError('x'))).toEqual({ name: 'OnlyStaticError', message: 'x' })
+    expect(toErrorPayload(new VpidNotFoundError('gone'))).toEqual({ name: 'VpidNotFoundError', message: 'gone', code: 'ENOVPID' })
+    expect(toErrorPayload(Object.assign(new Error('no such file'), { code: 'ENOENT' }))).toEqual({ name: 'Error', message: 'no such file', code: 'ENOENT' })
+    expect(toErrorPayload('plain string')).toEqual({ name: 'Error', message: 'plain string' })
+    expect(toErrorPayload(new Error('m'.repeat(10_000))).message.length).toBeLessThan(600)
   })
 })
 
