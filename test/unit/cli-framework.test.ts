@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs'
+import { dirname, join, relative, resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { DaemonNotRunningError, RemoteError } from '../../src/api/errors.js'
 import { formatAgo, formatBytes, formatDuration, formatLoad, shortAddresses, shortPeerId } from '../../src/cli/format.js'
@@ -147,5 +149,39 @@ describe('ssi: formatting', () => {
       'y   100  z'
     ])
     expect(formatKeyValues([['a', '1'], ['long', '2']])).toEqual(['a     1', 'long  2'])
+  })
+})
+
+/** Runtime (non-type) static imports of a source file, resolved to .ts paths or left as package names. */
+function staticImports (file: string): string[] {
+  const source = readFileSync(file, 'utf8')
+  const specifiers = [...source.matchAll(/^import (?!type )[^'"]*['"]([^'"]+)['"]/gm)].map(m => m[1] as string)
+  return specifiers.map(s => s.startsWith('.') ? resolve(dirname(file), s.replace(/\.js$/, '.ts')) : s)
+}
+
+describe('ssi: start-up cost', () => {
+  it('the CLI and its command modules statically load no zod, pino, libp2p, level, koffi or daemon code', () => {
+    const root = resolve('src')
+    const entries = ['cli/main.ts', 'api/client.ts', ...verbs.map(v => `cli/commands/${v.name}.ts`)].map(f => join(root, f))
+    const seen = new Set<string>()
+    const packages = new Set<string>()
+    const queue = [...entries]
+    while (queue.length > 0) {
+      const file = queue.pop() as string
+      if (seen.has(file)) continue
+      seen.add(file)
+      for (const dep of staticImports(file)) {
+        if (dep.startsWith('/')) queue.push(dep)
+        else packages.add(dep)
+      }
+    }
+    const allowed = (p: string): boolean => p.startsWith('node:') || p === 'commander' || p === 'msgpackr/pack'
+    expect([...packages].filter(p => !allowed(p))).toEqual([])
+    const modules = [...seen].map(f => relative(root, f))
+    expect(modules.filter(m => !m.startsWith('cli/') && !m.startsWith('api/'))).toEqual([])
+    expect(modules).toEqual(expect.arrayContaining(['cli/run.ts', 'cli/verbs.ts', 'api/framing.ts', 'cli/table.ts']))
+    expect(packages).toEqual(new Set(['node:module', 'node:net', 'msgpackr/pack'])) // commander comes in through require()
+    expect(modules).not.toContain('api/schema.ts') // zod
+    expect(modules).not.toContain('api/server-connection.ts')
   })
 })
