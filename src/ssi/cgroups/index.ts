@@ -1,0 +1,30 @@
+/** Cgroups: the CgroupManager interface, its v1/v2/fake implementations and the host factory. */
+import { existsSync, readFileSync } from 'node:fs'
+import { CgroupV1Manager, parseV1Mounts } from './v1.js'
+import { CgroupV2Manager } from './v2.js'
+import type { CgroupLogger, CgroupManager } from './types.js'
+
+export type { CgroupLimits, CgroupLogger, CgroupManager, CgroupOpOptions, CgroupStats, LimitController } from './types.js'
+export { CgroupExistsError, CgroupLimitError, CgroupNotFoundError, CgroupTimeoutError, CgroupUnsupportedError } from './errors.js'
+export { CgroupV1Manager, parseV1Mounts } from './v1.js'
+export { CgroupV2Manager } from './v2.js'
+export { FakeCgroupManager } from './fake.js'
+
+export interface CreateCgroupManagerInit {
+  /** Where cgroupfs is mounted (default /sys/fs/cgroup): the v2 mount, or the dir of the v1 mounts. */
+  readonly root?: string
+  /** Dir under each hierarchy holding the jobs' cgroups, e.g. 'ssi'. */
+  readonly prefix: string
+  /** Force a version instead of detecting it. */
+  readonly version?: 1 | 2
+  readonly logger?: CgroupLogger
+}
+
+/** The manager for this host: v2 if `<root>/cgroup.controllers` exists, else v1. */
+export function createCgroupManager (init: CreateCgroupManagerInit): CgroupManager {
+  const root = init.root ?? '/sys/fs/cgroup'
+  const version = init.version ?? (existsSync(`${root}/cgroup.controllers`) ? 2 : 1)
+  if (version === 2) return new CgroupV2Manager({ root, prefix: init.prefix, logger: init.logger })
+  const mounts = parseV1Mounts(readFileSync('/proc/self/mountinfo', 'utf8'), root)
+  return new CgroupV1Manager({ mounts, prefix: init.prefix, logger: init.logger })
+}
