@@ -7,7 +7,8 @@
  * The daemon spawns the shim with fd 1 a pipe. The shim forks once more (so the daemon is not its
  * parent and a daemon restart neither kills nor orphans-into-the-daemon the job), starts the job,
  * writes <jobDir>/pid ("pid= start= shim= shimstart=", start = /proc/<pid>/stat starttime) and
- * then reports one line on fd 1: "ok <rootPid> <shimPid>" or "error <message>", and closes it.
+ * then reports one line on fd 1: "ok <rootPid> <rootStart> <shimPid> <shimStart>" or
+ * "error <message>", and closes it.
  * Its own diagnostics go to <jobDir>/shim.log. When the job's root (tini; the restored root in
  * restore mode) ends, the shim writes <jobDir>/exit atomically ("code=N" or "signal=N", "core=",
  * "oom_kill=N" read from the cgroup, "time=<ms since epoch>"; "error=<msg>" if the job never
@@ -284,10 +285,10 @@ static void stdin_write_only(struct job *j) {
   close(old);
 }
 
-static void record_started(struct job *j, pid_t pid) {
+static void record_started(struct job *j, pid_t pid, unsigned long long start, unsigned long long shimstart) {
   char buf[256];
-  snprintf(buf, sizeof(buf), "pid=%d\nstart=%llu\nshim=%d\nshimstart=%llu\n", (int)pid,
-           proc_starttime(pid), (int)getpid(), proc_starttime(getpid()));
+  snprintf(buf, sizeof(buf), "pid=%d\nstart=%llu\nshim=%d\nshimstart=%llu\n", (int)pid, start,
+           (int)getpid(), shimstart);
   if (write_atomic(j->dirfd, "pid", buf) < 0) {
     kill(pid, SIGKILL);
     fail(j, "cannot write pid file");
@@ -375,9 +376,10 @@ int main(int argc, char **argv) {
   if (j.spec.stdin_fifo && stdin_keepalive(&j) < 0) fail(&j, "cannot create stdin FIFO");
   pid_t root = j.restore ? start_restore(&j, err, sizeof(err)) : start_run(&j, err, sizeof(err));
   if (root < 0) fail(&j, err);
-  record_started(&j, root);
+  unsigned long long start = proc_starttime(root), shimstart = proc_starttime(getpid());
+  record_started(&j, root, start, shimstart);
   if (j.spec.stdin_fifo) stdin_write_only(&j);
-  handshake("ok %d %d", (int)root, (int)getpid());
+  handshake("ok %d %llu %d %llu", (int)root, start, (int)getpid(), shimstart);
   record_exit(&j, wait_root(root));
   return 0;
 }

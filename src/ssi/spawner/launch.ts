@@ -1,0 +1,77 @@
+/** Starting the shim and reading its one-line handshake; finding tini and the shim binary. */
+import { spawn } from 'node:child_process'
+import { accessSync, constants } from 'node:fs'
+import { delimiter, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { JobStartError, RuntimeBinaryError } from './errors.js'
+import type { PidRecord } from './state.js'
+
+/** dist/ssi-shim of this checkout: src/ssi/spawner and dist/ssi/spawner are both 3 levels down. */
+export const DEFAULT_SHIM_PATH = fileURLToPath(new URL('../../../dist/ssi-shim', import.meta.url))
+
+function executable (path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** tini: the given path, else /usr/bin/tini, /opt/ssi/bin/tini, then $PATH. */
+export function findTini (explicit?: string): string {
+  if (explicit !== undefined) {
+    if (!executable(explicit)) throw new RuntimeBinaryError(`tini not found or not executable at ${explicit}`)
+    return explicit
+  }
+  const dirs = ['/usr/bin', '/opt/ssi/bin', ...(process.env.PATH ?? '').split(delimiter).filter((d) => d.startsWith('/'))]
+  for (const dir of dirs) if (executable(join(dir, 'tini'))) return join(dir, 'tini')
+  throw new RuntimeBinaryError('tini not found in /usr/bin, /opt/ssi/bin or PATH: install it (apt-get install tini, or scripts/provision.sh)')
+}
+
+export function checkShim (path: string): string {
+  if (!executable(path)) throw new RuntimeBinaryError(`ssi-shim not found at ${path}: build it with scripts/build-shim.sh (npm run build)`)
+  return path
+}
+
+function parseHandshake (line: string): PidRecord {
+  const [word, ...rest] = line.trim().split(' ')
+  if (word === 'ok' && rest.length === 4) {
+    const [pid, start, shim, shimStart] = rest.map(Number) as [number, number, number, number]
+    if ([pid, start, shim, shimStart].every(Number.isSafeInteger)) return { pid, start, shim, shimStart }
+  }
+  if (word === 'error') throw new JobStartError(`job did not start: ${rest.join(' ')}`)
+  throw new JobStartError(`job did not start: unexpected answer from ssi-shim: ${JSON.stringify(line.slice(0, 200))}`)
+}
+
+/**
+ * Runs `ssi-shim <mode> <jobDir>` in its own session with no stdio but the handshake pipe, and
+ * resolves with the started job's pids once the shim reported. The shim forks away at once, so the
+ * daemon never is the job's (or the shim's) parent.
+ */
+export function runShim (shimPath: string, mode: 'run' | 'restore', jobDir: string, timeoutMs: number, signal?: AbortSignal): Promise<PidRecord> {
+  signal?.throwIfAborted()
+  return new Promise<PidRecord>((resolve, reject) => {
+    const child = spawn(shimPath, [mode, jobDir], { detached: true, stdio: ['ignore', 'pipe', 'ignore'] })
+    const chunks: Buffer[] = []
+    const finish = (err: unknown, rec?: PidRecord): void => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+      if (rec !== undefined) resolve(rec)
+      else reject(err)
+    }
+    const onAbort = (): void => { finish(signal?.reason) }
+    const timer = setTimeout(() => { finish(new JobStartError(`ssi-shim gave no answer within ${timeoutMs} ms`)) }, timeoutMs)
+    signal?.addEventListener('abort', onAbort, { once: true })
+    child.on('error', (err) => { finish(new RuntimeBinaryError(`cannot run ${shimPath}: ${err.message}`, { cause: err })) })
+    child.stdout.on('data', (c: Buffer) => { chunks.push(c) })
+    child.stdout.on('end', () => {
+      try {
+        finish(undefined, parseHandshake(Buffer.concat(chunks).toString('utf8')))
+      } catch (err) {
+        finish(err)
+      }
+    })
+    child.unref()
+  })
+}

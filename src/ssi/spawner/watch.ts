@@ -1,0 +1,56 @@
+/**
+ * Change notification for a job dir: inotify (fs.watch) wakes waiters at once, a poll timer covers
+ * what inotify cannot see (a dir on a network fs, a watch limit reached). Events are latched, so a
+ * change between two `next()` calls is never lost.
+ */
+import { watch } from 'node:fs'
+import type { FSWatcher } from 'node:fs'
+
+export class DirWatcher {
+  private dirty = false
+  private wake: (() => void) | undefined
+  private readonly watcher: FSWatcher | undefined
+
+  /** Watches `dir`; with `names`, only changes of those entries count. */
+  constructor (dir: string, private readonly pollMs: number, names?: readonly string[]) {
+    const wanted = names === undefined ? undefined : new Set(names)
+    try {
+      this.watcher = watch(dir, { persistent: false }, (_event, name) => {
+        if (wanted === undefined || name === null || wanted.has(String(name))) this.poke()
+      })
+      this.watcher.on('error', () => { this.poke() })
+    } catch {
+      this.watcher = undefined
+    }
+  }
+
+  private poke (): void {
+    this.dirty = true
+    this.wake?.()
+  }
+
+  /** Resolves at the next change (at once if one happened since the last call) or after pollMs. */
+  async next (signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted()
+    if (!this.dirty) {
+      await new Promise<void>((resolve, reject) => {
+        const cleanup = (): void => {
+          clearTimeout(timer)
+          signal?.removeEventListener('abort', onAbort)
+          this.wake = undefined
+        }
+        const done = (): void => { cleanup(); resolve() }
+        const onAbort = (): void => { cleanup(); reject(signal?.reason) }
+        const timer = setTimeout(done, this.pollMs)
+        this.wake = done
+        signal?.addEventListener('abort', onAbort, { once: true })
+      })
+    }
+    this.dirty = false
+  }
+
+  close (): void {
+    this.watcher?.close()
+    this.wake?.()
+  }
+}
