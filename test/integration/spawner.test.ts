@@ -232,6 +232,18 @@ describe('ShimJobSpawner: errors and latency', () => {
     await expect(spawner.spawn({ ...spec(['true']), id: h.id })).rejects.toThrow(JobExistsError)
   })
 
+  it('honours AbortSignal in spawn, waitExit and followOutput', async () => {
+    const aborted = AbortSignal.abort(new Error('cancelled'))
+    const s = spec(['true'])
+    await expect(spawner.spawn(s, aborted)).rejects.toThrow('cancelled')
+    expect(existsSync(join(jobsRoot, s.id))).toBe(false)
+    const h = await start(['sleep', '100'])
+    await expect(spawner.waitExit(h, AbortSignal.timeout(100))).rejects.toThrow(/timeout|aborted/i)
+    await expect(collect(spawner.followOutput(h, 'stdout', { signal: AbortSignal.timeout(100) }))).rejects.toThrow(/timeout|aborted/i)
+    await spawner.release(h)
+    expect(await spawner.waitExit(h)).toMatchObject({ signal: 9 })
+  })
+
   it('measures spawn → exit known of `true` jobs', async () => {
     const times: number[] = []
     for (let i = 0; i < 40; i++) {
