@@ -21,6 +21,9 @@
  * exactly the given environment, stdout/stderr appended to <jobDir>/stdout and <jobDir>/stderr,
  * stdin from the FIFO <jobDir>/stdin or /dev/null, and no other fd.
  *
+ * Signals: the daemon signals tini directly (host pid from the pid file). SIGTERM, SIGINT and
+ * SIGQUIT sent to the shim are forwarded to tini as well; SIGHUP and SIGPIPE are ignored.
+ *
  * Stdin: the shim keeps a write end of the FIFO open, so the job blocks in read() (rather than
  * seeing EOF) until someone writes; SIGUSR1 to the shim closes that write end, after which the
  * job sees EOF once every other writer has closed.
@@ -60,6 +63,15 @@ static void on_usr1(int sig) {
   int fd = stdin_keep;
   stdin_keep = -1;
   if (fd >= 0) close(fd);
+}
+
+/* Host pid of the job's root once started: SIGTERM/SIGINT/SIGQUIT to the shim go to it, so
+ * that stopping the shim stops the job and its exit is still recorded (kill() is signal-safe). */
+static volatile pid_t root_pid = 0;
+
+static void on_forward(int sig) {
+  pid_t pid = root_pid;
+  if (pid > 0) kill(pid, sig);
 }
 
 static void logmsg(const char *fmt, ...) {
@@ -324,6 +336,11 @@ static void setup_process(void) {
   memset(&sa, 0, sizeof(sa));
   sa.sa_handler = on_usr1;
   sigaction(SIGUSR1, &sa, NULL);
+  sa.sa_handler = on_forward;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGQUIT, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
   if (chdir("/") < 0) logmsg("chdir /: %s", strerror(errno));
@@ -376,6 +393,7 @@ int main(int argc, char **argv) {
   if (j.spec.stdin_fifo && stdin_keepalive(&j) < 0) fail(&j, "cannot create stdin FIFO");
   pid_t root = j.restore ? start_restore(&j, err, sizeof(err)) : start_run(&j, err, sizeof(err));
   if (root < 0) fail(&j, err);
+  root_pid = root;
   unsigned long long start = proc_starttime(root), shimstart = proc_starttime(getpid());
   record_started(&j, root, start, shimstart);
   if (j.spec.stdin_fifo) stdin_write_only(&j);

@@ -114,6 +114,12 @@ describe('ShimJobSpawner: output and exit', () => {
     expect(await cgroups.pids(k.id)).toEqual([])
   })
 
+  it('forwards SIGTERM sent to the shim to the job and still records the exit', async () => {
+    const h = await start(['sleep', '100'])
+    process.kill(h.shimPid, 'SIGTERM')
+    expect(await spawner.waitExit(h)).toMatchObject({ signal: 15 })
+  })
+
   it('exits 127 with a clear message when the command does not exist', async () => {
     const { exit, err } = await run(['no-such-command-xyz', 'arg'])
     expect(exit).toMatchObject({ code: 127 })
