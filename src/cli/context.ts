@@ -13,6 +13,18 @@ export interface Printer {
   err(text: string): void
 }
 
+/** Raw bytes to the caller's stdout (fd 1) or stderr (fd 2); resolves when more may be written. */
+export interface OutputSink {
+  write(fd: 1 | 2, data: Uint8Array): Promise<void>
+}
+
+/**
+ * Subscribes to the signals a foreground command forwards to its job (SIGINT, SIGTERM, SIGHUP,
+ * SIGQUIT, and SIGPIPE when stdout's reader went away). While subscribed, these signals do not
+ * interrupt the CLI. Returns the unsubscribe function.
+ */
+export type SignalSource = (handler: (signal: string) => void) => () => void
+
 /** The part of ControlClient that commands use; a test stub implements it. */
 export interface ApiClient {
   call<M extends MethodName>(method: M, params: MethodParams<M>, options?: CallOptions): Promise<MethodResult<M>>
@@ -41,6 +53,17 @@ export interface CliContext {
   now(): number
   /** The process exit code when the command succeeds (e.g. a job's exit status). Default 0. */
   setExitCode(code: number): void
+  /** The caller's environment. */
+  readonly env: Readonly<Record<string, string | undefined>>
+  /** The caller's working directory. */
+  cwd(): string
+  /** Width of the terminal stdout goes to; undefined when it is not a terminal. */
+  readonly columns: number | undefined
+  /** Where a job's output goes, as raw bytes. */
+  readonly output: OutputSink
+  /** The caller's stdin as chunks; read only by commands that forward it (`ssi run -i`). */
+  stdin(): AsyncIterable<Uint8Array>
+  readonly onSignal: SignalSource
 }
 
 /** A verb module (`src/cli/commands/<verb>.ts`): adds its arguments, options and action to `cmd`. */

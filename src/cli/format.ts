@@ -15,6 +15,15 @@ export function formatBytes (bytes: number): string {
   return `${value >= 100 ? value.toFixed(0) : value.toFixed(1)} ${BYTE_UNITS[unit]}`
 }
 
+/** A size someone chose (a limit): exact when it is a whole number of units ("64 MiB", "1.5 GiB"). */
+export function formatLimitBytes (bytes: number): string {
+  for (let unit = BYTE_UNITS.length - 1; unit >= 0; unit--) {
+    const value = bytes / 1024 ** (unit + 1)
+    if (value >= 1 && Number.isInteger(value * 10)) return `${value} ${BYTE_UNITS[unit]}`
+  }
+  return formatBytes(bytes)
+}
+
 /** A short duration: "0.4s", "12.0s", "3m05s", "2h07m", "4d03h". Negative counts as 0. */
 export function formatDuration (ms: number): string {
   if (!Number.isFinite(ms)) return '?'
@@ -52,4 +61,15 @@ export function shortAddresses (addresses: readonly string[]): string {
 
 function pad2 (n: number): string {
   return n < 10 ? `0${n}` : String(n)
+}
+
+/** A command line for display: words that need it are single-quoted, as a shell would want them. */
+export function formatCommand (argv: readonly string[]): string {
+  return argv.map(word => /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, "'\\''")}'`).join(' ')
+}
+
+/** Cuts `text` to `max` characters, marking the cut with "…". */
+export function truncate (text: string, max: number): string {
+  const chars = [...text]
+  return chars.length <= max ? text : `${chars.slice(0, Math.max(0, max - 1)).join('')}…`
 }

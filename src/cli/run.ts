@@ -6,8 +6,10 @@
 import { createRequire } from 'node:module'
 import { DEFAULT_SOCKET_PATH } from '../api/constants.js'
 import { DaemonAccessDeniedError, DaemonConnectError, DaemonNotRunningError } from '../api/errors.js'
+import { UsageError } from './errors.js'
+import { streamOutput } from './io.js'
 import { verbs } from './verbs.js'
-import type { ApiClient, CliContext, GlobalOptions, Printer } from './context.js'
+import type { ApiClient, CliContext, GlobalOptions, OutputSink, Printer, SignalSource } from './context.js'
 import type * as CommanderModule from 'commander'
 import type { Command } from 'commander'
 
@@ -32,6 +34,16 @@ export interface CliDeps {
   /** Aborted on SIGINT. */
   readonly signal?: AbortSignal
   readonly now?: () => number
+  /** Raw job output. Default: process.stdout and process.stderr, with backpressure. */
+  readonly output?: OutputSink
+  /** The caller's stdin. Default: process.stdin (only touched by `ssi run -i`). */
+  readonly stdin?: () => AsyncIterable<Uint8Array>
+  /** Signals to forward to a foreground job. Default: none arrive. */
+  readonly onSignal?: SignalSource
+  /** Default: process.cwd(). */
+  readonly cwd?: () => string
+  /** Terminal width of stdout, if it is a terminal. */
+  readonly columns?: number
 }
 
 /** Runs `ssi <argv>` and resolves with the exit code. Never throws, never exits the process. */
@@ -39,17 +51,25 @@ export async function runCli (argv: readonly string[], deps: CliDeps): Promise<n
   const program = createProgram(deps)
   let exitCode = EXIT_OK
   let client: Promise<ApiClient> | undefined
+  let verbCommand: Command | undefined
   const signal = deps.signal ?? new AbortController().signal
+  const globals = (): GlobalOptions => globalsOf(program, verbCommand)
   const ctx: CliContext = {
     printer: deps.printer,
     signal,
-    globals: () => globalsOf(program),
-    client: async () => await (client ??= deps.connect(globalsOf(program).socket, signal)),
+    globals,
+    client: async () => await (client ??= deps.connect(globals().socket, signal)),
     now: deps.now ?? Date.now,
-    setExitCode: (code) => { exitCode = code }
+    setExitCode: (code) => { exitCode = code },
+    env: deps.env,
+    cwd: deps.cwd ?? (() => process.cwd()),
+    columns: deps.columns,
+    output: deps.output ?? streamOutput(process.stdout, process.stderr),
+    stdin: deps.stdin ?? (() => process.stdin),
+    onSignal: deps.onSignal ?? (() => () => {})
   }
   try {
-    await addVerbs(program, findVerb(argv), ctx)
+    verbCommand = await addVerbs(program, findVerb(argv), ctx)
     await program.parseAsync([...argv], { from: 'user' })
     return exitCode
   } catch (err) {
@@ -65,6 +85,9 @@ function createProgram (deps: CliDeps): Command {
     .description('Run and watch processes on an ssi cluster as if it were one machine.')
     .option('--socket <path>', 'control socket of the local ssi daemon (env SSI_SOCKET)', deps.env.SSI_SOCKET ?? DEFAULT_SOCKET_PATH)
     .option('--json', 'print machine-readable JSON')
+    // Options after a verb belong to the verb: `ssi run -- cmd --json` passes --json to cmd. Every
+    // verb repeats --socket and --json (addGlobalOptions) so `ssi nodes --json` works too.
+    .enablePositionalOptions()
     .exitOverride()
     .configureOutput({
       writeOut: trimmed(text => { deps.printer.out(text) }),
@@ -73,20 +96,32 @@ function createProgram (deps: CliDeps): Command {
     })
 }
 
-function globalsOf (program: Command): GlobalOptions {
-  const opts = program.opts<{ socket: string, json?: boolean }>()
-  return { socket: opts.socket, json: opts.json === true }
+/** The global options, given before the verb (program) or after it (the verb's copy wins). */
+function globalsOf (program: Command, verb: Command | undefined): GlobalOptions {
+  const top = program.opts<{ socket: string, json?: boolean }>()
+  const local = verb?.opts<{ socket?: string, json?: boolean }>() ?? {}
+  return { socket: local.socket ?? top.socket, json: local.json === true || top.json === true }
+}
+
+function addGlobalOptions (cmd: Command): Command {
+  return cmd.option('--socket <path>', 'control socket of the local ssi daemon (env SSI_SOCKET)')
+    .option('--json', 'print machine-readable JSON')
 }
 
 /**
  * Registers every verb: the one being run (`verb`) from its module, the others as name + summary only,
- * which is all `ssi --help` and "unknown command" suggestions need.
+ * which is all `ssi --help` and "unknown command" suggestions need. Returns the verb's command.
  */
-async function addVerbs (program: Command, verb: string | undefined, ctx: CliContext): Promise<void> {
+async function addVerbs (program: Command, verb: string | undefined, ctx: CliContext): Promise<Command | undefined> {
+  let found: Command | undefined
   for (const entry of verbs) {
     const cmd = program.command(entry.name).description(entry.summary)
-    if (entry.name === verb) (await entry.load()).register(cmd, ctx)
+    if (entry.name !== verb) continue
+    found = addGlobalOptions(cmd)
+    const module = await entry.load()
+    module.register(cmd, ctx)
   }
+  return found
 }
 
 /** Options of `ssi` itself that take a value: their value is not the verb. */
@@ -109,6 +144,10 @@ function reportError (err: unknown, deps: CliDeps, signal: AbortSignal): number 
       return err.exitCode
     }
     deps.printer.err(`ssi: ${oneLine(err.message.replace(/^error: /, ''))}`)
+    return EXIT_USAGE
+  }
+  if (err instanceof UsageError) {
+    deps.printer.err(`ssi: ${oneLine(err.message)}`)
     return EXIT_USAGE
   }
   if (signal.aborted) {

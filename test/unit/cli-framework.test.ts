@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { DaemonNotRunningError, RemoteError } from '../../src/api/errors.js'
-import { formatAgo, formatBytes, formatDuration, formatLoad, shortAddresses, shortPeerId } from '../../src/cli/format.js'
+import { formatAgo, formatBytes, formatCommand, formatDuration, formatLimitBytes, formatLoad, shortAddresses, shortPeerId, truncate } from '../../src/cli/format.js'
 import { EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_NO_DAEMON, EXIT_USAGE, findVerb, runCli } from '../../src/cli/run.js'
 import { formatKeyValues, formatTable } from '../../src/cli/table.js'
 import { verbs } from '../../src/cli/verbs.js'
@@ -124,6 +124,17 @@ describe('ssi: formatting', () => {
     expect(formatBytes(-1)).toBe('?')
   })
 
+  it('formats limits exactly, commands quoted for a shell, and cuts long text', () => {
+    expect(formatLimitBytes(64 * 1024 ** 2)).toBe('64 MiB')
+    expect(formatLimitBytes(1.5 * 1024 ** 3)).toBe('1.5 GiB')
+    expect(formatLimitBytes(1024 ** 3)).toBe('1 GiB')
+    expect(formatLimitBytes(1_500_000_000)).toBe('1.4 GiB')
+    expect(formatLimitBytes(4096)).toBe('4 KiB')
+    expect(formatCommand(['sh', '-c', "echo it's", 'a b', 'x=1,y'])).toBe("sh -c 'echo it'\\''s' 'a b' x=1,y")
+    expect(truncate('abcdef', 4)).toBe('abc…')
+    expect(truncate('abc', 4)).toBe('abc')
+  })
+
   it('formats durations and ages', () => {
     expect(formatDuration(400)).toBe('0.4s')
     expect(formatDuration(59_949)).toBe('59.9s')
@@ -178,9 +189,10 @@ describe('ssi: start-up cost', () => {
     const allowed = (p: string): boolean => p.startsWith('node:') || p === 'commander' || p === 'msgpackr/pack'
     expect([...packages].filter(p => !allowed(p))).toEqual([])
     const modules = [...seen].map(f => relative(root, f))
-    expect(modules.filter(m => !m.startsWith('cli/') && !m.startsWith('api/'))).toEqual([])
-    expect(modules).toEqual(expect.arrayContaining(['cli/run.ts', 'cli/verbs.ts', 'api/framing.ts', 'cli/table.ts']))
-    expect(packages).toEqual(new Set(['node:module', 'node:net', 'msgpackr/pack'])) // commander comes in through require()
+    expect(modules.filter(m => !m.startsWith('cli/') && !m.startsWith('api/') && m !== 'util/units.ts')).toEqual([])
+    expect(modules).toEqual(expect.arrayContaining(['cli/run.ts', 'cli/verbs.ts', 'api/framing.ts', 'cli/table.ts', 'cli/commands/run.ts']))
+    // commander comes in through require(); node:os for signal names (kill, inspect)
+    expect(packages).toEqual(new Set(['node:module', 'node:net', 'node:os', 'msgpackr/pack']))
     expect(modules).not.toContain('api/schema.ts') // zod
     expect(modules).not.toContain('api/server-connection.ts')
   })
