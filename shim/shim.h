@@ -38,6 +38,11 @@ unsigned long long proc_starttime(pid_t pid);
 /* Parent pid of pid from /proc/<pid>/stat, -1 on error. */
 pid_t proc_ppid(pid_t pid);
 
+/* 1 if pid's first child (/proc/<pid>/task/<pid>/children: CONFIG_PROC_CHILDREN, which CRIU needs
+ * too) leads its own process group, 0 if not yet, -1 if pid is gone, a zombie, or the kernel lacks
+ * the file. */
+int proc_child_in_own_group(pid_t pid);
+
 /* Value of the "oom_kill N" line of a memory.oom_control / memory.events file, -1 if unknown. */
 long long read_oom_kill(const char *path);
 

@@ -41,6 +41,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <grp.h>
 
@@ -277,6 +278,16 @@ static pid_t start_restore(struct job *j, char *err, size_t errlen) {
   return root;
 }
 
+/* A signal sent right after start could be lost twice over: until tini has blocked the signals it
+ * forwards, it is pid 1 of its namespace with default handlers and the kernel drops a SIGTERM from
+ * outside; and until tini's child has made its own process group, tini's kill(-pgid) (-g) finds
+ * nobody. tini blocks signals before it forks, so report the job started only once tini's child
+ * leads its own group (or tini is gone), waiting at most ~1 s. */
+static void wait_signals_ready(pid_t pid) {
+  struct timespec step = {0, 50000};
+  for (int i = 0; i < 20000 && proc_child_in_own_group(pid) == 0; i++) nanosleep(&step, NULL);
+}
+
 /* Keeps a write end of the stdin FIFO so the job does not see EOF before anyone wrote. Opened
  * O_RDWR first (never blocks, needs no reader yet); swapped for a write-only end once the job
  * holds the read end, so writers get EPIPE after the job is gone. */
@@ -394,6 +405,7 @@ int main(int argc, char **argv) {
   pid_t root = j.restore ? start_restore(&j, err, sizeof(err)) : start_run(&j, err, sizeof(err));
   if (root < 0) fail(&j, err);
   root_pid = root;
+  if (!j.restore) wait_signals_ready(root);
   unsigned long long start = proc_starttime(root), shimstart = proc_starttime(getpid());
   record_started(&j, root, start, shimstart);
   if (j.spec.stdin_fifo) stdin_write_only(&j);

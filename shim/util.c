@@ -71,6 +71,23 @@ pid_t proc_ppid(pid_t pid) {
   return stat_field(pid, 4, &v) < 0 ? -1 : (pid_t)v;
 }
 
+int proc_child_in_own_group(pid_t pid) {
+  char path[96], buf[64], stat[1024];
+  const char *fields = stat_fields(pid, stat, sizeof(stat));
+  if (!fields || fields[1] == 'Z' || fields[1] == 'X') return -1;
+  snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return n == 0 ? 0 : -1;
+  buf[n] = '\0';
+  pid_t child = (pid_t)strtol(buf, NULL, 10);
+  unsigned long long pgrp;
+  if (child <= 0 || stat_field(child, 5, &pgrp) < 0) return 0;
+  return (pid_t)pgrp == child ? 1 : 0;
+}
+
 long long read_oom_kill(const char *path) {
   char buf[4096];
   int fd = open(path, O_RDONLY | O_CLOEXEC);
