@@ -3,15 +3,19 @@
  * limit files (this host has no v2 memory/cpu/pids controllers to check them for real) and the v1
  * mount discovery from mountinfo (incl. co-mounted cpu,cpuacct).
  */
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 import { CgroupV2Manager, parseV1Mounts } from '../../src/ssi/cgroups/index.js'
 
 describe('CgroupV2Manager files', () => {
+  const dirs: string[] = []
+  afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }) })
+
   it('delegates controllers and writes memory.max, cpu.max, pids.max', async () => {
     const root = mkdtempSync(join(tmpdir(), 'cg2-'))
+    dirs.push(root)
     writeFileSync(join(root, 'cgroup.controllers'), 'cpuset cpu io memory hugetlb pids rdma misc\n')
     writeFileSync(join(root, 'cgroup.subtree_control'), 'cpu\n')
     const m = new CgroupV2Manager({ root, prefix: 'ssi' })

@@ -1,8 +1,8 @@
 /** Spawner pieces that need no root: spec validation and encoding, exit decoding, output follow. */
-import { appendFileSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 import { JobSpecError, decodeExit } from '../../src/ssi/spawner/index.js'
 import type { JobSpec } from '../../src/ssi/spawner/index.js'
 import { followFile } from '../../src/ssi/spawner/output.js'
@@ -75,8 +75,12 @@ describe('decodeExit', () => {
 })
 
 describe('followFile', () => {
+  const dirs: string[] = []
+  afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }) })
+
   it('yields appended data live and ends once finished and fully read', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'follow-'))
+    dirs.push(dir)
     const path = join(dir, 'stdout')
     writeFileSync(path, 'a\n')
     let done = false
@@ -97,6 +101,7 @@ describe('followFile', () => {
 
   it('starts at an offset and stops on abort', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'follow-'))
+    dirs.push(dir)
     const path = join(dir, 'stdout')
     writeFileSync(path, '0123456789')
     const ac = new AbortController()
