@@ -50,7 +50,8 @@ async function connect (socketPath: string, signal: AbortSignal): Promise<ApiCli
   return await ControlClient.connect(socketPath, { signal })
 }
 
-const code = await runCli(process.argv.slice(2), {
+// No top-level await: the bundle may be built as CommonJS (scripts/bundle-cli.mjs).
+void runCli(process.argv.slice(2), {
   printer,
   env: process.env,
   connect,
@@ -60,6 +61,7 @@ const code = await runCli(process.argv.slice(2), {
   onSignal,
   cwd: () => process.cwd(),
   columns: process.stdout.isTTY ? process.stdout.columns : undefined
+}).then(code => {
+  // stdout and stderr are synchronous for files and pipes on Linux, so nothing printed is lost.
+  process.exit(code)
 })
-// stdout and stderr are synchronous for files and pipes on Linux, so nothing printed is lost.
-process.exit(code)

@@ -3,18 +3,14 @@
  * and turns any failure into one `ssi: <message>` line and an exit code. main.ts wires it to the real
  * process; tests call runCli with a stub client and a capturing printer.
  */
-import { createRequire } from 'node:module'
 import { DEFAULT_SOCKET_PATH } from '../api/constants.js'
 import { DaemonAccessDeniedError, DaemonConnectError, DaemonNotRunningError } from '../api/errors.js'
+import { Command as CommandClass, CommanderError } from './commander.js'
 import { UsageError } from './errors.js'
 import { streamOutput } from './io.js'
 import { verbs } from './verbs.js'
 import type { ApiClient, CliContext, GlobalOptions, OutputSink, Printer, SignalSource } from './context.js'
-import type * as CommanderModule from 'commander'
 import type { Command } from 'commander'
-
-// commander is CommonJS: require() skips the ESM wrapper and cjs-module-lexer (~6 ms of start-up).
-const { Command: CommandClass, CommanderError } = createRequire(import.meta.url)('commander') as typeof CommanderModule
 
 export const EXIT_OK = 0
 /** The command failed (the daemon returned an error, the job failed to start, ...). */
