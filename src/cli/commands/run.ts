@@ -20,7 +20,7 @@ export interface RunOptions {
   readonly pids?: string
   readonly interactive?: boolean
   readonly detach?: boolean
-  readonly env: readonly string[]
+  readonly env?: readonly string[]
   readonly cleanEnv?: boolean
 }
 
@@ -51,7 +51,7 @@ export function register (cmd: Command, ctx: CliContext): void {
     .option('--pids <n>', 'limit on the processes and threads of the job')
     .option('-i, --interactive', 'forward stdin to the job (until end of file)')
     .option('-d, --detach', 'print the vpid and return as soon as the job has started')
-    .option('-e, --env <name=value>', 'set a variable for the job (repeatable); a bare NAME copies it from here', collect, [])
+    .option('-e, --env <name=value>', 'set a variable for the job (repeatable); a bare NAME copies it from here', collect)
     .option('--clean-env', 'do not pass this shell\'s environment (PATH excepted)')
     .passThroughOptions()
     .addHelpText('after', HELP)
@@ -71,8 +71,8 @@ export function register (cmd: Command, ctx: CliContext): void {
     })
 }
 
-function collect (value: string, previous: readonly string[]): string[] {
-  return [...previous, value]
+function collect (value: string, previous: readonly string[] | undefined): string[] {
+  return [...(previous ?? []), value]
 }
 
 /** The `run` params for argv and options. Throws UsageError for bad limits or --env entries. */
@@ -100,7 +100,7 @@ export function jobEnvironment (opts: Pick<RunOptions, 'env' | 'cleanEnv'>, call
   }
   if (opts.cleanEnv === true) inherit('PATH')
   else for (const name of Object.keys(callerEnv)) inherit(name)
-  for (const entry of opts.env) {
+  for (const entry of opts.env ?? []) {
     const eq = entry.indexOf('=')
     const name = eq === -1 ? entry : entry.slice(0, eq)
     if (name === '' || name.includes('\0')) throw new UsageError(`--env: "${entry}" is not NAME=VALUE`)
