@@ -1,0 +1,228 @@
+/** The sending end of an image transfer: header, DATA frames (optionally zstd), trailer, result. */
+import { createHash } from 'node:crypto'
+import {
+  DATA_CHUNK_BYTES, FRAME_HEADER_BYTES, FrameType, IMAGES_WIRE_VERSION, decodeResult, encodeCancel, encodeHeader,
+  encodeTrailer, writeFrameHeader
+} from '../../protocol/images.js'
+import { ImageTransferError, asTransferError, remoteTransferError } from './errors.js'
+import { readFrames } from './frames.js'
+import { ProgressMeter } from './progress.js'
+import { listImageDir, readImageData } from './source.js'
+import { createZstdFilter } from './zstd.js'
+import type { Hash } from 'node:crypto'
+import type { Compression, ImageFile, ImageHeader, ImageResult } from '../../protocol/images.js'
+import type { ByteChannel } from '../ports.js'
+import type { ProgressListener, TransferLogger } from './progress.js'
+import type { DataChunk } from './source.js'
+import type { ZstdOptions } from './zstd.js'
+
+export interface SendOptions {
+  /** 'none' (default) or 'zstd'. zstd pays only on links slower than it compresses: see README. */
+  readonly compress?: Compression
+  readonly zstd?: ZstdOptions
+  readonly signal?: AbortSignal
+  readonly onProgress?: ProgressListener
+  /** Least time between two progress reports (default 100 ms; the last one always comes). */
+  readonly progressIntervalMs?: number
+  readonly logger?: TransferLogger
+  /** DATA payload size in bytes (default 1 MiB). */
+  readonly chunkBytes?: number
+}
+
+/** What a finished transfer moved. */
+export interface TransferSummary {
+  readonly files: number
+  /** Image bytes (uncompressed). */
+  readonly bytes: number
+  /** DATA payload bytes on the wire. */
+  readonly wireBytes: number
+  readonly compression: Compression
+  readonly elapsedMs: number
+}
+
+/** How long a cancelled sender waits for the receiver to acknowledge before resetting. */
+const CANCEL_GRACE_MS = 2000
+
+/**
+ * Sends the regular files of the flat directory `dir` over `channel` and resolves once the
+ * receiver has checked every digest and answered ok. Rejects with ImageTransferError (or
+ * ImageIntegrityError, with `remote` set when the receiver found the problem). Does not close or
+ * release the channel on success beyond closing its write side; aborts it on failure.
+ */
+export async function sendImageDir (channel: ByteChannel, dir: string, opts: SendOptions = {}): Promise<TransferSummary> {
+  const compression = opts.compress ?? 'none'
+  const files = await listImageDir(dir).catch((err: unknown) => {
+    channel.abort(err as Error)
+    throw asTransferError(err, opts.signal, 'io', `listing ${dir}`)
+  })
+  const header: ImageHeader = {
+    v: IMAGES_WIRE_VERSION, compression, checksum: 'sha256', files, totalBytes: files.reduce((a, f) => a + f.size, 0)
+  }
+  const stop = new AbortController()
+  const signal = opts.signal === undefined ? stop.signal : AbortSignal.any([opts.signal, stop.signal])
+  const result = watchResult(channel, signal, stop)
+  result.catch(() => {}) // handled where it is awaited; this only keeps an early failure from being "unhandled"
+  const meter = new ProgressMeter(header.totalBytes, files.length, opts.onProgress, opts.progressIntervalMs)
+  try {
+    await channel.write(encodeHeader(header), signal)
+    const wireBytes = await sendData(channel, dir, header, meter, signal, opts)
+    await channel.closeWrite(signal)
+    const answer = await result
+    if (answer === undefined) throw new ImageTransferError('the receiver closed the channel without a result', { code: 'channel' })
+    if (!answer.ok) throw remoteTransferError(answer.failure, 'receiver refused the images')
+    meter.update(header.totalBytes, wireBytes, true)
+    opts.logger?.debug({ dir, files: files.length, bytes: header.totalBytes, wireBytes, ms: Math.round(meter.elapsedMs) }, 'image dir sent')
+    return { files: files.length, bytes: header.totalBytes, wireBytes, compression, elapsedMs: meter.elapsedMs }
+  } catch (err) {
+    const e = stop.signal.aborted ? stop.signal.reason as ImageTransferError : asTransferError(err, opts.signal, 'io', 'sending images')
+    await giveUp(channel, e, result, opts.signal)
+    opts.logger?.warn({ dir, err: e.message, code: e.code }, 'image dir send failed')
+    throw e
+  }
+}
+
+/**
+ * Reads the receiver's answer concurrently with sending, so a refusal stops the sender at once
+ * (through `stop`) instead of after the whole image went over the wire.
+ */
+async function watchResult (channel: ByteChannel, signal: AbortSignal, stop: AbortController): Promise<ImageResult | undefined> {
+  const p = (async () => {
+    for await (const frame of readFrames(channel, signal)) {
+      if (frame.kind !== 'control' || frame.type !== FrameType.result) {
+        throw new ImageTransferError(`unexpected frame from the receiver (type ${frame.kind === 'data' ? FrameType.data : frame.type})`, { code: 'protocol' })
+      }
+      const answer = decodeResult(frame.payload)
+      if (!answer.ok) stop.abort(remoteTransferError(answer.failure, 'receiver refused the images'))
+      return answer
+    }
+    return undefined
+  })()
+  p.catch((err: unknown) => {
+    if (!stop.signal.aborted && !signal.aborted) stop.abort(asTransferError(err, undefined, 'channel', 'image channel'))
+  })
+  return await p
+}
+
+/** Cancels with a reason the receiver can report, unless the channel itself is gone. */
+async function giveUp (channel: ByteChannel, err: ImageTransferError, result: Promise<unknown>, signal?: AbortSignal): Promise<void> {
+  if (err.remote || err.code === 'channel' || err.code === 'aborted' || signal?.aborted === true) {
+    channel.abort(err)
+    return
+  }
+  try {
+    const grace = AbortSignal.timeout(CANCEL_GRACE_MS)
+    await channel.write(encodeCancel({ name: err.name, code: err.code, message: err.message, file: err.file }), grace)
+    await channel.closeWrite(grace)
+    await Promise.race([result, new Promise(resolve => { grace.addEventListener('abort', resolve) })])
+  } catch {
+    // The receiver could not be told; the reset below is all it gets.
+  }
+  channel.abort(err)
+}
+
+async function sendData (channel: ByteChannel, dir: string, header: ImageHeader, meter: ProgressMeter, signal: AbortSignal, opts: SendOptions): Promise<number> {
+  const hashes = new FileHashes(header.files)
+  const chunks = readImageData(dir, header.files, opts.chunkBytes ?? DATA_CHUNK_BYTES, signal)
+  const wireBytes = header.compression === 'zstd'
+    ? await sendCompressed(channel, chunks, hashes, meter, signal, opts)
+    : await sendPlain(channel, chunks, hashes, meter, signal)
+  await channel.write(encodeTrailer({ digests: hashes.digests(), wireBytes }), signal)
+  return wireBytes
+}
+
+async function sendPlain (channel: ByteChannel, chunks: AsyncIterable<DataChunk>, hashes: FileHashes, meter: ProgressMeter, signal: AbortSignal): Promise<number> {
+  let done = 0
+  for await (const chunk of chunks) {
+    hashes.update(chunk.file, chunk.body)
+    writeFrameHeader(chunk.frame, FrameType.data, chunk.body.byteLength)
+    await channel.write(chunk.frame, signal)
+    done += chunk.body.byteLength
+    meter.update(done, done)
+  }
+  return done
+}
+
+/** Feeds the files into zstd and, concurrently, its output into DATA frames of chunkBytes. */
+async function sendCompressed (channel: ByteChannel, chunks: AsyncIterable<DataChunk>, hashes: FileHashes, meter: ProgressMeter, signal: AbortSignal, opts: SendOptions): Promise<number> {
+  const filter = createZstdFilter('compress', opts.zstd)
+  let done = 0
+  let wire = 0
+  const feed = async (): Promise<void> => {
+    for await (const chunk of chunks) {
+      hashes.update(chunk.file, chunk.body)
+      await filter.write(chunk.body)
+      done += chunk.body.byteLength
+      meter.update(done, wire)
+    }
+    filter.end()
+  }
+  const frames = new FrameBuilder(opts.chunkBytes ?? DATA_CHUNK_BYTES, async (frame, n) => {
+    await channel.write(frame, signal)
+    wire += n
+  })
+  const drain = async (): Promise<void> => {
+    for await (const out of filter.output) await frames.add(out)
+    await frames.flush()
+  }
+  try {
+    await Promise.all([feed(), drain()])
+    return wire
+  } catch (err) {
+    throw asTransferError(err, signal, 'io', 'compressing images')
+  } finally {
+    filter.destroy()
+  }
+}
+
+/** Gathers small pieces (zstd output) into full DATA frames. */
+class FrameBuilder {
+  private frame: Buffer
+  private fill = 0
+
+  constructor (private readonly size: number, private readonly emit: (frame: Uint8Array, payload: number) => Promise<void>) {
+    this.frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + size)
+  }
+
+  async add (bytes: Uint8Array): Promise<void> {
+    let at = 0
+    while (at < bytes.byteLength) {
+      const n = Math.min(this.size - this.fill, bytes.byteLength - at)
+      this.frame.set(bytes.subarray(at, at + n), FRAME_HEADER_BYTES + this.fill)
+      this.fill += n
+      at += n
+      if (this.fill === this.size) await this.flush()
+    }
+  }
+
+  async flush (): Promise<void> {
+    if (this.fill === 0) return
+    const frame = this.frame.subarray(0, FRAME_HEADER_BYTES + this.fill)
+    writeFrameHeader(frame, FrameType.data, this.fill)
+    const n = this.fill
+    this.frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + this.size)
+    this.fill = 0
+    await this.emit(frame, n)
+  }
+}
+
+/** One sha256 per file, over its content; an empty file's digest is that of no bytes. */
+class FileHashes {
+  private readonly hashes: Array<Hash | undefined>
+
+  constructor (files: readonly ImageFile[]) {
+    this.hashes = files.map(() => undefined)
+  }
+
+  update (file: number, bytes: Uint8Array): void {
+    let h = this.hashes[file]
+    if (h === undefined) {
+      h = createHash('sha256')
+      this.hashes[file] = h
+    }
+    h.update(bytes)
+  }
+
+  digests (): string[] {
+    return this.hashes.map(h => (h ?? createHash('sha256')).digest('hex'))
+  }
+}

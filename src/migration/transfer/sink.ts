@@ -1,0 +1,164 @@
+/**
+ * The receiving end's file access: splits the image byte stream into the header's files, writes
+ * each with O_EXCL|O_NOFOLLOW inside the destination dir, hashes it on the way, and removes
+ * everything it created when the transfer fails.
+ */
+import { createHash } from 'node:crypto'
+import { constants } from 'node:fs'
+import { open, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { ImageIntegrityError, ImageTransferError } from './errors.js'
+import type { Hash } from 'node:crypto'
+import type { FileHandle } from 'node:fs/promises'
+import type { ImageFile } from '../../protocol/images.js'
+
+/** Bytes gathered before one writev: large writes, and one in flight while the next fills. */
+const WRITE_BATCH_BYTES = 1024 * 1024
+
+interface OpenFile {
+  readonly fh: FileHandle
+  readonly hash: Hash
+  readonly file: ImageFile
+  written: number
+}
+
+/**
+ * Writes the files of one transfer. Not safe for concurrent calls: await each `write`. Names must
+ * have been validated (plain names, no slash) before: they are joined to `dir` as they are.
+ */
+export class ImageDirWriter {
+  /** Bytes of image data accepted so far. */
+  doneBytes = 0
+  /** Hex digests of the files completed so far, in header order. */
+  readonly digests: string[] = []
+  private readonly created: string[] = []
+  private index = 0
+  private current: OpenFile | undefined
+  private batch: Uint8Array[] = []
+  private batchBytes = 0
+  private batchPosition = 0
+  private inFlight: Promise<void> | undefined
+  private writeError: unknown
+
+  constructor (private readonly dir: string, private readonly files: readonly ImageFile[]) {}
+
+  async write (bytes: Uint8Array): Promise<void> {
+    let at = 0
+    while (at < bytes.byteLength) {
+      const cur = this.current ?? await this.openNext()
+      const take = Math.min(cur.file.size - cur.written, bytes.byteLength - at)
+      const piece = bytes.subarray(at, at + take)
+      cur.hash.update(piece)
+      this.batch.push(piece)
+      this.batchBytes += take
+      cur.written += take
+      at += take
+      this.doneBytes += take
+      if (cur.written === cur.file.size) await this.closeCurrent(cur)
+      else if (this.batchBytes >= WRITE_BATCH_BYTES) await this.flush(cur)
+    }
+  }
+
+  /** Creates trailing empty files; fails if any file is still short. Returns the digests. */
+  async finish (): Promise<readonly string[]> {
+    while (this.index < this.files.length || this.current !== undefined) {
+      const cur = this.current ?? await this.openNext()
+      if (cur.written < cur.file.size) {
+        throw new ImageIntegrityError(`${cur.file.name}: data ended after ${cur.written} of ${cur.file.size} bytes`, { file: cur.file.name })
+      }
+      await this.closeCurrent(cur)
+    }
+    return this.digests
+  }
+
+  /** Closes what is open and deletes every file this writer created. Never throws. */
+  async cleanup (): Promise<void> {
+    await this.inFlight
+    await this.current?.fh.close().catch(() => {})
+    this.current = undefined
+    await Promise.all(this.created.map(async path => { await unlink(path).catch(() => {}) }))
+    this.created.length = 0
+  }
+
+  private async openNext (): Promise<OpenFile> {
+    const file = this.files[this.index]
+    if (file === undefined) {
+      throw new ImageIntegrityError(`received more image data than the ${this.doneBytes} bytes the header announced`, {})
+    }
+    this.index++
+    const path = join(this.dir, file.name)
+    let fh: FileHandle
+    try {
+      fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'EEXIST') throw new ImageTransferError(`${path} already exists: refusing to overwrite it`, { code: 'exists', file: file.name, cause: err })
+      throw fsError(err, file, 'create')
+    }
+    this.created.push(path)
+    this.current = { fh, hash: createHash('sha256'), file, written: 0 }
+    this.batchPosition = 0
+    return this.current
+  }
+
+  private async closeCurrent (cur: OpenFile): Promise<void> {
+    await this.flush(cur)
+    await this.inFlight
+    this.throwWriteError(cur)
+    this.current = undefined
+    try {
+      await cur.fh.chmod(cur.file.mode & 0o777)
+    } finally {
+      await cur.fh.close()
+    }
+    this.digests.push(cur.hash.digest('hex'))
+  }
+
+  /** Starts writing the gathered batch once the previous write finished (one write in flight). */
+  private async flush (cur: OpenFile): Promise<void> {
+    await this.inFlight
+    this.throwWriteError(cur)
+    if (this.batchBytes === 0) return
+    const bufs = this.batch
+    const position = this.batchPosition
+    this.batchPosition += this.batchBytes
+    this.batch = []
+    this.batchBytes = 0
+    this.inFlight = writeAll(cur.fh, bufs, position).then(() => { this.inFlight = undefined }, (err: unknown) => {
+      this.inFlight = undefined
+      this.writeError = err
+    })
+  }
+
+  private throwWriteError (cur: OpenFile): void {
+    if (this.writeError !== undefined) throw fsError(this.writeError, cur.file, 'write')
+  }
+}
+
+async function writeAll (fh: FileHandle, bufs: Uint8Array[], position: number): Promise<void> {
+  let pending = bufs
+  let pos = position
+  while (pending.length > 0) {
+    const { bytesWritten } = await fh.writev(pending, pos)
+    if (bytesWritten === 0) throw new Error('the filesystem accepted no bytes')
+    pos += bytesWritten
+    pending = dropBytes(pending, bytesWritten)
+  }
+}
+
+/** What is left of `bufs` after the first `n` bytes were written (short writes are rare). */
+function dropBytes (bufs: Uint8Array[], n: number): Uint8Array[] {
+  let left = n
+  let i = 0
+  while (i < bufs.length && left >= (bufs[i]?.byteLength ?? 0)) left -= bufs[i++]?.byteLength ?? 0
+  const rest = bufs.slice(i)
+  const first = rest[0]
+  if (first !== undefined && left > 0) rest[0] = first.subarray(left)
+  return rest
+}
+
+function fsError (err: unknown, file: ImageFile, op: string): ImageTransferError {
+  const e = err as NodeJS.ErrnoException
+  const code = e.code === 'ENOSPC' || e.code === 'EDQUOT' ? 'no-space' : 'io'
+  return new ImageTransferError(`cannot ${op} ${file.name}: ${e.message}`, { code, file: file.name, cause: err })
+}

@@ -1,0 +1,103 @@
+/** The sending end's file access: list an image dir and read it as DATA-frame-sized chunks. */
+import { constants } from 'node:fs'
+import { lstat, open, readdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { FRAME_HEADER_BYTES, imageNameProblem } from '../../protocol/images.js'
+import { ImageTransferError } from './errors.js'
+import type { FileHandle } from 'node:fs/promises'
+import type { ImageFile } from '../../protocol/images.js'
+
+/** One chunk of a file, read into a buffer that has room for the DATA frame header in front. */
+export interface DataChunk {
+  /** Index of the file in the header's list. */
+  readonly file: number
+  /** FRAME_HEADER_BYTES of free space, then `body`: fill in the header and send it as is. */
+  readonly frame: Uint8Array
+  readonly body: Uint8Array
+}
+
+/**
+ * Lists a flat image directory: regular files only, sorted by name. A symlink, subdirectory or
+ * other special file, or an unsafe name, is refused (CRIU image dirs never hold them).
+ */
+export async function listImageDir (dir: string): Promise<ImageFile[]> {
+  const entries = await readdir(dir, { withFileTypes: true })
+  const files: ImageFile[] = []
+  for (const entry of entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) {
+    const problem = imageNameProblem(entry.name)
+    if (problem !== undefined) throw new ImageTransferError(`image file name ${JSON.stringify(entry.name)} ${problem}`, { code: 'bad-name', file: entry.name })
+    if (!entry.isFile()) {
+      throw new ImageTransferError(`${join(dir, entry.name)} is not a regular file: image dirs hold only regular files`, { code: 'not-a-file', file: entry.name })
+    }
+    const st = await lstat(join(dir, entry.name))
+    files.push({ name: entry.name, size: st.size, mode: st.mode & 0o7777 })
+  }
+  return files
+}
+
+/**
+ * Reads the files in order as chunks of up to `chunkBytes`, one read ahead of the consumer so the
+ * disk and the network overlap. A file that changed size since it was listed is an error
+ * ('source-changed'): the image would not match what the header promised.
+ */
+export async function * readImageData (dir: string, files: readonly ImageFile[], chunkBytes: number, signal?: AbortSignal): AsyncGenerator<DataChunk> {
+  for (const [index, file] of files.entries()) {
+    signal?.throwIfAborted()
+    const fh = await openSource(dir, file)
+    try {
+      yield * readFileChunks(fh, index, file, chunkBytes, signal)
+      const st = await fh.stat()
+      if (st.size !== file.size) throw changed(file, st.size)
+    } finally {
+      await fh.close()
+    }
+  }
+}
+
+async function openSource (dir: string, file: ImageFile): Promise<FileHandle> {
+  const fh = await open(join(dir, file.name), constants.O_RDONLY | constants.O_NOFOLLOW)
+  const st = await fh.stat()
+  if (!st.isFile() || st.size !== file.size) {
+    await fh.close()
+    throw st.isFile() ? changed(file, st.size) : new ImageTransferError(`${file.name} is no longer a regular file`, { code: 'source-changed', file: file.name })
+  }
+  return fh
+}
+
+async function * readFileChunks (fh: FileHandle, index: number, file: ImageFile, chunkBytes: number, signal?: AbortSignal): AsyncGenerator<DataChunk> {
+  let offset = 0
+  const readNext = (): Promise<DataChunk> | undefined => {
+    if (offset >= file.size) return undefined
+    const length = Math.min(chunkBytes, file.size - offset)
+    const p = readChunk(fh, index, file, offset, length)
+    offset += length
+    return p
+  }
+  let next = readNext()
+  try {
+    while (next !== undefined) {
+      const chunk = await next
+      signal?.throwIfAborted()
+      next = readNext()
+      yield chunk
+    }
+  } finally {
+    // The consumer may stop early: let a read in flight finish before the handle is closed.
+    await next?.catch(() => {})
+  }
+}
+
+async function readChunk (fh: FileHandle, index: number, file: ImageFile, position: number, length: number): Promise<DataChunk> {
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + length)
+  let filled = 0
+  while (filled < length) {
+    const { bytesRead } = await fh.read(frame, FRAME_HEADER_BYTES + filled, length - filled, position + filled)
+    if (bytesRead === 0) throw changed(file, position + filled)
+    filled += bytesRead
+  }
+  return { file: index, frame, body: frame.subarray(FRAME_HEADER_BYTES) }
+}
+
+function changed (file: ImageFile, size: number): ImageTransferError {
+  return new ImageTransferError(`${file.name} changed while being sent (listed with ${file.size} bytes, now ${size})`, { code: 'source-changed', file: file.name })
+}

@@ -1,0 +1,313 @@
+/**
+ * BulkTransport over libp2p: one stream per channel on the caller's protocol (e.g. '/ssi/images/1'),
+ * raw bytes, over the node's existing noise+yamux connection. Written against the traps in
+ * docs/libp2p.md: writers wait for the 'drain' event (not onDrain()), readers pause the stream for
+ * backpressure with a raised maxReadBufferLength (yamux keeps sending up to its 16 MiB window after
+ * a pause), and a read ends on 'end', never on 'remoteCloseWrite'.
+ */
+import { createRequire } from 'node:module'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { ChannelClosedError } from '../migration/ports.js'
+import { NodeUnavailableError } from '../ssi/ports.js'
+import type { BulkHandler, BulkTransport, ByteChannel } from '../migration/ports.js'
+import type { Logger } from './logger.js'
+import type { Libp2p, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
+
+/** Bytes a paused stream may still receive: yamux's largest window (16 MiB) plus headroom. */
+export const BULK_MAX_READ_BUFFER = 32 * 1024 * 1024
+/** Bytes a reader queues before it pauses the stream; it resumes below a quarter of this. */
+export const BULK_READ_HIGH_WATER = 8 * 1024 * 1024
+
+/** Largest piece handed to xsalsa20 at once: well inside its initial 640 KiB of wasm memory. */
+const PNET_XOR_PIECE = 64 * 1024
+
+interface XSalsa20Like {
+  update(input: Uint8Array, output?: Uint8Array): Uint8Array
+}
+let pnetPatched = false
+
+/**
+ * Works around a bug in `xsalsa20` 1.2.0, the cipher of @libp2p/pnet 3.0.27 (the cluster key):
+ * one message over ~640 KiB grows its shared wasm memory, which leaves every other cipher's cached
+ * view of that memory detached; from then on each switch between ciphers (the inbound and
+ * outbound side of any pnet connection) grows the memory again, until it hits its 64 MiB maximum
+ * and every send throws `WebAssembly.Memory.grow(): Maximum memory size exceeded` (measured: 55
+ * alternations of 1 MiB sends and 100-byte replies). Feeding the cipher pieces of 64 KiB keeps the
+ * memory at its initial size, so no view ever goes stale; the keystream is the same, as update()
+ * is incremental. Upstream fix: libp2p/js-libp2p#3585 (not in a release here). Idempotent; must
+ * run before the first large message, so this module applies it when loaded. It belongs with the
+ * host (src/node/host.ts) and should move there.
+ */
+export function patchPnetCipher (): boolean {
+  if (pnetPatched) return true
+  let XSalsa20: { prototype: XSalsa20Like }
+  try {
+    XSalsa20 = createRequire(import.meta.url)('xsalsa20') as { prototype: XSalsa20Like }
+  } catch {
+    return false
+  }
+  const update = XSalsa20.prototype.update
+  XSalsa20.prototype.update = function (this: XSalsa20Like, input: Uint8Array, output?: Uint8Array): Uint8Array {
+    if (input.byteLength <= PNET_XOR_PIECE) return update.call(this, input, output)
+    const out = output ?? new Uint8Array(input.byteLength)
+    for (let at = 0; at < input.byteLength; at += PNET_XOR_PIECE) {
+      update.call(this, input.subarray(at, at + PNET_XOR_PIECE), out.subarray(at, at + PNET_XOR_PIECE))
+    }
+    return out
+  }
+  pnetPatched = true
+  return true
+}
+patchPnetCipher()
+
+export interface BulkTransportInit {
+  readonly host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol'>
+  /** Resolves a node name to its current PeerId string, or undefined if unknown. */
+  readonly peerOf: (node: string) => string | undefined
+  /** Resolves a PeerId string to a node name, or undefined for a peer not (yet) known. */
+  readonly nodeOf: (peerId: string) => string | undefined
+  /** Aborted when the daemon stops: open dials and every handler's signal follow it. */
+  readonly shutdown: AbortSignal
+  readonly logger?: Pick<Logger, 'debug' | 'warn'>
+  /** Concurrent incoming channels per connection and protocol (default 16). */
+  readonly maxInboundStreams?: number
+  readonly readHighWater?: number
+}
+
+export class Libp2pBulkTransport implements BulkTransport {
+  constructor (private readonly init: BulkTransportInit) {}
+
+  async open (node: string, protocol: string, signal: AbortSignal): Promise<ByteChannel> {
+    const peer = this.init.peerOf(node)
+    if (peer === undefined) throw new NodeUnavailableError(`node ${node} is not a known live member of the cluster`)
+    const dialSignal = AbortSignal.any([signal, this.init.shutdown])
+    try {
+      const stream = await this.init.host.dialProtocol(peerIdFromString(peer), protocol, { signal: dialSignal })
+      return new Libp2pByteChannel(stream, this.init.readHighWater)
+    } catch (err) {
+      if (signal.aborted) throw signal.reason
+      throw new NodeUnavailableError(`cannot open ${protocol} to node ${node}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  async handle (protocol: string, handler: BulkHandler): Promise<void> {
+    const limit = this.init.maxInboundStreams ?? 16
+    await this.init.host.handle(protocol, (stream, connection) => {
+      const peer = connection.remotePeer.toString()
+      void this.serve(stream, this.init.nodeOf(peer) ?? peer, handler)
+    }, { maxInboundStreams: limit, maxOutboundStreams: limit, force: true })
+  }
+
+  async unhandle (protocol: string): Promise<void> {
+    await this.init.host.unhandle(protocol)
+  }
+
+  private async serve (stream: Stream, fromNode: string, handler: BulkHandler): Promise<void> {
+    const channel = new Libp2pByteChannel(stream, this.init.readHighWater)
+    try {
+      await handler(channel, fromNode, this.init.shutdown)
+      // The stream is released once the remote closes its side too (or by its inactivity timeout).
+      await channel.closeWrite(AbortSignal.timeout(10_000))
+    } catch (err) {
+      this.init.logger?.debug({ protocol: stream.protocol, fromNode, err: (err as Error).message }, 'bulk channel handler failed')
+      channel.abort(err instanceof Error ? err : new Error(String(err)))
+    }
+  }
+}
+
+/** A ByteChannel over one libp2p stream. */
+export class Libp2pByteChannel implements ByteChannel {
+  private failure: ChannelClosedError | undefined
+  private readCalled = false
+  /** Attached from the start: without a 'message' listener yamux keeps opening its window. */
+  private readonly reader: PausingReader
+
+  constructor (private readonly stream: Stream, highWater = BULK_READ_HIGH_WATER) {
+    stream.maxReadBufferLength = Math.max(stream.maxReadBufferLength, BULK_MAX_READ_BUFFER)
+    this.reader = new PausingReader(stream, highWater)
+    stream.addEventListener('close', (evt: StreamCloseEvent) => {
+      if (evt.error !== undefined) {
+        this.failure ??= new ChannelClosedError(evt.local === true ? `channel aborted: ${evt.error.message}` : 'channel reset by the remote', { cause: evt.error })
+      }
+    }, { once: true })
+  }
+
+  async write (chunk: Uint8Array, signal?: AbortSignal): Promise<void> {
+    this.checkSignal(signal)
+    this.checkWritable()
+    let ready: boolean
+    try {
+      ready = this.stream.send(chunk)
+    } catch (err) {
+      throw this.failure ?? new ChannelClosedError(`cannot write: ${(err as Error).message}`, { cause: err })
+    }
+    if (!ready) await this.waitFor('drain', signal)
+  }
+
+  async closeWrite (signal?: AbortSignal): Promise<void> {
+    this.checkSignal(signal)
+    if (this.failure !== undefined) throw this.failure
+    try {
+      await this.stream.close({ signal })
+    } catch (err) {
+      this.checkSignal(signal)
+      throw this.failure ?? new ChannelClosedError(`cannot close: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  read (signal?: AbortSignal): AsyncIterable<Uint8Array> {
+    if (this.readCalled) throw new Error('ByteChannel.read() may be called only once')
+    this.readCalled = true
+    return this.chunks(signal)
+  }
+
+  abort (err: Error): void {
+    this.failure ??= new ChannelClosedError(`channel aborted: ${err.message}`, { cause: err })
+    this.stream.abort(err)
+  }
+
+  private async * chunks (signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+    const reader = this.reader
+    try {
+      for (;;) {
+        this.checkSignal(signal)
+        const chunk = reader.take()
+        if (chunk !== undefined) {
+          yield chunk
+          continue
+        }
+        if (this.failure !== undefined || reader.closedWithError) throw this.failure ?? new ChannelClosedError('channel reset by the remote')
+        if (reader.ended) return
+        await reader.wait(signal)
+      }
+    } finally {
+      reader.discard()
+    }
+  }
+
+  private checkWritable (): void {
+    if (this.failure !== undefined) throw this.failure
+    if (this.stream.writeStatus !== 'writable') throw new ChannelClosedError(`channel is ${this.stream.writeStatus} for writing`)
+  }
+
+  private checkSignal (signal?: AbortSignal): void {
+    if (signal?.aborted !== true) return
+    this.abort(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)))
+    throw signal.reason
+  }
+
+  /** Waits for `event` (trap 1: the event, not onDrain()), failing on close or abort. */
+  private async waitFor (event: 'drain', signal?: AbortSignal): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      const done = (err?: unknown): void => {
+        this.stream.removeEventListener(event, onEvent)
+        this.stream.removeEventListener('close', onClose)
+        signal?.removeEventListener('abort', onAbort)
+        if (err === undefined) resolve()
+        else reject(err)
+      }
+      const onEvent = (): void => { done() }
+      const onClose = (): void => { done(this.failure ?? new ChannelClosedError('channel closed while waiting to write')) }
+      const onAbort = (): void => {
+        done(signal?.reason)
+        this.abort(signal?.reason instanceof Error ? signal.reason : new Error('aborted'))
+      }
+      this.stream.addEventListener(event, onEvent)
+      this.stream.addEventListener('close', onClose)
+      signal?.addEventListener('abort', onAbort)
+    })
+  }
+}
+
+/**
+ * Queues a stream's messages and pauses the stream while the queue is above `highWater` (yamux
+ * then withholds window updates, which stops the sender), resuming below a quarter of it.
+ */
+class PausingReader {
+  ended: boolean
+  closedWithError = false
+  private discarding = false
+  private readonly queue: Uint8Array[] = []
+  private queued = 0
+  private paused = false
+  private wake: (() => void) | undefined
+
+  private readonly onMessage = (evt: StreamMessageEvent): void => {
+    if (this.discarding) return
+    const data = evt.data
+    if (data instanceof Uint8Array) this.push(data)
+    else for (const buf of data) this.push(buf)
+    if (this.queued >= this.highWater && !this.paused) {
+      this.paused = true
+      // Not synchronously: this may run inside stream.resume(), which ends by re-opening the yamux
+      // window (sendResume) and would undo a pause made here, letting the read buffer overflow.
+      queueMicrotask(() => { if (this.paused && this.stream.readStatus === 'readable') this.stream.pause() })
+    }
+    this.notify()
+  }
+
+  /** 'end' also fires on a reset or abort (before 'close'): the status tells them apart. */
+  private readonly onEnd = (): void => {
+    if (this.stream.status === 'reset' || this.stream.status === 'aborted') this.closedWithError = true
+    this.ended = true
+    this.notify()
+  }
+  private readonly onClose = (evt: StreamCloseEvent): void => {
+    if (evt.error !== undefined) this.closedWithError = true
+    this.notify()
+    this.stream.removeEventListener('message', this.onMessage)
+    this.stream.removeEventListener('end', this.onEnd)
+    this.stream.removeEventListener('close', this.onClose)
+  }
+
+  constructor (private readonly stream: Stream, private readonly highWater: number) {
+    this.ended = stream.readableEnded
+    stream.addEventListener('message', this.onMessage)
+    stream.addEventListener('end', this.onEnd)
+    stream.addEventListener('close', this.onClose)
+  }
+
+  take (): Uint8Array | undefined {
+    const chunk = this.queue.shift()
+    if (chunk === undefined) return undefined
+    this.queued -= chunk.byteLength
+    if (this.paused && this.queued <= this.highWater / 4) this.resume()
+    return chunk
+  }
+
+  async wait (signal?: AbortSignal): Promise<void> {
+    await new Promise<void>(resolve => {
+      const onAbort = (): void => { this.notify() }
+      this.wake = () => { signal?.removeEventListener('abort', onAbort); resolve() }
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  /**
+   * The consumer stopped reading: drop what is queued and whatever still arrives, so the remote is
+   * never stalled by a channel nobody reads (the listener stays until the stream closes).
+   */
+  discard (): void {
+    this.discarding = true
+    this.queue.length = 0
+    this.queued = 0
+    if (this.paused) this.resume()
+  }
+
+  private push (buf: Uint8Array): void {
+    if (buf.byteLength === 0) return
+    this.queue.push(buf)
+    this.queued += buf.byteLength
+  }
+
+  private resume (): void {
+    this.paused = false
+    if (this.stream.readStatus === 'paused') this.stream.resume()
+  }
+
+  private notify (): void {
+    const wake = this.wake
+    this.wake = undefined
+    wake?.()
+  }
+}
