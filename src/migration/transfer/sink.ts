@@ -12,8 +12,10 @@ import type { Hash } from 'node:crypto'
 import type { FileHandle } from 'node:fs/promises'
 import type { ImageFile } from '../../protocol/images.js'
 
-/** Bytes gathered before one writev: large writes, and one in flight while the next fills. */
+/** Bytes gathered before one writev: large writes, a few in flight while the next fills. */
 const WRITE_BATCH_BYTES = 1024 * 1024
+/** Positional writes run concurrently in the thread pool; this bounds the memory they pin. */
+const WRITES_IN_FLIGHT = 4
 
 interface OpenFile {
   readonly fh: FileHandle
@@ -37,7 +39,7 @@ export class ImageDirWriter {
   private batch: Uint8Array[] = []
   private batchBytes = 0
   private batchPosition = 0
-  private inFlight: Promise<void> | undefined
+  private readonly inFlight = new Set<Promise<void>>()
   private writeError: unknown
 
   constructor (private readonly dir: string, private readonly files: readonly ImageFile[]) {}
@@ -73,7 +75,7 @@ export class ImageDirWriter {
 
   /** Closes what is open and deletes every file this writer created. Never throws. */
   async cleanup (): Promise<void> {
-    await this.inFlight
+    await this.settle()
     await this.current?.fh.close().catch(() => {})
     this.current = undefined
     await Promise.all(this.created.map(async path => { await unlink(path).catch(() => {}) }))
@@ -103,7 +105,7 @@ export class ImageDirWriter {
 
   private async closeCurrent (cur: OpenFile): Promise<void> {
     await this.flush(cur)
-    await this.inFlight
+    await this.settle()
     this.throwWriteError(cur)
     this.current = undefined
     try {
@@ -114,9 +116,9 @@ export class ImageDirWriter {
     this.digests.push(cur.hash.digest('hex'))
   }
 
-  /** Starts writing the gathered batch once the previous write finished (one write in flight). */
+  /** Starts writing the gathered batch, waiting first if WRITES_IN_FLIGHT are still running. */
   private async flush (cur: OpenFile): Promise<void> {
-    await this.inFlight
+    while (this.inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(this.inFlight)
     this.throwWriteError(cur)
     if (this.batchBytes === 0) return
     const bufs = this.batch
@@ -124,10 +126,15 @@ export class ImageDirWriter {
     this.batchPosition += this.batchBytes
     this.batch = []
     this.batchBytes = 0
-    this.inFlight = writeAll(cur.fh, bufs, position).then(() => { this.inFlight = undefined }, (err: unknown) => {
-      this.inFlight = undefined
-      this.writeError = err
+    const write: Promise<void> = writeAll(cur.fh, bufs, position).then(() => { this.inFlight.delete(write) }, (err: unknown) => {
+      this.inFlight.delete(write)
+      this.writeError ??= err
     })
+    this.inFlight.add(write)
+  }
+
+  private async settle (): Promise<void> {
+    await Promise.all(this.inFlight)
   }
 
   private throwWriteError (cur: OpenFile): void {

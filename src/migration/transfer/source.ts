@@ -36,8 +36,8 @@ export async function listImageDir (dir: string): Promise<ImageFile[]> {
 }
 
 /**
- * Reads the files in order as chunks of up to `chunkBytes`, one read ahead of the consumer so the
- * disk and the network overlap. A file that changed size since it was listed is an error
+ * Reads the files in order as chunks of up to `chunkBytes`, a few reads ahead of the consumer so
+ * the disk and the network overlap. A file that changed size since it was listed is an error
  * ('source-changed'): the image would not match what the header promised.
  */
 export async function * readImageData (dir: string, files: readonly ImageFile[], chunkBytes: number, signal?: AbortSignal): AsyncGenerator<DataChunk> {
@@ -64,26 +64,32 @@ async function openSource (dir: string, file: ImageFile): Promise<FileHandle> {
   return fh
 }
 
+/** Reads kept in flight ahead of the consumer, so the disk (thread pool) and the network overlap. */
+const READ_AHEAD = 4
+
 async function * readFileChunks (fh: FileHandle, index: number, file: ImageFile, chunkBytes: number, signal?: AbortSignal): AsyncGenerator<DataChunk> {
   let offset = 0
-  const readNext = (): Promise<DataChunk> | undefined => {
-    if (offset >= file.size) return undefined
-    const length = Math.min(chunkBytes, file.size - offset)
-    const p = readChunk(fh, index, file, offset, length)
-    offset += length
-    return p
+  const pending: Array<Promise<DataChunk>> = []
+  const fill = (): void => {
+    while (pending.length < READ_AHEAD && offset < file.size) {
+      const length = Math.min(chunkBytes, file.size - offset)
+      const p = readChunk(fh, index, file, offset, length)
+      p.catch(() => {}) // awaited in order below; this only marks a later failure as handled
+      pending.push(p)
+      offset += length
+    }
   }
-  let next = readNext()
   try {
-    while (next !== undefined) {
+    fill()
+    for (let next = pending.shift(); next !== undefined; next = pending.shift()) {
       const chunk = await next
       signal?.throwIfAborted()
-      next = readNext()
+      fill()
       yield chunk
     }
   } finally {
-    // The consumer may stop early: let a read in flight finish before the handle is closed.
-    await next?.catch(() => {})
+    // The consumer may stop early: let reads in flight finish before the handle is closed.
+    await Promise.allSettled(pending)
   }
 }
 
