@@ -252,12 +252,11 @@ class PausingReader {
     this.ended = true
     this.notify()
   }
+  /** A clean close with nothing left in the stream's buffer also means no more data will come. */
   private readonly onClose = (evt: StreamCloseEvent): void => {
     if (evt.error !== undefined) this.closedWithError = true
+    else if (this.stream.readBufferLength === 0) this.ended = true
     this.notify()
-    this.stream.removeEventListener('message', this.onMessage)
-    this.stream.removeEventListener('end', this.onEnd)
-    this.stream.removeEventListener('close', this.onClose)
   }
 
   constructor (private readonly stream: Stream, private readonly highWater: number) {
@@ -302,7 +301,12 @@ class PausingReader {
 
   private resume (): void {
     this.paused = false
-    if (this.stream.readStatus === 'paused') this.stream.resume()
+    try {
+      if (this.stream.readStatus === 'paused') this.stream.resume()
+    } catch (err) {
+      // The stream closed meanwhile: its 'close' event already ended this reader.
+      this.stream.log?.('bulk channel resume failed: %s', (err as Error).message)
+    }
   }
 
   private notify (): void {

@@ -17,7 +17,7 @@ import type { DataChunk } from './source.js'
 import type { ZstdOptions } from './zstd.js'
 
 export interface SendOptions {
-  /** 'none' (default) or 'zstd'. zstd pays only on links slower than it compresses: see README. */
+  /** 'none' (default) or 'zstd': zstd pays only on links slower than it compresses (see ../transfer.ts). */
   readonly compress?: Compression
   readonly zstd?: ZstdOptions
   readonly signal?: AbortSignal
