@@ -7,18 +7,18 @@
  * - Integrity: one sha256 per file, computed while reading (sender) and while writing (receiver),
  *   compared before the receiver answers ok. With SHA-NI, Node's sha256 runs at ~1.8 GB/s, i.e.
  *   ~0.55 s of one core per GiB per end, a minor share of a transfer that today runs at
- *   ~110-300 MB/s over libp2p (zlib.crc32 is ~2x cheaper but only catches accidents; sha256 also
+ *   ~110-380 MB/s over libp2p (zlib.crc32 is ~2x cheaper but only catches accidents; sha256 also
  *   names the content, so a restore can re-check the images it is handed). A hashing worker
  *   thread becomes worth its copies once the transport itself exceeds ~1 GB/s.
  * - Throughput is bounded by the libp2p stack, not by this protocol: the in-memory channel moves
- *   ~450-650 MB/s with both sha256s and the files on one thread; a raw libp2p stream with
- *   noise+yamux ~300-450 MB/s between two processes, and with the cluster's pnet (xsalsa20 in
- *   wasm, ~400 MB/s per core plus copies) ~170-190 MB/s; ssi reaches ~60-80 % of each.
+ *   ~450-750 MB/s with both sha256s and the files on one thread; a raw libp2p stream with
+ *   noise+yamux ~300-550 MB/s between two processes, and with the cluster's pnet (xsalsa20 in
+ *   wasm, ~400 MB/s per core plus copies) ~170-250 MB/s; ssi reaches ~45-80 % of each.
  * - zstd is opt-in (`compress: 'zstd'`; the `zstd` binary on Node 20, zlib's on Node 22.15+).
  *   It pays only when the link is slower than zstd -1 and the image compresses: over the pnet
- *   stack a 75 %-compressible image went ~1.2-1.4x faster; on incompressible data it halves the
- *   rate; without pnet it is at best even. No `auto` mode yet: choose per link (e.g. zstd for
- *   pnet/WAN, none for fast LANs), or sample the pages file first.
+ *   stack a 75 %-compressible image went 1.0-1.45x as fast (runs vary); on incompressible data it
+ *   costs 30-50 % of the rate; without pnet it lost 0-25 %. No `auto` mode yet: choose per link
+ *   (zstd for WAN or slow links, none on a LAN), or sample the pages file first.
  * - Files are not fsynced: a restore reads them right away, and a node that crashes in between
  *   loses the migration anyway.
  */
