@@ -17,7 +17,7 @@ async function supplementaryGroups (cred: PeerCredentials): Promise<number[]> {
     const uidLine = /^Uid:\s+(\d+)/m.exec(status)
     // Guard against pid reuse: the process must still be the caller's.
     if (Number(uidLine?.[1]) !== cred.uid) return [cred.gid]
-    const groups = (/^Groups:\s*(.*)$/m.exec(status)?.[1] ?? '').trim().split(/\s+/).filter(Boolean).map(Number)
+    const groups = (/^Groups:[ \t]*(.*)$/m.exec(status)?.[1] ?? '').trim().split(/\s+/).filter(Boolean).map(Number).filter(Number.isInteger)
     return groups.length > 0 ? groups : [cred.gid]
   } catch {
     return [cred.gid]

@@ -12,6 +12,13 @@ import { sampleLoad } from './load.js'
 import { Membership } from './membership.js'
 import { LevelStateStore } from './store.js'
 import { registerClusterHandlers } from './handlers/cluster.js'
+import { registerJobHandlers } from './handlers/jobs.js'
+import { Libp2pPeerRpc } from './peer-rpc.js'
+import { ClusterJobs } from '../ssi/jobs/cluster.js'
+import { LocalJobs } from '../ssi/jobs/local.js'
+import { createJobRuntime } from '../ssi/jobs/runtime-host.js'
+import { VpidAllocator } from '../ssi/vpid.js'
+import type { ClusterView } from '../ssi/ports.js'
 import type { ClusterConfig, NodeConfig } from './config.js'
 import type { NodeHost } from './host.js'
 import type { Logger } from './logger.js'
@@ -30,6 +37,7 @@ export interface Daemon {
   readonly membership: Membership
   readonly store: StateStore
   readonly control: ControlServer
+  readonly jobs: ClusterJobs
   readonly startedMs: number
   stop(): Promise<void>
 }
@@ -56,6 +64,9 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       gossipHeartbeatMs: config.gossip.heartbeatMs
     })
     cleanups.push(async () => { await host.stop() })
+    const shutdown = new AbortController()
+    cleanups.push(async () => { shutdown.abort(new Error('daemon stopping')) })
+    let local: LocalJobs | undefined
     const membership = new Membership(host, {
       cluster: config.name,
       self: node,
@@ -64,14 +75,44 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       gossip: config.gossip,
       failure: config.failureDetection,
       sampleLoad,
-      jobCount: () => 0,
+      jobCount: () => local?.runningCount() ?? 0,
       logger: logger.child({ component: 'membership' })
     })
+    const rpc = new Libp2pPeerRpc({
+      host,
+      selfName: node.name,
+      peerOf: name => { const m = membership.get(name); return m !== undefined && m.state !== 'dead' ? m.peerId : undefined },
+      nodeOf: peerId => membership.list().find(m => m.peerId === peerId)?.name,
+      logger: logger.child({ component: 'rpc' }),
+      shutdown: shutdown.signal
+    })
+    const view: ClusterView = { selfName: node.name, selfId: node.id, nodes: () => membership.list() }
+    let jobs: ClusterJobs | undefined
+    local = new LocalJobs({
+      node: node.name,
+      store,
+      runtime: await createJobRuntime({ node: node.name, jobsRoot: join(node.stateDir, 'jobs'), logger: logger.child({ component: 'runtime' }) }),
+      logger: logger.child({ component: 'jobs' }),
+      onChange: job => { void jobs?.reportToHome(job) },
+      retainFinishedMs: config.jobs.retainFinishedMs
+    })
+    cleanups.push(async () => { local?.stop() })
+    const localJobs = local
+    jobs = new ClusterJobs({
+      rpc, view, local: localJobs, store,
+      allocator: new VpidAllocator(store, node.id, vpid => localJobs.has(vpid)),
+      logger: logger.child({ component: 'jobs' })
+    })
+    await localJobs.recover()
+    await rpc.start()
     membership.start()
     cleanups.push(async () => { membership.stop() })
+    const gc = setInterval(() => { void localJobs.collectGarbage() }, 60_000)
+    cleanups.push(async () => { clearInterval(gc) })
     const control = new ControlServer({ socketPath: node.controlSocket, logger: logger.child({ component: 'control' }) })
-    const daemon: Daemon = { host, membership, store, control, startedMs: Date.now(), stop: stopAll }
+    const daemon: Daemon = { host, membership, store, control, jobs, startedMs: Date.now(), stop: stopAll }
     registerClusterHandlers(control, { config, node, daemon })
+    registerJobHandlers(control, jobs, config.jobs)
     await control.start()
     cleanups.push(async () => { await control.stop() })
     logger.info({ peerId: host.peerId.toString(), listen: host.getMultiaddrs().map(String), socket: node.controlSocket }, 'node started')

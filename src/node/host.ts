@@ -7,6 +7,7 @@ import { ping } from '@libp2p/ping'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
+import { patchPnetCipher } from './bulk-transport.js'
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
@@ -36,6 +37,8 @@ export interface HostInit {
  * gossipsub. Tuned for a LAN cluster where many nodes may share one IP (see libp2p.md).
  */
 export async function createNodeHost (init: HostInit): Promise<NodeHost> {
+  // pnet's wasm cipher leaks memory on large messages until connections die: see bulk-transport.ts.
+  patchPnetCipher()
   return await createLibp2p({
     privateKey: init.privateKey,
     addresses: { listen: [init.listen] },
