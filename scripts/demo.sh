@@ -8,7 +8,7 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 ssi() { node bin/ssi.js "$@"; }
 
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  npm ci --no-audit --no-fund
+  npm install --no-audit --no-fund  # not `npm ci`: see scripts/test.sh
 fi
 scripts/provision.sh >/dev/null
 npm run --silent build

@@ -8,8 +8,9 @@ step() { printf '\n== %s\n' "$*"; }
 
 # npm writes node_modules/.package-lock.json on every install: older than the lock = stale.
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  step "npm ci"
-  npm ci --no-audit --no-fund
+  step "npm install (from the lock file)"
+  # Not `npm ci`: npm 11 refuses vite's Windows-only optional dependency as "missing from the lock".
+  npm install --no-audit --no-fund
 fi
 
 step "provision"
