@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+/* global process */
 import { runDaemon } from '../dist/node/main.js'
 
 runDaemon(process.argv.slice(2)).then(() => process.exit(0), (err) => {

@@ -66,7 +66,8 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     cleanups.push(async () => { await host.stop() })
     const shutdown = new AbortController()
     cleanups.push(async () => { shutdown.abort(new Error('daemon stopping')) })
-    let local: LocalJobs | undefined
+    // Membership and the job service refer to each other (job counts, home updates): late-bound.
+    const late: { local?: LocalJobs, jobs?: ClusterJobs } = {}
     const membership = new Membership(host, {
       cluster: config.name,
       self: node,
@@ -75,7 +76,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       gossip: config.gossip,
       failure: config.failureDetection,
       sampleLoad,
-      jobCount: () => local?.runningCount() ?? 0,
+      jobCount: () => late.local?.runningCount() ?? 0,
       logger: logger.child({ component: 'membership' })
     })
     const rpc = new Libp2pPeerRpc({
@@ -87,22 +88,22 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       shutdown: shutdown.signal
     })
     const view: ClusterView = { selfName: node.name, selfId: node.id, nodes: () => membership.list() }
-    let jobs: ClusterJobs | undefined
-    local = new LocalJobs({
+    const localJobs = new LocalJobs({
       node: node.name,
       store,
       runtime: await createJobRuntime({ node: node.name, jobsRoot: join(node.stateDir, 'jobs'), logger: logger.child({ component: 'runtime' }) }),
       logger: logger.child({ component: 'jobs' }),
-      onChange: job => { void jobs?.reportToHome(job) },
+      onChange: job => { void late.jobs?.reportToHome(job) },
       retainFinishedMs: config.jobs.retainFinishedMs
     })
-    cleanups.push(async () => { local?.stop() })
-    const localJobs = local
-    jobs = new ClusterJobs({
+    late.local = localJobs
+    cleanups.push(async () => { localJobs.stop() })
+    const jobs = new ClusterJobs({
       rpc, view, local: localJobs, store,
       allocator: new VpidAllocator(store, node.id, vpid => localJobs.has(vpid)),
       logger: logger.child({ component: 'jobs' })
     })
+    late.jobs = jobs
     await localJobs.recover()
     await rpc.start()
     membership.start()

@@ -86,7 +86,7 @@ export async function makeCluster (opts: ClusterOptions): Promise<TestCluster> {
     async stop () {
       for (const n of config.nodes) {
         const pid = await runningPid(n)
-        if (pid !== undefined) try { process.kill(pid, 'SIGCONT') } catch {}
+        if (pid !== undefined) try { process.kill(pid, 'SIGCONT') } catch { /* already gone */ }
       }
       await clusterDown(config, 3000)
       if (opts.dir === undefined && process.env.SSI_KEEP_TEST_DIRS === undefined) await rm(dir, { recursive: true, force: true })

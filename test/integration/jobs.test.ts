@@ -5,6 +5,7 @@
 import { chmod } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ssi } from '../helpers/cli.js'
+import type { CliOptions } from '../helpers/cli.js'
 import { eventually, makeCluster } from '../helpers/cluster.js'
 import type { TestCluster } from '../helpers/cluster.js'
 import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
@@ -14,7 +15,7 @@ const NOBODY = 65534
 describe('cluster process namespace (3 real daemons)', () => {
   let c: TestCluster
   let sock: string
-  const run = async (args: string[], opts = {}): ReturnType<typeof ssi> => await ssi(sock, args, opts)
+  const run = async (args: string[], opts: CliOptions = {}): ReturnType<typeof ssi> => await ssi(sock, args, opts)
   const ps = async (): Promise<JobInfo[]> => (JSON.parse((await run(['ps', '--json'])).stdout) as PsResult).jobs
 
   beforeAll(async () => {
