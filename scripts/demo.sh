@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
-ssi() { node bin/ssi.js "$@"; }
+ssi() { node bin/ssi.cjs "$@"; }
 
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
   npm install --no-audit --no-fund  # not `npm ci`: see scripts/test.sh
@@ -24,4 +24,14 @@ done
 ssi nodes
 step "ssi status"
 ssi status
-printf '\nThe cluster keeps running. Stop it with: node bin/ssi.js cluster down %s\n' "$CONFIG"
+step "ssi run -- sh -c 'echo hello from \$(hostname), pid \$\$'"
+ssi run -- sh -c 'echo hello from $(hostname), pid $$'
+step "ssi run --detach --memory 256M -- sh -c 'for i in \$(seq 1 600); do echo tick \$i; sleep 1; done'"
+VPID=$(ssi run --detach --memory 256M -- sh -c 'for i in $(seq 1 600); do echo tick $i; sleep 1; done')
+echo "$VPID"
+sleep 2
+step "ssi ps"
+ssi ps
+step "ssi logs $VPID"
+ssi logs "$VPID"
+printf '\nThe cluster keeps running. Stop it with: node bin/ssi.cjs cluster down %s\n' "$CONFIG"
