@@ -193,9 +193,12 @@ static void child_run(struct job *j, int errfd) {
   child_fail(errfd, j->spec.tini);
 }
 
-/* Child of restore mode: runs the restore command with output to the shim log. Never returns. */
+/* Child of restore mode: joins the job's cgroups, runs the restore command with output to the
+ * shim log. Never returns. */
 static void child_restore(struct job *j, int errfd) {
   reset_signals();
+  /* The restored tree lands in the cgroups of the restoring criu (--manage-cgroups=ignore). */
+  join_cgroups(j, errfd);
   if (setsid() < 0) child_fail(errfd, "setsid");
   int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (nullfd < 0 || dup2(nullfd, 0) < 0 || dup2(2, 1) < 0) child_fail(errfd, "stdio");

@@ -83,7 +83,7 @@ export class ShimJobSpawner implements JobSpawner {
     }
   }
 
-  private async createCgroup (spec: JobSpec): Promise<void> {
+  private async createCgroup (spec: Pick<JobSpec, 'id' | 'limits'>): Promise<void> {
     try {
       await this.init.cgroups.create(spec.id, spec.limits)
     } catch (err) {
@@ -99,11 +99,18 @@ export class ShimJobSpawner implements JobSpawner {
     await mkdir(jobDir, { recursive: true, mode: 0o711 })
     // State of an earlier run of this job (e.g. copied with its output) is not this run's.
     for (const stale of ['pid', 'exit', 'spec']) await unlink(join(jobDir, stale)).catch(() => {})
-    await writeFile(join(jobDir, 'spec'), encodeRestoreSpec(spec, this.init.cgroups.oomEventsFile(spec.id)), { mode: 0o600 })
     const shim = checkShim(this.init.shimPath ?? DEFAULT_SHIM_PATH)
-    const rec = await runShim(shim, 'restore', jobDir, this.init.startTimeoutMs ?? 10_000, signal)
-    this.init.logger?.debug({ job: spec.id, hostPid: rec.pid, shimPid: rec.shim }, 'job restored')
-    return handleFor(spec.id, jobDir, rec, spec.stdin)
+    const cg = this.init.cgroups
+    await this.createCgroup({ id: spec.id, limits: spec.limits ?? {} })
+    try {
+      await writeFile(join(jobDir, 'spec'), encodeRestoreSpec(spec, cg.oomEventsFile(spec.id), cg.procsFiles(spec.id)), { mode: 0o600 })
+      const rec = await runShim(shim, 'restore', jobDir, this.init.startTimeoutMs ?? 10_000, signal)
+      this.init.logger?.debug({ job: spec.id, hostPid: rec.pid, shimPid: rec.shim }, 'job restored')
+      return handleFor(spec.id, jobDir, rec, spec.stdin)
+    } catch (err) {
+      await cg.destroy(spec.id).catch(() => {})
+      throw err
+    }
   }
 
   async adopt (jobDir: string): Promise<AdoptResult> {

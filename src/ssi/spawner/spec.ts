@@ -64,6 +64,12 @@ export function validateRestoreSpec (spec: RestoreSpec): void {
   checkArgv(spec.command, 'command')
   checkPath(spec.pidFile, 'pidFile')
   check(typeof spec.stdin === 'boolean', 'stdin must be a boolean')
+  try {
+    checkLimits(spec.limits ?? {})
+  } catch (err) {
+    if (err instanceof CgroupLimitError) throw new JobSpecError(`invalid limits: ${err.message}`, { cause: err })
+    throw err
+  }
 }
 
 function encode (records: ReadonlyArray<readonly [string, string | number]>): Buffer {
@@ -91,8 +97,9 @@ export function encodeRunSpec (spec: JobSpec, extras: RunSpecExtras): Buffer {
   return encode(records)
 }
 
-export function encodeRestoreSpec (spec: RestoreSpec, oomFile: string | undefined): Buffer {
+export function encodeRestoreSpec (spec: RestoreSpec, oomFile: string | undefined, procsFiles: readonly string[] = []): Buffer {
   const records: Array<[string, string | number]> = [['v', 1], ['pidfile', spec.pidFile], ['stdin', spec.stdin ? 1 : 0]]
+  for (const file of procsFiles) records.push(['cgroup', file])
   if (oomFile !== undefined) records.push(['oom', oomFile])
   for (const a of spec.command) records.push(['cmd', a])
   return encode(records)

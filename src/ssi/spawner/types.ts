@@ -61,6 +61,11 @@ export interface RestoreSpec {
   readonly pidFile: string
   /** The job had stdin: keep a write end of <jobDir>/stdin open as `spawn` does. */
   readonly stdin: boolean
+  /**
+   * Limits of the job's cgroup (named by `id`), created before `command` runs; `command` joins
+   * it, so a CRIU restoring with `--manage-cgroups=ignore` puts the tree there. Default none.
+   */
+  readonly limits?: JobLimits
 }
 
 export interface JobHandle {

@@ -1,0 +1,49 @@
+/**
+ * The command the target's shim runs to restore a job (see RestoreSpec): CRIU's CLI in detached
+ * mode writing the restored root's pid to a file, with the job's stdout/stderr redirected to the
+ * new job dir's files through `--inherit-fd`. A shell opens those files (O_APPEND, like the
+ * spawner's) as fds 3, 4, ... and then execs criu, which inherits them.
+ */
+
+/** One regular file of the dumped job replaced by another path on restore. */
+export interface RedirectedFile {
+  /** Path the job had open when dumped (absolute, as seen in its mount namespace). */
+  readonly oldPath: string
+  /** File the restored job gets instead, opened for appending. */
+  readonly newPath: string
+}
+
+export interface RestoreCommandOptions {
+  /** criu binary (or wrapper) to run. */
+  readonly criuPath: string
+  readonly imagesDir: string
+  /** Where criu writes the restored root's host pid. */
+  readonly pidFile: string
+  /** criu's log (absolute). */
+  readonly logFile: string
+  readonly stdio: readonly RedirectedFile[]
+  /** CRIU log level 0..4; default 4 (the log is what explains a failed restore). */
+  readonly logLevel?: number
+}
+
+const FIRST_FD = 3
+
+/**
+ * CRIU names a regular file in its images by its path relative to the restore root, i.e.
+ * without the leading slash: that is the key `--inherit-fd fd[N]:KEY` matches.
+ */
+export function inheritKey (path: string): string {
+  return path.replace(/^\/+/, '')
+}
+
+/** argv of the restore command; mounts are external (dumped with `--external mnt[]`). */
+export function restoreCommand (o: RestoreCommandOptions): string[] {
+  const opens = o.stdio.map((_, i) => `${FIRST_FD + i}>>"$${i + 1}"`).join(' ')
+  const script = `exec ${opens}; shift ${o.stdio.length}; exec "$@"`
+  const inherit = o.stdio.flatMap((f, i) => ['--inherit-fd', `fd[${FIRST_FD + i}]:${inheritKey(f.oldPath)}`])
+  return [
+    'sh', '-c', script, 'ssi-restore', ...o.stdio.map((f) => f.newPath),
+    o.criuPath, 'restore', '-d', '-D', o.imagesDir, '--pidfile', o.pidFile, '-o', o.logFile, `-v${o.logLevel ?? 4}`,
+    '--root', '/', '--ext-mount-map', 'auto', '--manage-cgroups=ignore', ...inherit
+  ]
+}
