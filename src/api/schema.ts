@@ -120,7 +120,7 @@ const bytes = z.custom<Uint8Array>(v => v instanceof Uint8Array, 'must be bytes'
 
 const vpidParam = z.union([z.number().int().positive(), z.string().max(20)])
 
-export const jobStateSchema = z.enum(['starting', 'running', 'migrating', 'exited', 'killed', 'oom', 'failed', 'lost'])
+export const jobStateSchema = z.enum(['starting', 'running', 'migrating', 'exited', 'killed', 'oom', 'failed', 'lost', 'moved'])
 
 export const exitInfoSchema = z.object({
   /** Exit code when the job exited by itself. */
@@ -218,6 +218,20 @@ export const killResultSchema = z.object({
 export const vpidParamsSchema = z.object({ vpid: vpidParam })
 export const logsParamsSchema = z.object({ vpid: vpidParam, follow: z.boolean().default(false) })
 
+export const migrateParamsSchema = z.object({ vpid: vpidParam, node: z.string().min(1).max(64) })
+/** Phase times of a stop-and-copy migration, ms; downtime runs from the dump to the job running again. */
+export const migrateResultSchema = z.object({
+  vpid: z.number().int().positive(),
+  from: z.string(),
+  node: z.string(),
+  checkMs: nonNegative,
+  dumpMs: nonNegative,
+  transferMs: nonNegative,
+  restoreMs: nonNegative,
+  downtimeMs: nonNegative,
+  bytes: nonNegative
+})
+
 export type JobState = z.infer<typeof jobStateSchema>
 export type ExitInfo = z.infer<typeof exitInfoSchema>
 export type JobInfo = z.infer<typeof jobInfoSchema>
@@ -256,7 +270,8 @@ export const methods = {
   kill: { params: killParamsSchema, result: killResultSchema },
   wait: { params: vpidParamsSchema, result: runResultSchema },
   logs: { params: logsParamsSchema, result: z.object({}), event: outputEventSchema },
-  inspect: { params: vpidParamsSchema, result: jobInfoSchema }
+  inspect: { params: vpidParamsSchema, result: jobInfoSchema },
+  migrate: { params: migrateParamsSchema, result: migrateResultSchema }
 } as const satisfies MethodTable
 
 export type ApiMethods = typeof methods

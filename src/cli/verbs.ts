@@ -18,6 +18,7 @@ export const verbs: readonly VerbEntry[] = [
   { name: 'kill', summary: 'send a signal to jobs (default SIGTERM)', load: async () => await import('./commands/kill.js') },
   { name: 'wait', summary: 'wait for a job to end and exit with its status', load: async () => await import('./commands/wait.js') },
   { name: 'logs', summary: 'print the output of a job (-f: follow it)', load: async () => await import('./commands/logs.js') },
+  { name: 'migrate', summary: 'move a running job to another node, keeping its vpid', load: async () => await import('./commands/migrate.js') },
   { name: 'inspect', summary: 'show everything known about a job', load: async () => await import('./commands/inspect.js') },
   { name: 'status', summary: 'show the cluster, this node and its members at a glance', load: async () => await import('./commands/status.js') },
   { name: 'nodes', summary: 'list the nodes of the cluster with their state, load and memory', load: async () => await import('./commands/nodes.js') },

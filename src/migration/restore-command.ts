@@ -5,10 +5,10 @@
  * spawner's) as fds 3, 4, ... and then execs criu, which inherits them.
  */
 
-/** One regular file of the dumped job replaced by another path on restore. */
+/** One file of the dumped job replaced by another path on restore. */
 export interface RedirectedFile {
-  /** Path the job had open when dumped (absolute, as seen in its mount namespace). */
-  readonly oldPath: string
+  /** CRIU's name of the file in the images: `file[mnt:ino]` for external files (stdio-files.ts). */
+  readonly key: string
   /** File the restored job gets instead, opened for appending. */
   readonly newPath: string
 }
@@ -28,19 +28,11 @@ export interface RestoreCommandOptions {
 
 const FIRST_FD = 3
 
-/**
- * CRIU names a regular file in its images by its path relative to the restore root, i.e.
- * without the leading slash: that is the key `--inherit-fd fd[N]:KEY` matches.
- */
-export function inheritKey (path: string): string {
-  return path.replace(/^\/+/, '')
-}
-
 /** argv of the restore command; mounts are external (dumped with `--external mnt[]`). */
 export function restoreCommand (o: RestoreCommandOptions): string[] {
   const opens = o.stdio.map((_, i) => `${FIRST_FD + i}>>"$${i + 1}"`).join(' ')
   const script = `exec ${opens}; shift ${o.stdio.length}; exec "$@"`
-  const inherit = o.stdio.flatMap((f, i) => ['--inherit-fd', `fd[${FIRST_FD + i}]:${inheritKey(f.oldPath)}`])
+  const inherit = o.stdio.flatMap((f, i) => ['--inherit-fd', `fd[${FIRST_FD + i}]:${f.key}`])
   return [
     'sh', '-c', script, 'ssi-restore', ...o.stdio.map((f) => f.newPath),
     o.criuPath, 'restore', '-d', '-D', o.imagesDir, '--pidfile', o.pidFile, '-o', o.logFile, `-v${o.logLevel ?? 4}`,

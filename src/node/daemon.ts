@@ -14,6 +14,8 @@ import { LevelStateStore } from './store.js'
 import { registerClusterHandlers } from './handlers/cluster.js'
 import { registerJobHandlers } from './handlers/jobs.js'
 import { Libp2pPeerRpc } from './peer-rpc.js'
+import { Libp2pBulkTransport } from './bulk-transport.js'
+import { MigrationService } from './migration.js'
 import { ClusterJobs } from '../ssi/jobs/cluster.js'
 import { LocalJobs } from '../ssi/jobs/local.js'
 import { createJobRuntime } from '../ssi/jobs/runtime-host.js'
@@ -88,10 +90,11 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       shutdown: shutdown.signal
     })
     const view: ClusterView = { selfName: node.name, selfId: node.id, nodes: () => membership.list() }
+    const runtime = await createJobRuntime({ node: node.name, jobsRoot: join(node.stateDir, 'jobs'), logger: logger.child({ component: 'runtime' }) })
     const localJobs = new LocalJobs({
       node: node.name,
       store,
-      runtime: await createJobRuntime({ node: node.name, jobsRoot: join(node.stateDir, 'jobs'), logger: logger.child({ component: 'runtime' }) }),
+      runtime,
       logger: logger.child({ component: 'jobs' }),
       onChange: job => { void late.jobs?.reportToHome(job) },
       retainFinishedMs: config.jobs.retainFinishedMs
@@ -104,6 +107,17 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       logger: logger.child({ component: 'jobs' })
     })
     late.jobs = jobs
+    const bulk = new Libp2pBulkTransport({
+      host,
+      peerOf: name => { const m = membership.get(name); return m !== undefined && m.state !== 'dead' ? m.peerId : undefined },
+      nodeOf: peerId => membership.list().find(m => m.peerId === peerId)?.name,
+      shutdown: shutdown.signal,
+      logger: logger.child({ component: 'bulk' })
+    })
+    const migration = new MigrationService({
+      selfName: node.name, local: localJobs, runtime, rpc, bulk, dir: join(node.stateDir, 'migrations'), logger: logger.child({ component: 'migration' })
+    })
+    await migration.start()
     await localJobs.recover()
     await rpc.start()
     membership.start()

@@ -15,6 +15,7 @@ import type { CgroupManager } from '../../src/ssi/cgroups/index.js'
 import { ShimJobSpawner, findTini } from '../../src/ssi/spawner/index.js'
 import type { JobHandle, JobSpec } from '../../src/ssi/spawner/index.js'
 import { restoreCommand } from '../../src/migration/restore-command.js'
+import { findExternalFiles } from '../../src/migration/stdio-files.js'
 
 const PREFIX = `ssi-migrate-local-${process.pid}`
 let root: string
@@ -75,42 +76,46 @@ function counterSpec (id: string, jobsRoot: string): JobSpec {
   }
 }
 
+/** Dumps `job` (output files external), copies its output into `<dstRoot>/<id>` and restores it there. */
+async function hop (job: JobHandle, id: string, dstRoot: string): Promise<JobHandle> {
+  const images = join(root, `images-${id}`)
+  mkdirSync(images)
+  const files = await findExternalFiles(job.hostPid, { stdout: job.stdoutPath, stderr: job.stderrPath })
+  expect(files.map((f) => f.name).sort()).toEqual(['stderr', 'stdout'])
+  await criu.dump({ pid: job.hostPid, imagesDir: images, external: ['mnt[]', ...files.map((f) => f.key)], manageCgroups: 'IGNORE' })
+  expect((await spawner.waitExit(job)).signal).toBe(9) // what the source must not report as the job's exit
+
+  const dstDir = join(dstRoot, id)
+  mkdirSync(dstDir, { recursive: true })
+  copyFileSync(job.stdoutPath, join(dstDir, 'stdout'))
+  copyFileSync(job.stderrPath, join(dstDir, 'stderr'))
+  const pidFile = join(dstDir, 'restored.pid')
+  const command = restoreCommand({
+    criuPath,
+    imagesDir: images,
+    pidFile,
+    logFile: join(dstDir, 'restore.log'),
+    stdio: files.map((f) => ({ key: f.key, newPath: join(dstDir, f.name) }))
+  })
+  const restored = await spawner.restore({ id, jobsRoot: dstRoot, command, pidFile, stdin: false, limits: { pids: 32 } })
+  handles.push(restored)
+  expect(await cgroups.pids(id)).toContain(restored.hostPid)
+  return restored
+}
+
 describe('stop-and-copy of a spawner job (runtime level)', () => {
-  it('dumps a job, restores it as another job id in its own cgroup, output continues in the new files', async () => {
-    const srcRoot = join(root, 'src')
-    const dstRoot = join(root, 'dst')
-    const job = await spawner.spawn(counterSpec('m1', srcRoot))
+  it('dumps a job, restores it as another job id in its own cgroup, twice; output continues in the new files', async () => {
+    const job = await spawner.spawn(counterSpec('m1', join(root, 'a')))
     handles.push(job)
     await until('some output', () => (lines(job.stdoutPath).length >= 5 ? true : undefined))
-
-    const images = join(root, 'images')
-    mkdirSync(images)
-    await criu.dump({ pid: job.hostPid, imagesDir: images, external: ['mnt[]'], manageCgroups: 'IGNORE' })
-    const killed = await spawner.waitExit(job)
-    expect(killed.signal).toBe(9) // what the source must not report as the job's exit
+    const second = await hop(job, 'm2', join(root, 'b'))
     const frozenAt = lines(job.stdoutPath).length
+    await until('output on the second', () => (lines(second.stdoutPath).length >= frozenAt + 5 ? true : undefined))
+    const third = await hop(second, 'm3', join(root, 'c'))
 
-    const dstDir = join(dstRoot, 'm2')
-    mkdirSync(dstDir, { recursive: true })
-    copyFileSync(job.stdoutPath, join(dstDir, 'stdout'))
-    copyFileSync(job.stderrPath, join(dstDir, 'stderr'))
-    const pidFile = join(dstDir, 'restored.pid')
-    const command = restoreCommand({
-      criuPath,
-      imagesDir: images,
-      pidFile,
-      logFile: join(dstDir, 'restore.log'),
-      stdio: [{ oldPath: job.stdoutPath, newPath: join(dstDir, 'stdout') }, { oldPath: job.stderrPath, newPath: join(dstDir, 'stderr') }]
-    })
-    const restored = await spawner.restore({ id: 'm2', jobsRoot: dstRoot, command, pidFile, stdin: false, limits: { pids: 32 } })
-    handles.push(restored)
-    expect(await cgroups.pids('m2')).toContain(restored.hostPid)
-
-    const exit = await spawner.waitExit(restored)
-    expect(exit).toMatchObject({ code: 5, oomKilled: false })
-    const out = lines(restored.stdoutPath)
-    expect(out).toEqual(Array.from({ length: 60 }, (_, i) => String(i + 1)))
-    expect(lines(restored.stderrPath)).toEqual(Array.from({ length: 60 }, (_, i) => `e${i + 1}`))
+    expect(await spawner.waitExit(third)).toMatchObject({ code: 5, oomKilled: false })
+    expect(lines(third.stdoutPath)).toEqual(Array.from({ length: 60 }, (_, i) => String(i + 1)))
+    expect(lines(third.stderrPath)).toEqual(Array.from({ length: 60 }, (_, i) => `e${i + 1}`))
     expect(lines(job.stdoutPath).length).toBe(frozenAt) // the old file got nothing after the dump
     expect(frozenAt).toBeLessThan(60)
   }, 30_000)

@@ -7,6 +7,7 @@ import type { ClusterJobs } from '../../ssi/jobs/cluster.js'
 import type { JobRecord } from '../../ssi/jobs/record.js'
 import type { JobsConfig } from '../config.js'
 import type { RunResult } from '../../api/schema.js'
+import type { MigrationSummary } from '../../protocol/migrate.js'
 
 export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, defaults: JobsConfig): void {
   control.handle('run', async (p, ctx) => {
@@ -37,6 +38,10 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
       }
     }))
     return { results }
+  })
+  control.handle('migrate', async (p, ctx) => {
+    const r = await jobs.migrate(parseVpid(p.vpid), p.node, ctx.caller.uid, ctx.signal) as MigrationSummary
+    return { vpid: r.vpid, from: r.from, node: r.target, checkMs: r.checkMs, dumpMs: r.dumpMs, transferMs: r.transferMs, restoreMs: r.restoreMs, downtimeMs: r.downtimeMs, bytes: r.bytes }
   })
   control.handle('logs', async (p, ctx) => {
     await jobs.output(parseVpid(p.vpid), p.follow, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal)

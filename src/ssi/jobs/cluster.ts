@@ -124,19 +124,52 @@ export class ClusterJobs {
 
   /** Resolves with the job's final record when it has ended (following it if it moves). */
   async wait (vpid: number, signal?: AbortSignal): Promise<JobRecord & { exit?: ExitInfo }> {
+    let node = await this.locate(vpid, signal)
     for (;;) {
-      const node = await this.locate(vpid, signal)
       const rec = await this.init.rpc.call(node, 'job.wait', { vpid }, { signal, timeoutMs: FOREVER_MS }) as JobRecord
-      if (rec.node === node) return rec
+      if (rec.node === node && rec.state !== 'moved') return rec
+      // It moved: its record there says where to (fresher than the home node may be yet).
+      node = rec.state === 'moved' ? rec.node : await this.locate(vpid, signal)
     }
   }
 
   /** Streams the job's output (stdout and stderr, each in order); with `follow`, until it ends. */
   async output (vpid: number, follow: boolean, onChunk: (e: OutputEvent) => Promise<void> | void, signal?: AbortSignal): Promise<void> {
+    // A migrated job's output files start with a copy of what it wrote before: offsets carry over.
+    const offsets = { 1: 0, 2: 0 }
+    let node = await this.locate(vpid, signal)
+    for (;;) {
+      await this.init.rpc.stream(node, 'job.output', { vpid, follow, stdoutOffset: offsets[1], stderrOffset: offsets[2] }, {
+        signal,
+        timeoutMs: follow ? FOREVER_MS : 60_000,
+        onEvent: async (raw) => {
+          const e = raw as OutputEvent
+          offsets[e.fd] += e.data.byteLength
+          await onChunk(e)
+        }
+      })
+      const rec = await this.init.rpc.call(node, 'job.get', { vpid }, { signal, timeoutMs: 5000 }).catch(() => undefined) as JobRecord | undefined
+      if (rec === undefined || (rec.state !== 'moved' && rec.state !== 'migrating')) return
+      node = rec.state === 'moved' ? rec.node : await this.waitMoved(node, vpid, signal)
+    }
+  }
+
+  /** Where a job that is migrating from `node` ends up (its node again if the migration failed). */
+  private async waitMoved (node: string, vpid: number, signal?: AbortSignal): Promise<string> {
+    for (;;) {
+      const rec = await this.init.rpc.call(node, 'job.get', { vpid }, { signal, timeoutMs: 5000 }) as JobRecord
+      if (rec.state !== 'migrating') return rec.state === 'moved' ? rec.node : node
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+  }
+
+  /** Migrates the job (stop-and-copy) to `target`, as `asUid`; the source node runs it. */
+  async migrate (vpid: number, target: string, asUid: number, signal?: AbortSignal): Promise<unknown> {
+    const t = this.init.view.nodes().find(n => n.name === target)
+    if (t === undefined) throw new UnknownNodeError(`unknown node "${target}"`)
+    if (t.state !== 'alive') throw new NoNodeAvailableError(`node ${target} is ${t.state}`)
     const node = await this.locate(vpid, signal)
-    await this.init.rpc.stream(node, 'job.output', { vpid, follow }, {
-      signal, timeoutMs: follow ? FOREVER_MS : 60_000, onEvent: async (e) => { await onChunk(e as OutputEvent) }
-    })
+    return await this.init.rpc.call(node, 'migrate.start', { vpid, target, asUid }, { signal, timeoutMs: 10 * 60_000 })
   }
 
   async stdin (vpid: number, asUid: number, data: Uint8Array | undefined, eof: boolean, node?: string): Promise<void> {
@@ -145,6 +178,7 @@ export class ClusterJobs {
 
   /** Keeps the home node's location record current when a local job changes state. */
   async reportToHome (job: JobRecord): Promise<void> {
+    if (job.state === 'moved') return // the node it moved to reports it
     const loc = { vpid: job.vpid, node: job.node, state: job.state }
     try {
       if (job.homeNode === this.init.view.selfName) await this.init.store.put(locKey(job.vpid), loc)

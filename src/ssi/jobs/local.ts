@@ -117,7 +117,8 @@ export class LocalJobs {
   }
 
   private async finish (entry: Entry, exit: ExitInfo): Promise<void> {
-    if (TERMINAL_STATES.has(entry.record.state)) return
+    // While migrating, the end of the supervised tree is CRIU's doing: the migration decides.
+    if (TERMINAL_STATES.has(entry.record.state) || entry.record.state === 'migrating') return
     await this.update(entry, transition(entry.record, stateForExit(exit), { exit, endedMs: Date.now() }))
     if (entry.runtime !== undefined) {
       await this.init.runtime.release(entry.runtime).catch(err => { this.init.logger.warn({ vpid: entry.record.vpid, err: (err as Error).message }, 'cgroup cleanup failed') })
@@ -146,8 +147,67 @@ export class LocalJobs {
     return { ...e.record, cpuPercent: usage === undefined ? 0 : this.cpuPercent(vpid, usage.cpuUsageNs), rssBytes: usage?.memoryBytes ?? 0 }
   }
 
+  /** Jobs of this node; jobs that moved away are listed by the node they moved to. */
   async list (): Promise<JobSnapshot[]> {
-    return await Promise.all([...this.jobs.keys()].sort((a, b) => a - b).map(async v => await this.snapshot(v)))
+    const here = [...this.jobs.entries()].filter(([, e]) => e.record.state !== 'moved').map(([v]) => v)
+    return await Promise.all(here.sort((a, b) => a - b).map(async v => await this.snapshot(v)))
+  }
+
+  // ---- migration ------------------------------------------------------------------------------
+
+  /**
+   * Marks a running job 'migrating' for `asUid` (its owner or root): from now on the end of its
+   * tree is not its exit. @throws JobPermissionError, JobStateError (not running, already migrating)
+   */
+  async beginMigration (vpid: number, asUid: number): Promise<{ record: JobRecord, runtime: RuntimeJob }> {
+    const e = this.entry(vpid)
+    this.authorize(e.record, asUid, 'migrate')
+    if (e.record.state !== 'running' || e.runtime === undefined) {
+      throw new JobStateError(e.record.state === 'migrating' ? `job ${vpid} is already migrating` : `job ${vpid} is not running (${e.record.state})`)
+    }
+    if (e.record.stdin) throw new JobStateError(`job ${vpid} has stdin attached (-i): it cannot migrate yet`)
+    await this.update(e, transition(e.record, 'migrating'))
+    return { record: e.record, runtime: e.runtime }
+  }
+
+  /** The migration finished: the job runs on `node` now. Frees what is left of it here. */
+  async markMoved (vpid: number, node: string): Promise<JobRecord> {
+    const e = this.entry(vpid)
+    await this.update(e, transition(e.record, 'moved', { node, endedMs: Date.now() }))
+    if (e.runtime !== undefined) await this.init.runtime.release(e.runtime).catch(() => {})
+    return e.record
+  }
+
+  /** The migration failed and the job runs here again (restored from its images, or never dumped). */
+  async resumeAfterMigration (vpid: number, runtime: RuntimeJob | undefined, error: string): Promise<void> {
+    const e = this.entry(vpid)
+    this.init.logger.warn({ vpid, err: error }, 'migration rolled back')
+    if (runtime !== undefined) e.runtime = runtime
+    await this.update(e, transition(e.record, 'running', { hostPid: e.runtime?.hostPid }))
+    if (runtime !== undefined) this.watch(e)
+  }
+
+  /** The migration failed and even the rollback did: the job is lost. */
+  async loseAfterMigration (vpid: number, error: string): Promise<void> {
+    const e = this.entry(vpid)
+    await this.update(e, transition(e.record, 'lost', { endedMs: Date.now(), error }))
+  }
+
+  /** Whether vpid may be restored here: unknown, or it moved away earlier. */
+  canReceive (vpid: number): boolean {
+    const e = this.jobs.get(vpid)
+    return e === undefined || e.record.state === 'moved' || TERMINAL_STATES.has(e.record.state)
+  }
+
+  /** Takes over a job restored here by a migration, with its vpid, owner and history. */
+  async adoptMigrated (record: JobRecord, runtime: RuntimeJob): Promise<JobRecord> {
+    const { endedMs: _e, exit: _x, error: _r, ...rest } = record
+    const entry = this.track({ ...rest, node: this.init.node, state: 'running', hostPid: runtime.hostPid, jobDir: runtime.jobDir })
+    entry.runtime = runtime
+    this.cpuSamples.delete(record.vpid)
+    await this.update(entry, entry.record)
+    this.watch(entry)
+    return entry.record
   }
 
   /** CPU use since the previous sample (or since start), in percent of one core. */

@@ -12,18 +12,20 @@ export type JobState =
   | 'oom' // killed by the kernel for exceeding its memory limit
   | 'failed' // could not be started
   | 'lost' // its node died and it could not be recovered
+  | 'moved' // migrated away: `node` says where it runs now (final on this node only)
 
-export const TERMINAL_STATES: ReadonlySet<JobState> = new Set(['exited', 'killed', 'oom', 'failed', 'lost'])
+export const TERMINAL_STATES: ReadonlySet<JobState> = new Set(['exited', 'killed', 'oom', 'failed', 'lost', 'moved'])
 
 const ALLOWED: Readonly<Record<JobState, readonly JobState[]>> = {
   starting: ['running', 'failed', 'exited', 'killed', 'oom'],
   running: ['exited', 'killed', 'oom', 'migrating', 'lost'],
-  migrating: ['running', 'exited', 'killed', 'oom', 'lost'],
+  migrating: ['running', 'exited', 'killed', 'oom', 'lost', 'moved'],
   exited: [],
   killed: [],
   oom: [],
   failed: [],
-  lost: ['running']
+  lost: ['running'],
+  moved: []
 }
 
 export class InvalidTransitionError extends Error {

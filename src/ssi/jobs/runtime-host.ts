@@ -2,11 +2,15 @@
  * The real JobRuntime: the per-job shim spawner over the host's cgroup manager (v1 or v2). Each
  * node gets its own cgroup prefix, so several nodes on one machine never share a job cgroup.
  */
+import { mkdir, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { Criu, findCriu } from '../../migration/criu/index.js'
+import { restoreCommand } from '../../migration/restore-command.js'
+import { findExternalFiles } from '../../migration/stdio-files.js'
 import { createCgroupManager } from '../cgroups/index.js'
 import { createJobSpawner, JobNotFoundError } from '../spawner/index.js'
 import type { ExitInfo } from './record.js'
-import type { JobRuntime, JobUsage, RuntimeJob, RuntimeSpec } from './runtime.js'
+import type { DumpedFile, JobRuntime, JobUsage, RuntimeJob, RuntimeRestoreSpec, RuntimeSpec } from './runtime.js'
 import type { ExitStatus, JobHandle, JobSpawner, SpawnerLogger } from '../spawner/index.js'
 
 export interface JobRuntimeInit {
@@ -14,6 +18,8 @@ export interface JobRuntimeInit {
   readonly jobsRoot: string
   readonly logger: SpawnerLogger
   readonly shimPath?: string
+  /** Where CRIU writes its logs (one per request); default `<jobsRoot>/../criu`. */
+  readonly criuWorkDir?: string
 }
 
 interface HostRuntimeJob extends RuntimeJob { readonly handle: JobHandle }
@@ -23,11 +29,24 @@ const toExit = (e: ExitStatus): ExitInfo => ({ code: e.code, signal: e.signal, o
 export async function createJobRuntime (init: JobRuntimeInit): Promise<JobRuntime> {
   const cgroups = createCgroupManager({ prefix: `ssi-${init.node}`, logger: init.logger })
   const spawner = createJobSpawner({ cgroups, shimPath: init.shimPath, logger: init.logger })
-  return new HostJobRuntime(spawner, init.jobsRoot)
+  return new HostJobRuntime(spawner, init.jobsRoot, init.criuWorkDir ?? join(init.jobsRoot, '..', 'criu'))
 }
 
 class HostJobRuntime implements JobRuntime {
-  constructor (private readonly spawner: JobSpawner, private readonly jobsRoot: string) {}
+  private criu: Promise<Criu> | undefined
+
+  constructor (private readonly spawner: JobSpawner, private readonly jobsRoot: string, private readonly criuWorkDir: string) {}
+
+  /** Found on first use, so nodes that never migrate need no CRIU. */
+  private async criuDriver (): Promise<Criu> {
+    this.criu ??= (async () => {
+      await mkdir(this.criuWorkDir, { recursive: true, mode: 0o700 })
+      const found = await findCriu()
+      return new Criu({ criuPath: found.path, workDir: this.criuWorkDir })
+    })()
+    this.criu.catch(() => { this.criu = undefined })
+    return await this.criu
+  }
 
   private wrap (vpid: number, handle: JobHandle): HostRuntimeJob {
     return { vpid, jobDir: handle.jobDir, hostPid: handle.hostPid, handle }
@@ -96,4 +115,35 @@ class HostJobRuntime implements JobRuntime {
 
   async release (job: RuntimeJob): Promise<void> { await this.spawner.release(this.handle(job)) }
   async remove (job: RuntimeJob): Promise<void> { await this.spawner.release(this.handle(job), { removeDir: true }) }
+
+  paths (vpid: number): { jobDir: string, stdout: string, stderr: string } {
+    const jobDir = join(this.jobsRoot, String(vpid))
+    return { jobDir, stdout: join(jobDir, 'stdout'), stderr: join(jobDir, 'stderr') }
+  }
+
+  /** Mounts are the node's (`mnt[]` external), and so are the output files; the cgroup stays here. */
+  async checkpoint (job: RuntimeJob, imagesDir: string, signal?: AbortSignal): Promise<DumpedFile[]> {
+    const criu = await this.criuDriver()
+    const p = this.paths(job.vpid)
+    const files = await findExternalFiles(job.hostPid, { stdout: p.stdout, stderr: p.stderr })
+    const stdio = files.map(f => ({ key: f.key, stream: f.name as DumpedFile['stream'] }))
+    await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', signal })
+    return stdio
+  }
+
+  async restore (spec: RuntimeRestoreSpec, signal?: AbortSignal): Promise<RuntimeJob> {
+    const criu = await this.criuDriver()
+    const p = this.paths(spec.vpid)
+    const pidFile = join(p.jobDir, 'restored.pid')
+    await unlink(pidFile).catch(() => {})
+    const command = restoreCommand({
+      criuPath: criu.criuPath,
+      imagesDir: spec.imagesDir,
+      pidFile,
+      logFile: join(p.jobDir, 'restore.log'),
+      stdio: spec.stdio.map(f => ({ key: f.key, newPath: f.stream === 'stdout' ? p.stdout : p.stderr }))
+    })
+    const handle = await this.spawner.restore({ id: String(spec.vpid), jobsRoot: this.jobsRoot, command, pidFile, stdin: false, limits: spec.limits }, signal)
+    return this.wrap(spec.vpid, handle)
+  }
 }

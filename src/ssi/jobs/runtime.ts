@@ -29,6 +29,22 @@ export interface JobUsage {
   readonly memoryBytes: number
 }
 
+/** What the target of a migration restores: images plus the job's output files already in place. */
+export interface RuntimeRestoreSpec {
+  readonly vpid: number
+  /** CRIU images of the dumped job. */
+  readonly imagesDir: string
+  readonly limits: JobLimits
+  /** CRIU's names of the job's output files in the images (from `checkpoint`), redirected to this node's files. */
+  readonly stdio: readonly DumpedFile[]
+}
+
+/** An output file of a dumped job: CRIU's key for it, and which stream it is. */
+export interface DumpedFile {
+  readonly key: string
+  readonly stream: 'stdout' | 'stderr'
+}
+
 export interface JobRuntime {
   /** Starts the job; resolves once its init runs (the exit may follow at any time). */
   start(spec: RuntimeSpec, signal?: AbortSignal): Promise<RuntimeJob>
@@ -46,4 +62,13 @@ export interface JobRuntime {
   release(job: RuntimeJob): Promise<void>
   /** Deletes everything left of a finished job (output files, dir). */
   remove(job: RuntimeJob): Promise<void>
+  /** Where this node keeps a job's dir and output files (whether or not it exists yet). */
+  paths(vpid: number): { readonly jobDir: string, readonly stdout: string, readonly stderr: string }
+  /** Dumps the job's tree into imagesDir (which must exist); CRIU kills the tree afterwards. */
+  checkpoint(job: RuntimeJob, imagesDir: string, signal?: AbortSignal): Promise<DumpedFile[]>
+  /**
+   * Restores a dumped job under a new supervisor in `paths(vpid).jobDir`, whose stdout/stderr must
+   * already hold the output so far; resolves once the tree runs (then waitExit as for `start`).
+   */
+  restore(spec: RuntimeRestoreSpec, signal?: AbortSignal): Promise<RuntimeJob>
 }

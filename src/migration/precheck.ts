@@ -1,0 +1,68 @@
+/**
+ * What stops a job from migrating, found before anything is frozen: a scan of the fds of every
+ * process of the tree (/proc/<pid>/fd links). CRIU would fail on some of these only after the job
+ * was frozen (io_uring), and others would restore into a broken job (GPU devices, established TCP
+ * connections to other hosts, whose peers' address cannot follow).
+ */
+import { readdir, readFile, readlink } from 'node:fs/promises'
+
+/** Host pids of `root` and all its descendants (threads' children included). */
+export async function processTree (root: number): Promise<number[]> {
+  const seen: number[] = []
+  const queue = [root]
+  while (queue.length > 0) {
+    const pid = queue.shift() as number
+    seen.push(pid)
+    const tasks = await readdir(`/proc/${pid}/task`).catch(() => [] as string[])
+    for (const tid of tasks) {
+      const children = await readFile(`/proc/${pid}/task/${tid}/children`, 'utf8').catch(() => '')
+      for (const c of children.trim().split(/\s+/)) if (c !== '') queue.push(Number(c))
+    }
+  }
+  return seen
+}
+
+const LOOPBACK6 = new Set(['00000000000000000000000001000000', '0000000000000000FFFF00000100007F'])
+
+function isLoopback (hexAddr: string): boolean {
+  // /proc/net/tcp writes IPv4 addresses in host (little-endian) order: 127.x.y.z ends in 7F.
+  return hexAddr.length === 8 ? hexAddr.endsWith('7F') : LOOPBACK6.has(hexAddr)
+}
+
+/** Socket inodes of established TCP connections to non-loopback peers, in pid's network namespace. */
+async function remoteTcpInodes (pid: number): Promise<Map<string, string>> {
+  const found = new Map<string, string>()
+  for (const file of ['tcp', 'tcp6']) {
+    const text = await readFile(`/proc/${pid}/net/${file}`, 'utf8').catch(() => '')
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/)
+      if (cols.length < 10 || cols[3] !== '01') continue // 01 = ESTABLISHED
+      const remote = cols[2] ?? ''
+      if (!isLoopback(remote.split(':')[0] ?? '')) found.set(cols[9] ?? '', remote)
+    }
+  }
+  return found
+}
+
+/** One reason per offending fd, e.g. "pid 123 fd 5: io_uring"; empty when the tree can migrate. */
+export async function findUnmigratable (root: number): Promise<string[]> {
+  const reasons: string[] = []
+  const tcp = await remoteTcpInodes(root)
+  for (const pid of await processTree(root)) {
+    const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])
+    for (const fd of fds) {
+      const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')
+      const why = classify(target, tcp)
+      if (why !== undefined) reasons.push(`pid ${pid} fd ${fd}: ${why}`)
+    }
+  }
+  return reasons
+}
+
+function classify (target: string, tcp: Map<string, string>): string | undefined {
+  if (target.includes('io_uring')) return 'io_uring instance'
+  if (/^\/dev\/(nvidia|dri\/)/.test(target)) return `GPU device ${target}`
+  const socket = /^socket:\[(\d+)\]$/.exec(target)
+  if (socket !== null && tcp.has(socket[1] ?? '')) return `established TCP connection to ${tcp.get(socket[1] ?? '') ?? '?'} (not loopback)`
+  return undefined
+}

@@ -1,0 +1,172 @@
+/**
+ * Stop-and-copy migration of one job, driven from its source node: check, dump (CRIU freezes the
+ * tree, writes the images and kills it), send the images plus the job's output files to the
+ * target, have the target restore. Any failure after the dump restores the job here from the same
+ * images (rollback), so a job is never lost by a failed migration unless the rollback fails too.
+ * Source and target sides are interfaces (phaul's api.go) so both can be wired in one process.
+ */
+
+export type MigrationPhase = 'checking' | 'preparing' | 'dumping' | 'transferring' | 'restoring' | 'moved' | 'rolling-back' | 'rolled-back' | 'lost'
+
+const NEXT: Readonly<Record<MigrationPhase, readonly MigrationPhase[]>> = {
+  checking: ['preparing', 'rolled-back'],
+  preparing: ['dumping', 'rolled-back'],
+  dumping: ['transferring', 'rolling-back'],
+  transferring: ['restoring', 'rolling-back'],
+  restoring: ['moved', 'rolling-back'],
+  'rolling-back': ['rolled-back', 'lost'],
+  moved: [],
+  'rolled-back': [],
+  lost: []
+}
+
+export class MigrationError extends Error {
+  static override name = 'MigrationError'
+  override name = 'MigrationError'
+  constructor (message: string, readonly phase: MigrationPhase, readonly rolledBack: boolean, options?: ErrorOptions) {
+    super(message, options)
+  }
+}
+
+/** The job can never migrate as it is (e.g. io_uring, GPU, TCP to other hosts). */
+export class NotMigratableError extends Error {
+  static override name = 'NotMigratableError'
+  override name = 'NotMigratableError'
+}
+
+/** This node's side. Calls for one vpid come one at a time, in the order below. */
+export interface MigrationSource<P, D> {
+  /** Marks the job migrating (refusing one already migrating) and says what the target needs. */
+  begin(vpid: number, asUid: number): Promise<{ hostPid: number, payload: P }>
+  /** Reasons the job cannot migrate (empty: it can); called after begin, before anything is frozen. */
+  check(hostPid: number): Promise<string[]>
+  /** Fresh empty dir for this migration's images. */
+  imagesDir(vpid: number): Promise<string>
+  /** Dumps; resolves with what a restore needs besides the images (e.g. CRIU's names of the output files). */
+  checkpoint(vpid: number, imagesDir: string, signal: AbortSignal): Promise<D>
+  /** Adds the job's output files (final after the dump) to imagesDir for the target. */
+  stageOutput(vpid: number, imagesDir: string): Promise<void>
+  /** Success: the job runs on target. */
+  commit(vpid: number, target: string, imagesDir: string): Promise<void>
+  /** Failure before the dump: the job was never stopped. */
+  resume(vpid: number, error: string): Promise<void>
+  /** Failure after the dump: restore here from imagesDir. */
+  rollback(vpid: number, imagesDir: string, dumped: D, error: string): Promise<void>
+  /** The rollback failed too. */
+  lose(vpid: number, error: string): Promise<void>
+}
+
+/** The other node, as seen from the source. */
+export interface MigrationTarget<P, D> {
+  /** Target reserves room for vpid; refuses if it cannot take it. */
+  prepare(target: string, vpid: number, payload: P, signal: AbortSignal): Promise<void>
+  /** Sends imagesDir; resolves with the bytes sent once the target has them all, verified. */
+  send(target: string, imagesDir: string, signal: AbortSignal): Promise<{ bytes: number }>
+  /** Restores; resolves once the job runs there under its vpid. */
+  restore(target: string, vpid: number, dumped: D, signal: AbortSignal): Promise<void>
+  /** Drops whatever the target holds for vpid (best effort). */
+  cancel(target: string, vpid: number): Promise<void>
+}
+
+export interface MigrationResult {
+  readonly vpid: number
+  readonly target: string
+  readonly checkMs: number
+  readonly dumpMs: number
+  readonly transferMs: number
+  readonly restoreMs: number
+  /** From the start of the dump to the job running on the target. */
+  readonly downtimeMs: number
+  readonly bytes: number
+}
+
+export interface MigrateRequest {
+  readonly vpid: number
+  readonly target: string
+  readonly asUid: number
+  readonly signal?: AbortSignal
+  /** Phase changes, e.g. for logs. */
+  readonly onPhase?: (phase: MigrationPhase) => void
+}
+
+class Phases {
+  phase: MigrationPhase = 'checking'
+  private mark = Date.now()
+  constructor (private readonly onPhase?: (phase: MigrationPhase) => void) {}
+
+  /** Moves on; returns the ms spent in the phase left. */
+  to (next: MigrationPhase): number {
+    if (!NEXT[this.phase].includes(next)) throw new Error(`migration cannot go from ${this.phase} to ${next}`)
+    const now = Date.now()
+    const spent = now - this.mark
+    this.phase = next
+    this.mark = now
+    this.onPhase?.(next)
+    return spent
+  }
+}
+
+export async function migrate<P, D> (source: MigrationSource<P, D>, target: MigrationTarget<P, D>, req: MigrateRequest): Promise<MigrationResult> {
+  const { vpid } = req
+  const signal = req.signal ?? new AbortController().signal
+  const { hostPid, payload } = await source.begin(vpid, req.asUid)
+  const phases = new Phases(req.onPhase)
+  try {
+    const reasons = await source.check(hostPid)
+    if (reasons.length > 0) throw new NotMigratableError(`job ${vpid} cannot migrate: ${reasons.slice(0, 5).join('; ')}`)
+    const checkMs = phases.to('preparing')
+    await target.prepare(req.target, vpid, payload, signal)
+    phases.to('dumping')
+    return await afterPrepare(source, target, req, phases, checkMs, signal)
+  } catch (err) {
+    if (phases.phase === 'checking' || phases.phase === 'preparing') {
+      await target.cancel(req.target, vpid).catch(() => {})
+      phases.to('rolled-back')
+      await source.resume(vpid, (err as Error).message)
+      throw err
+    }
+    throw err
+  }
+}
+
+async function afterPrepare<P, D> (source: MigrationSource<P, D>, target: MigrationTarget<P, D>, req: MigrateRequest, phases: Phases, checkMs: number, signal: AbortSignal): Promise<MigrationResult> {
+  const { vpid } = req
+  const imagesDir = await source.imagesDir(vpid)
+  const downStart = Date.now()
+  let dumped: D
+  try {
+    dumped = await source.checkpoint(vpid, imagesDir, signal)
+  } catch (err) {
+    // A failed dump leaves the tree running (CRIU resumes it), or it ended on its own meanwhile.
+    await target.cancel(req.target, vpid).catch(() => {})
+    phases.to('rolling-back')
+    phases.to('rolled-back')
+    await source.resume(vpid, (err as Error).message)
+    throw new MigrationError(`dump of job ${vpid} failed: ${(err as Error).message}`, 'dumping', true, { cause: err })
+  }
+  try {
+    await source.stageOutput(vpid, imagesDir)
+    const dumpMs = phases.to('transferring')
+    const { bytes } = await target.send(req.target, imagesDir, signal)
+    const transferMs = phases.to('restoring')
+    await target.restore(req.target, vpid, dumped, signal)
+    const downtimeMs = Date.now() - downStart
+    const restoreMs = phases.to('moved')
+    await source.commit(vpid, req.target, imagesDir)
+    return { vpid, target: req.target, checkMs, dumpMs, transferMs, restoreMs, downtimeMs, bytes }
+  } catch (err) {
+    const failedIn = phases.phase
+    await target.cancel(req.target, vpid).catch(() => {})
+    phases.to('rolling-back')
+    const why = `${failedIn} failed: ${(err as Error).message}`
+    try {
+      await source.rollback(vpid, imagesDir, dumped, why)
+      phases.to('rolled-back')
+    } catch (rbErr) {
+      phases.to('lost')
+      await source.lose(vpid, `${why}; rollback failed too: ${(rbErr as Error).message}`).catch(() => {})
+      throw new MigrationError(`migration of job ${vpid} ${why}; restoring it here failed too: ${(rbErr as Error).message}`, failedIn, false, { cause: err })
+    }
+    throw new MigrationError(`migration of job ${vpid} ${why}; it runs here again`, failedIn, true, { cause: err })
+  }
+}
