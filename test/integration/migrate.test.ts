@@ -53,6 +53,7 @@ describe('ssi migrate (real daemons, real CRIU)', () => {
     expect(denied.stderr).toMatch(/permission denied/)
     expect((await job(vpid))?.state).toBe('running')
 
+    const following = run(['logs', '-f', String(vpid)]) // follows the job across both moves
     const there = await run(['migrate', '--json', String(vpid), 'n2'])
     expect(there.stderr).toBe('')
     expect(there.code).toBe(0)
@@ -73,6 +74,9 @@ describe('ssi migrate (real daemons, real CRIU)', () => {
     const logs = await run(['logs', String(vpid)])
     expect(logs.stdout).toBe(Array.from({ length: 200 }, (_, i) => `${i + 1}\n`).join(''))
     expect(logs.stderr).toBe(Array.from({ length: 200 }, (_, i) => `e${i + 1}\n`).join(''))
+    const followed = await following
+    expect(followed.stdout).toBe(logs.stdout)
+    expect(followed.stderr).toBe(logs.stderr)
     expect((await run(['ps', '--json'])).stdout.match(new RegExp(`"vpid": ${vpid},`, 'g'))).toHaveLength(1)
   }, 90_000)
 })
