@@ -1,0 +1,93 @@
+/**
+ * The stop-and-copy state machine with both sides faked in one process: the happy path and its
+ * phase times, refusal before anything is frozen, rollback from the images after a failure past
+ * the dump, and a lost job when even the rollback fails.
+ */
+import { describe, expect, it } from 'vitest'
+import { MigrationError, NotMigratableError, migrate } from '../../src/migration/stop-and-copy.js'
+import type { MigrationPhase, MigrationSource, MigrationTarget } from '../../src/migration/stop-and-copy.js'
+
+type Step = 'begin' | 'check' | 'checkpoint' | 'stage' | 'commit' | 'resume' | 'rollback' | 'lose' | 'prepare' | 'send' | 'restore' | 'cancel'
+
+function sides (fail: Partial<Record<Step, string>> = {}, reasons: string[] = []): {
+  source: MigrationSource<string, string[]>, target: MigrationTarget<string, string[]>, log: string[]
+} {
+  const log: string[] = []
+  const step = async (name: Step, detail = ''): Promise<void> => {
+    log.push(detail === '' ? name : `${name} ${detail}`)
+    const err = fail[name]
+    if (err !== undefined) throw new Error(err)
+  }
+  const source: MigrationSource<string, string[]> = {
+    begin: async (vpid) => { await step('begin'); return { hostPid: 42, payload: `job ${vpid}` } },
+    check: async () => { await step('check'); return reasons },
+    imagesDir: async () => '/images',
+    checkpoint: async () => { await step('checkpoint'); return ['file[1:2]'] },
+    stageOutput: async () => { await step('stage') },
+    commit: async (_v, target) => { await step('commit', target) },
+    resume: async (_v, error) => { await step('resume', error) },
+    rollback: async (_v, _d, dumped, error) => { await step('rollback', `${dumped.join()} ${error}`) },
+    lose: async () => { await step('lose') }
+  }
+  const target: MigrationTarget<string, string[]> = {
+    prepare: async (_t, _v, payload) => { await step('prepare', payload) },
+    send: async () => { await step('send'); return { bytes: 1234 } },
+    restore: async (_t, _v, dumped) => { await step('restore', dumped.join()) },
+    cancel: async () => { await step('cancel') }
+  }
+  return { source, target, log }
+}
+
+describe('stop-and-copy migration', () => {
+  it('runs check, prepare, dump, transfer, restore, commit in order and reports phase times', async () => {
+    const { source, target, log } = sides()
+    const phases: MigrationPhase[] = []
+    const r = await migrate(source, target, { vpid: 7, target: 'n2', asUid: 0, onPhase: p => { phases.push(p) } })
+    expect(log).toEqual(['begin', 'check', 'prepare job 7', 'checkpoint', 'stage', 'send', 'restore file[1:2]', 'commit n2'])
+    expect(phases).toEqual(['preparing', 'dumping', 'transferring', 'restoring', 'moved'])
+    expect(r).toMatchObject({ vpid: 7, target: 'n2', bytes: 1234 })
+    for (const k of ['checkMs', 'dumpMs', 'transferMs', 'restoreMs', 'downtimeMs'] as const) expect(r[k]).toBeGreaterThanOrEqual(0)
+  })
+
+  it('refuses before freezing a job that cannot migrate, and resumes it', async () => {
+    const { source, target, log } = sides({}, ['pid 3 fd 4: io_uring instance'])
+    await expect(migrate(source, target, { vpid: 7, target: 'n2', asUid: 0 })).rejects.toThrow(NotMigratableError)
+    expect(log).toEqual(['begin', 'check', 'cancel', 'resume job 7 cannot migrate: pid 3 fd 4: io_uring instance'])
+  })
+
+  it('passes a refusal of begin (not the owner, already migrating) through untouched', async () => {
+    const { source, target, log } = sides({ begin: 'job 7 is already migrating' })
+    await expect(migrate(source, target, { vpid: 7, target: 'n2', asUid: 0 })).rejects.toThrow('already migrating')
+    expect(log).toEqual(['begin'])
+  })
+
+  it('resumes the job when the target refuses or the dump fails', async () => {
+    const refused = sides({ prepare: 'no room' })
+    await expect(migrate(refused.source, refused.target, { vpid: 7, target: 'n2', asUid: 0 })).rejects.toThrow('no room')
+    expect(refused.log.slice(-2)).toEqual(['cancel', 'resume no room'])
+    const dump = sides({ checkpoint: 'criu says no' })
+    const err = await migrate(dump.source, dump.target, { vpid: 7, target: 'n2', asUid: 0 }).then(() => { throw new Error('resolved') }, (e: unknown) => e as MigrationError)
+    expect(err).toBeInstanceOf(MigrationError)
+    expect(err).toMatchObject({ phase: 'dumping', rolledBack: true })
+    expect(dump.log.slice(-2)).toEqual(['cancel', 'resume criu says no'])
+  })
+
+  for (const step of ['send', 'restore'] as const) {
+    it(`rolls back from the images when ${step} fails`, async () => {
+      const { source, target, log } = sides({ [step]: 'link down' })
+      const err = await migrate(source, target, { vpid: 7, target: 'n2', asUid: 0 }).then(() => { throw new Error('resolved') }, (e: unknown) => e as MigrationError)
+      expect(err).toMatchObject({ rolledBack: true, phase: step === 'send' ? 'transferring' : 'restoring' })
+      expect(err.message).toMatch(/link down; it runs here again/)
+      expect(log.slice(-2)).toEqual(['cancel', `rollback file[1:2] ${step === 'send' ? 'transferring' : 'restoring'} failed: link down`])
+      expect(log).not.toContain('commit n2')
+    })
+  }
+
+  it('reports the job lost when the rollback fails too', async () => {
+    const { source, target, log } = sides({ restore: 'criu restore failed', rollback: 'no space' })
+    const err = await migrate(source, target, { vpid: 7, target: 'n2', asUid: 0 }).then(() => { throw new Error('resolved') }, (e: unknown) => e as MigrationError)
+    expect(err).toMatchObject({ rolledBack: false })
+    expect(err.message).toMatch(/restoring it here failed too: no space/)
+    expect(log.at(-1)).toBe('lose')
+  })
+})
