@@ -4,6 +4,8 @@
  * output complete and in order and its exit status intact. Needs root and CRIU >= 4.2.
  */
 import { chmod } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { networkInterfaces } from 'node:os'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ssi } from '../helpers/cli.js'
 import type { CliOptions } from '../helpers/cli.js'
@@ -79,4 +81,35 @@ describe('ssi migrate (real daemons, real CRIU)', () => {
     expect(followed.stderr).toBe(logs.stderr)
     expect((await run(['ps', '--json'])).stdout.match(new RegExp(`"vpid": ${vpid},`, 'g'))).toHaveLength(1)
   }, 90_000)
+
+  it('refuses a second concurrent migration of the same job', async () => {
+    const started = await run(['run', '-d', '--node', 'n1', '--', 'sleep', '60'])
+    const vpid = Number(started.stdout.trim())
+    leftover.push(vpid)
+    const [a, b] = await Promise.all([run(['migrate', String(vpid), 'n2']), run(['migrate', String(vpid), 'n2'])])
+    expect([a.code, b.code].sort()).toEqual([0, 1])
+    expect((a.code === 0 ? b : a).stderr).toMatch(/already (migrating|runs on n2)/)
+    expect(await job(vpid)).toMatchObject({ node: 'n2', state: 'running' })
+  }, 30_000)
+
+  it('refuses, before freezing it, a job with a TCP connection to another host; the job keeps running', async () => {
+    const ip = Object.values(networkInterfaces()).flat().find(a => a !== undefined && a.family === 'IPv4' && !a.internal)?.address
+    if (ip === undefined) throw new Error('this test needs a non-loopback IPv4 address on the host')
+    const server = createServer(s => { s.on('error', () => {}) })
+    await new Promise<void>(resolve => server.listen(0, '0.0.0.0', resolve))
+    try {
+      const port = (server.address() as { port: number }).port
+      const script = `require('net').connect(${port}, '${ip}').on('connect', () => console.log('connected')); setInterval(() => {}, 1000)`
+      const started = await run(['run', '-d', '--node', 'n1', '--', process.execPath, '-e', script], { env: { UV_USE_IO_URING: '0' } })
+      const vpid = Number(started.stdout.trim())
+      leftover.push(vpid)
+      await eventually(async () => (await run(['logs', String(vpid)])).stdout === 'connected\n', 10_000, 'connected')
+      const r = await run(['migrate', String(vpid), 'n2'])
+      expect(r.code).not.toBe(0)
+      expect(r.stderr).toMatch(/cannot migrate: pid \d+ fd \d+: established TCP connection to/)
+      expect(await job(vpid)).toMatchObject({ node: 'n1', state: 'running' })
+    } finally {
+      server.close()
+    }
+  }, 30_000)
 })
