@@ -61,11 +61,27 @@ export class LocalJobs {
         continue
       }
       entry.runtime = found.job
+      if (value.state === 'migrating') {
+        await this.recoverMigrating(entry, found.exit !== undefined)
+        if (found.exit !== undefined) continue
+      }
       if (value.state === 'starting') await this.update(entry, transition(value, 'running', { hostPid: found.job.hostPid, startedMs: Date.now() }))
       if (found.exit !== undefined) await this.finish(entry, found.exit)
       else this.watch(entry)
       this.init.logger.info({ vpid: value.vpid, state: entry.record.state }, 're-adopted job')
     }
+  }
+
+  /**
+   * The daemon stopped during a migration away. A tree still running was never dumped (or CRIU
+   * resumed it): it runs here again. A tree that is gone was dumped; whether a target restored it
+   * is not known here, so it is reported lost here (the target, if it has it, reports it running).
+   */
+  private async recoverMigrating (entry: Entry, gone: boolean): Promise<void> {
+    const error = 'the daemon stopped while the job was migrating away'
+    // Not told to the home node: it may already point at the target that restored the job.
+    if (gone) await this.update(entry, transition(entry.record, 'lost', { endedMs: Date.now(), error: `${error}; its tree is gone here` }), false)
+    else await this.update(entry, transition(entry.record, 'running'))
   }
 
   stop (): void {
@@ -126,11 +142,11 @@ export class LocalJobs {
     this.cpuSamples.delete(entry.record.vpid)
   }
 
-  private async update (entry: Entry, record: JobRecord): Promise<void> {
+  private async update (entry: Entry, record: JobRecord, notify = true): Promise<void> {
     entry.record = record
     await this.init.store.put(jobKey(record.vpid), record)
     if (TERMINAL_STATES.has(record.state)) entry.resolveEnded(record)
-    this.init.onChange(record)
+    if (notify) this.init.onChange(record)
   }
 
   private entry (vpid: number): Entry {
