@@ -229,7 +229,10 @@ export const migrateResultSchema = z.object({
   transferMs: nonNegative,
   restoreMs: nonNegative,
   downtimeMs: nonNegative,
-  bytes: nonNegative
+  bytes: nonNegative,
+  /** CRIU's time to freeze the tree, and how long it kept it frozen while dumping (within dumpMs). */
+  freezeMs: nonNegative.optional(),
+  frozenMs: nonNegative.optional()
 })
 
 export type JobState = z.infer<typeof jobStateSchema>

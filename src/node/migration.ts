@@ -6,6 +6,8 @@
  */
 import { copyFile, mkdir, rename, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { readDumpStats } from '../migration/dump-stats.js'
+import type { DumpStats } from '../migration/dump-stats.js'
 import { findUnmigratable } from '../migration/precheck.js'
 import { migrate } from '../migration/stop-and-copy.js'
 import { IMAGES_PROTOCOL, receiveImageDir, sendImageDir } from '../migration/transfer.js'
@@ -59,6 +61,7 @@ interface Outgoing { readonly job: RuntimeJob, readonly record: JobRecord }
 export class MigrationService {
   private readonly incoming = new Map<number, Incoming>()
   private readonly outgoing = new Map<number, Outgoing>()
+  private readonly dumpStats = new Map<number, DumpStats>()
 
   constructor (private readonly init: MigrationServiceInit) {}
 
@@ -89,8 +92,14 @@ export class MigrationService {
   async migrateOut (vpid: number, target: string, asUid: number, signal?: AbortSignal): Promise<MigrationSummary> {
     if (target === this.init.selfName) throw new JobStateError(`job ${vpid} already runs on ${target}`)
     const log = this.init.logger.child({ vpid, target })
-    const result = await migrate(this.source(), this.target(), { vpid, target, asUid, signal, onPhase: phase => { log.info({ phase }, 'migration') } })
-    return { ...result, from: this.init.selfName }
+    try {
+      const result = await migrate(this.source(), this.target(), { vpid, target, asUid, signal, onPhase: phase => { log.info({ phase }, 'migration') } })
+      const stats = this.dumpStats.get(vpid)
+      const ms = (us: number | undefined): number | undefined => (us === undefined ? undefined : Math.round(us / 100) / 10)
+      return { ...result, from: this.init.selfName, freezeMs: ms(stats?.freezingUs), frozenMs: ms(stats?.frozenUs) }
+    } finally {
+      this.dumpStats.delete(vpid)
+    }
   }
 
   private source (): MigrationSource<MigratePrepareParams, DumpedFile[]> {
@@ -111,7 +120,12 @@ export class MigrationService {
         await mkdir(dir, { recursive: true, mode: 0o700 })
         return dir
       },
-      checkpoint: async (vpid, dir, signal) => await runtime.checkpoint(this.out(vpid).job, dir, signal),
+      checkpoint: async (vpid, dir, signal) => {
+        const stdio = await runtime.checkpoint(this.out(vpid).job, dir, signal)
+        const stats = await readDumpStats(dir)
+        if (stats !== undefined) this.dumpStats.set(vpid, stats)
+        return stdio
+      },
       stageOutput: async (vpid, dir) => {
         const paths = runtime.paths(vpid)
         await copyFile(paths.stdout, join(dir, STAGED.stdout))

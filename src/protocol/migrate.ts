@@ -50,7 +50,10 @@ export const migrationResultSchema = z.object({
   transferMs: z.number().nonnegative(),
   restoreMs: z.number().nonnegative(),
   downtimeMs: z.number().nonnegative(),
-  bytes: z.number().nonnegative()
+  bytes: z.number().nonnegative(),
+  /** CRIU's own times within the dump (its stats-dump): freezing the tree, and the tree frozen. */
+  freezeMs: z.number().nonnegative().optional(),
+  frozenMs: z.number().nonnegative().optional()
 })
 
 export type MigratePrepareParams = z.infer<typeof migratePrepareSchema>

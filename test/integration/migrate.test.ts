@@ -61,14 +61,14 @@ describe('ssi migrate (real daemons, real CRIU)', () => {
     expect(there.code).toBe(0)
     const times = JSON.parse(there.stdout) as Record<string, number | string>
     expect(times).toMatchObject({ vpid, from: 'n1', node: 'n2' })
-    for (const k of ['dumpMs', 'transferMs', 'restoreMs', 'downtimeMs', 'bytes']) expect(typeof times[k]).toBe('number')
+    for (const k of ['freezeMs', 'frozenMs', 'dumpMs', 'transferMs', 'restoreMs', 'downtimeMs', 'bytes']) expect(typeof times[k]).toBe('number')
     expect(await job(vpid)).toMatchObject({ node: 'n2', state: 'running' })
     const afterFirst = await lineCount(vpid)
     await eventually(async () => (await lineCount(vpid)) > afterFirst + 5, 10_000, 'output continuing on n2')
 
     const back = await run(['migrate', String(vpid), 'n1'])
     expect(back.stderr).toBe('')
-    expect(back.stdout).toMatch(new RegExp(`^${vpid} moved n2 -> n1: dump \\d+ ms`))
+    expect(back.stdout).toMatch(new RegExp(`^${vpid} moved n2 -> n1: dump \\d+ ms \\(freeze [\\d.]+ ms\\)`))
     expect(await job(vpid)).toMatchObject({ node: 'n1', state: 'running' })
 
     const waited = await run(['wait', String(vpid)])

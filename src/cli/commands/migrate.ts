@@ -17,6 +17,7 @@ export function register (cmd: Command, ctx: CliContext): void {
         return
       }
       const mib = (r.bytes / 2 ** 20).toFixed(1)
-      ctx.printer.out(`${r.vpid} moved ${r.from} -> ${r.node}: dump ${r.dumpMs} ms, transfer ${r.transferMs} ms (${mib} MiB), restore ${r.restoreMs} ms, downtime ${r.downtimeMs} ms`)
+      const freeze = r.freezeMs === undefined ? '' : ` (freeze ${r.freezeMs} ms)`
+      ctx.printer.out(`${r.vpid} moved ${r.from} -> ${r.node}: dump ${r.dumpMs} ms${freeze}, transfer ${r.transferMs} ms (${mib} MiB), restore ${r.restoreMs} ms, downtime ${r.downtimeMs} ms`)
     })
 }

@@ -41,7 +41,7 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
   })
   control.handle('migrate', async (p, ctx) => {
     const r = await jobs.migrate(parseVpid(p.vpid), p.node, ctx.caller.uid, ctx.signal) as MigrationSummary
-    return { vpid: r.vpid, from: r.from, node: r.target, checkMs: r.checkMs, dumpMs: r.dumpMs, transferMs: r.transferMs, restoreMs: r.restoreMs, downtimeMs: r.downtimeMs, bytes: r.bytes }
+    return { vpid: r.vpid, from: r.from, node: r.target, checkMs: r.checkMs, dumpMs: r.dumpMs, transferMs: r.transferMs, restoreMs: r.restoreMs, downtimeMs: r.downtimeMs, bytes: r.bytes, freezeMs: r.freezeMs, frozenMs: r.frozenMs }
   })
   control.handle('logs', async (p, ctx) => {
     await jobs.output(parseVpid(p.vpid), p.follow, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal)

@@ -123,7 +123,8 @@ class HostJobRuntime implements JobRuntime {
 
   /** Mounts are the node's (`mnt[]` external), and so are the output files; the cgroup stays here. */
   async checkpoint (job: RuntimeJob, imagesDir: string, signal?: AbortSignal): Promise<DumpedFile[]> {
-    const criu = await this.criuDriver()
+    // CRIU writes its log and stats-dump (its own phase times) into the work dir: one per dump.
+    const criu = new Criu({ criuPath: (await this.criuDriver()).criuPath, workDir: imagesDir })
     const p = this.paths(job.vpid)
     const files = await findExternalFiles(job.hostPid, { stdout: p.stdout, stderr: p.stderr })
     const stdio = files.map(f => ({ key: f.key, stream: f.name as DumpedFile['stream'] }))

@@ -64,7 +64,7 @@ export interface JobRuntime {
   remove(job: RuntimeJob): Promise<void>
   /** Where this node keeps a job's dir and output files (whether or not it exists yet). */
   paths(vpid: number): { readonly jobDir: string, readonly stdout: string, readonly stderr: string }
-  /** Dumps the job's tree into imagesDir (which must exist); CRIU kills the tree afterwards. */
+  /** Dumps the job's tree into imagesDir (which must exist; CRIU's log and stats-dump go there too); CRIU kills the tree afterwards. */
   checkpoint(job: RuntimeJob, imagesDir: string, signal?: AbortSignal): Promise<DumpedFile[]>
   /**
    * Restores a dumped job under a new supervisor in `paths(vpid).jobDir`, whose stdout/stderr must
