@@ -3,7 +3,8 @@
  * job (shim, tini, namespaces, cgroups) moved by CRIU n1 -> n2 -> n1 under the same vpid, with its
  * output complete and in order and its exit status intact. Needs root and CRIU >= 4.2.
  */
-import { chmod } from 'node:fs/promises'
+import { chmod, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { createServer } from 'node:net'
 import { networkInterfaces } from 'node:os'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -112,4 +113,40 @@ describe('ssi migrate (real daemons, real CRIU)', () => {
       server.close()
     }
   }, 30_000)
+})
+
+describe('ssi migrate rollback (real daemons, real CRIU)', () => {
+  let c: TestCluster
+  const leftover: number[] = []
+  afterAll(async () => {
+    if (leftover.length > 0) await ssi(c.socket('n1'), ['kill', '-KILL', ...leftover.map(String)]).catch(() => {})
+    for (const v of leftover) await ssi(c.socket('n1'), ['wait', String(v)], { timeoutMs: 10_000 }).catch(() => {})
+    await c?.stop()
+  })
+
+  it('restores the job on its node from its own images when the target cannot restore it', async () => {
+    c = await makeCluster({ nodes: 2 })
+    await c.start(['n1'])
+    // n2 finds a "criu" that fails, so its restore fails after the dump and the transfer.
+    const broken = join(c.dir, 'broken-criu')
+    await writeFile(broken, '#!/bin/sh\necho broken >&2\nexit 1\n', { mode: 0o755 })
+    const saved = process.env.SSI_CRIU
+    process.env.SSI_CRIU = broken
+    try { await c.start(['n2']) } finally { if (saved === undefined) delete process.env.SSI_CRIU; else process.env.SSI_CRIU = saved }
+    const sock = c.socket('n1')
+    await eventually(async () => (await c.call<NodeInfo[]>('n1', 'nodes')).filter(n => n.state === 'alive').length === 2, 15_000, '2 alive')
+
+    const script = 'i=0; while [ $i -lt 100 ]; do i=$((i+1)); echo $i; sleep 0.03; done; exit 6'
+    const started = await ssi(sock, ['run', '-d', '--node', 'n1', '--', 'sh', '-c', script])
+    const vpid = Number(started.stdout.trim())
+    leftover.push(vpid)
+    await eventually(async () => (await ssi(sock, ['logs', String(vpid)])).stdout.length > 20, 10_000, 'first lines')
+    const r = await ssi(sock, ['migrate', String(vpid), 'n2'])
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(/restoring failed: .*; it runs here again/)
+    const info = (JSON.parse((await ssi(sock, ['ps', '--json'])).stdout) as PsResult).jobs.find(j => j.vpid === vpid)
+    expect(info).toMatchObject({ node: 'n1', state: 'running' })
+    expect((await ssi(sock, ['wait', String(vpid)])).code).toBe(6)
+    expect((await ssi(sock, ['logs', String(vpid)])).stdout).toBe(Array.from({ length: 100 }, (_, i) => `${i + 1}\n`).join(''))
+  }, 60_000)
 })
