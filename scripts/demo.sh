@@ -32,6 +32,13 @@ echo "$VPID"
 sleep 2
 step "ssi ps"
 ssi ps
-step "ssi logs $VPID"
+NODE=$(ssi inspect --json "$VPID" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).node))')
+TARGET=$([[ $NODE == n2 ]] && echo n3 || echo n2)
+step "ssi migrate $VPID $TARGET"
+ssi migrate "$VPID" "$TARGET"
+sleep 1
+step "ssi ps --state running"
+ssi ps --state running
+step "ssi logs $VPID   # the output from before and after the move, same vpid"
 ssi logs "$VPID"
 printf '\nThe cluster keeps running. Stop it with: node bin/ssi.cjs cluster down %s\n' "$CONFIG"
