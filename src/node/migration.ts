@@ -36,6 +36,8 @@ export interface MigrationServiceInit {
   readonly maxImageBytes?: number
   /** Deadline of the target's restore, ms (default 120 000). */
   readonly restoreTimeoutMs?: number
+  /** A target drops a prepared migration whose source went quiet after this many ms (default 600 000). */
+  readonly incomingTtlMs?: number
 }
 
 const STAGED = { stdout: 'ssi.stdout', stderr: 'ssi.stderr' } as const
@@ -53,6 +55,7 @@ interface Incoming {
   readonly from: string
   readonly prepared: MigratePrepareParams
   readonly dir: string
+  readonly expiry: NodeJS.Timeout
   received?: Promise<void>
 }
 
@@ -191,7 +194,10 @@ export class MigrationService {
     const dir = join(this.init.dir, 'in', String(p.vpid))
     await rm(dir, { recursive: true, force: true })
     await mkdir(dir, { recursive: true, mode: 0o700 })
-    this.incoming.set(p.vpid, { from, prepared: p, dir })
+    // A source that died mid-migration must not block its later migrations to this node forever.
+    const expiry = setTimeout(() => { void this.cancelIn(p.vpid, from) }, this.init.incomingTtlMs ?? 600_000)
+    expiry.unref()
+    this.incoming.set(p.vpid, { from, prepared: p, dir, expiry })
   }
 
   private incomingFrom (vpid: number, from: string): Incoming {
@@ -212,7 +218,9 @@ export class MigrationService {
     await rename(join(inc.dir, STAGED.stdout), paths.stdout)
     await rename(join(inc.dir, STAGED.stderr), paths.stderr)
     const { prepared } = inc
+    // On failure the job dir stays (its shim.log and restore.log say why) until this vpid comes again.
     const job = await runtime.restore({ vpid, imagesDir: inc.dir, limits: prepared.job.limits, stdio }, signal)
+    clearTimeout(inc.expiry)
     this.incoming.delete(vpid)
     const record: JobRecord = { ...prepared.job, node: this.init.selfName, state: 'running', stdin: false }
     await local.adoptMigrated(record, job)
@@ -222,6 +230,7 @@ export class MigrationService {
   private async cancelIn (vpid: number, from: string): Promise<void> {
     const inc = this.incoming.get(vpid)
     if (inc === undefined || inc.from !== from) return
+    clearTimeout(inc.expiry)
     this.incoming.delete(vpid)
     await inc.received?.catch(() => {})
     await rm(inc.dir, { recursive: true, force: true })
