@@ -25,14 +25,14 @@ const bytes = z.union([z.number().int().positive(), z.string()]).transform((v, c
 
 /** Heartbeat gossip: how often each node announces itself and its load. */
 const gossipSchema = z.object({
-  /** ms between heartbeats. Lower detects hangs sooner; each heartbeat/s costs ~0.7 % of a core per node. Default 750. */
-  heartbeatMs: z.number().int().min(50).max(60_000).default(750)
+  /** ms between heartbeats. Lower detects hangs sooner; each heartbeat/s costs ~0.7 % of a core per node. Default 1000. */
+  heartbeatMs: z.number().int().min(50).max(60_000).default(1000)
 }).strict()
 
 /** Failure detection: when a silent peer becomes suspect, then dead. */
 const failureSchema = z.object({
-  /** ms without a heartbeat before a peer is suspect. Default 1500 (2 heartbeats). */
-  suspectAfterMs: z.number().int().min(100).default(1500),
+  /** ms without a heartbeat before a peer is suspect. Default 2000 (2 heartbeats). */
+  suspectAfterMs: z.number().int().min(100).default(2000),
   /** ms without a heartbeat before a peer is dead. Default 2500. */
   deadAfterMs: z.number().int().min(200).default(2500),
   /** ms between re-dials of dead or unconnected peers, so restarted nodes and healed partitions rejoin. Default 1000. */

@@ -90,7 +90,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       shutdown: shutdown.signal
     })
     const view: ClusterView = { selfName: node.name, selfId: node.id, nodes: () => membership.list() }
-    const runtime = await createJobRuntime({ node: node.name, jobsRoot: join(node.stateDir, 'jobs'), logger: logger.child({ component: 'runtime' }) })
+    const runtime = await createJobRuntime({ cluster: config.name, node: node.name, jobsRoot: join(node.stateDir, 'jobs'), logger: logger.child({ component: 'runtime' }) })
     const localJobs = new LocalJobs({
       node: node.name,
       store,

@@ -63,6 +63,7 @@ export class Membership extends EventTarget {
   private seq = 0
   private lastLoad: LoadSample | undefined
   private started = false
+  private announceSoon: NodeJS.Timeout | undefined
 
   constructor (private readonly host: NodeHost, private readonly init: MembershipInit) {
     super()
@@ -76,6 +77,7 @@ export class Membership extends EventTarget {
     this.started = true
     const pubsub = this.host.services.pubsub
     pubsub.addEventListener('message', this.onMessage)
+    pubsub.addEventListener('subscription-change', this.onSubscriptionChange)
     pubsub.subscribe(this.topic)
     this.host.addEventListener('peer:disconnect', this.onDisconnect)
     const { heartbeatMs } = this.init.gossip
@@ -90,7 +92,9 @@ export class Membership extends EventTarget {
     if (!this.started) return
     this.started = false
     this.timers.splice(0).forEach(clearInterval)
+    clearTimeout(this.announceSoon)
     this.host.services.pubsub.removeEventListener('message', this.onMessage)
+    this.host.services.pubsub.removeEventListener('subscription-change', this.onSubscriptionChange)
     this.host.removeEventListener('peer:disconnect', this.onDisconnect)
   }
 
@@ -143,6 +147,12 @@ export class Membership extends EventTarget {
     } catch (err) {
       this.init.logger.debug({ err }, 'heartbeat publish failed')
     }
+  }
+
+  /** A peer (re)joined the topic: announce ourselves now rather than at the next heartbeat. */
+  private readonly onSubscriptionChange = (): void => {
+    if (this.announceSoon !== undefined) return
+    this.announceSoon = setTimeout(() => { this.announceSoon = undefined; void this.beat() }, 20)
   }
 
   private readonly onMessage = (evt: CustomEvent<Message>): void => {

@@ -4,6 +4,7 @@
  * The target accepts one incoming migration per source node at a time (the images channel is
  * matched to the prepared migration by the sending node).
  */
+import { parseParams } from '../protocol/peer.js'
 import { copyFile, mkdir, rename, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { readDumpStats } from '../migration/dump-stats.js'
@@ -21,7 +22,6 @@ import type { JobRecord } from '../ssi/jobs/record.js'
 import type { DumpedFile, JobRuntime, RuntimeJob } from '../ssi/jobs/runtime.js'
 import type { PeerRpc } from '../ssi/ports.js'
 import type { Logger } from './logger.js'
-import type { z } from 'zod'
 
 export interface MigrationServiceInit {
   readonly selfName: string
@@ -41,15 +41,6 @@ export interface MigrationServiceInit {
 }
 
 const STAGED = { stdout: 'ssi.stdout', stderr: 'ssi.stderr' } as const
-
-function parse<T extends z.ZodType> (schema: T, params: unknown): z.output<T> {
-  const r = schema.safeParse(params)
-  if (!r.success) {
-    const issue = r.error.issues[0]
-    throw Object.assign(new Error(`invalid parameters: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? ''}`), { name: 'InvalidParamsError' })
-  }
-  return r.data
-}
 
 interface Incoming {
   readonly from: string
@@ -71,16 +62,16 @@ export class MigrationService {
   async start (): Promise<void> {
     const { rpc } = this.init
     rpc.handle('migrate.start', async (p, ctx) => {
-      const { vpid, target, asUid } = parse(migrateStartSchema, p)
+      const { vpid, target, asUid } = parseParams(migrateStartSchema, p)
       return await this.migrateOut(vpid, target, asUid, ctx.signal)
     })
-    rpc.handle('migrate.prepare', async (p, ctx) => { await this.prepareIn(parse(migratePrepareSchema, p), ctx.fromNode); return {} })
+    rpc.handle('migrate.prepare', async (p, ctx) => { await this.prepareIn(parseParams(migratePrepareSchema, p), ctx.fromNode); return {} })
     rpc.handle('migrate.restore', async (p, ctx) => {
-      const { vpid, stdio } = parse(migrateRestoreSchema, p)
+      const { vpid, stdio } = parseParams(migrateRestoreSchema, p)
       await this.restoreIn(vpid, stdio, ctx.fromNode, ctx.signal)
       return {}
     })
-    rpc.handle('migrate.cancel', async (p, ctx) => { await this.cancelIn(parse(migrateVpidSchema, p).vpid, ctx.fromNode); return {} })
+    rpc.handle('migrate.cancel', async (p, ctx) => { await this.cancelIn(parseParams(migrateVpidSchema, p).vpid, ctx.fromNode); return {} })
     await this.init.bulk.handle(IMAGES_PROTOCOL, async (channel, fromNode, signal) => {
       const inc = [...this.incoming.values()].find(i => i.from === fromNode && i.received === undefined)
       if (inc === undefined) throw new Error(`no migration from ${fromNode} was prepared`)

@@ -71,3 +71,13 @@ export function decodeWith<T> (schema: z.ZodType<T>, data: Uint8Array, maxBytes:
 export function encodeMessage (msg: unknown): Uint8Array {
   return packr.pack(msg)
 }
+
+/** Validates the params of a peer method; throws an InvalidParamsError naming the field. */
+export function parseParams<T extends z.ZodType> (schema: T, params: unknown): z.output<T> {
+  const r = schema.safeParse(params)
+  if (!r.success) {
+    const issue = r.error.issues[0]
+    throw Object.assign(new Error(`invalid parameters: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? ''}`), { name: 'InvalidParamsError' })
+  }
+  return r.data
+}

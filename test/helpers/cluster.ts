@@ -61,7 +61,7 @@ export async function makeCluster (opts: ClusterOptions): Promise<TestCluster> {
   for (let i = 1; i <= opts.nodes; i++) {
     nodes.push({ name: `n${i}`, id: i, listen: `/ip4/127.0.0.1/tcp/${await freePort()}`, stateDir: join(dir, `n${i}`), controlSocket: join(dir, `n${i}.sock`) })
   }
-  const raw = { cluster: { name: opts.name ?? 'test', keyFile: opts.keyFile ?? join(dir, 'cluster.key') }, nodes, ...opts.extra }
+  const raw = { cluster: { name: opts.name ?? `t${Math.random().toString(36).slice(2, 10)}`, keyFile: opts.keyFile ?? join(dir, 'cluster.key') }, nodes, ...opts.extra }
   const path = join(dir, 'cluster.yaml')
   await writeFile(path, stringify(raw))
   const config = await loadClusterConfig(path)

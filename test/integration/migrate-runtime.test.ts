@@ -25,7 +25,7 @@ beforeAll(async () => {
   if (process.getuid?.() !== 0) throw new Error('migration tests need root (namespaces, cgroups, CRIU)')
   execFileSync(join(import.meta.dirname, '../../scripts/build-shim.sh'), { stdio: 'pipe' })
   root = mkdtempSync(join(tmpdir(), 'ssi-migrate-runtime-'))
-  runtime = await createJobRuntime({ node: NODE, jobsRoot: join(root, 'jobs'), logger: quiet })
+  runtime = await createJobRuntime({ cluster: 'rt', node: NODE, jobsRoot: join(root, 'jobs'), logger: quiet })
 })
 
 afterAll(() => {

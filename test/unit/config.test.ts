@@ -24,8 +24,8 @@ describe('cluster config', () => {
   it('fills documented defaults and resolves relative paths against the file', () => {
     const c = parseClusterConfig(base, '/etc/ssi/cluster.yaml')
     expect(c.keyFile).toBe('/etc/ssi/c1.key')
-    expect(c.gossip.heartbeatMs).toBe(750)
-    expect(c.failureDetection).toMatchObject({ suspectAfterMs: 1500, deadAfterMs: 2500 })
+    expect(c.gossip.heartbeatMs).toBe(1000)
+    expect(c.failureDetection).toMatchObject({ suspectAfterMs: 2000, deadAfterMs: 2500 })
     expect(c.jobs.pids).toBe(4096)
   })
 

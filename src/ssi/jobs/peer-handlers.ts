@@ -1,37 +1,28 @@
 /** The executing-node and home-node sides of the job methods, validated before use. */
+import { parseParams } from '../../protocol/peer.js'
 import { jobOutputSchema, jobSignalSchema, jobStartSchema, jobStdinSchema, locationSetSchema, vpidParamSchema } from '../../protocol/jobs.js'
 import { VpidNotFoundError } from './errors.js'
 import { locKey } from './record.js'
 import type { LocalJobs, JobStore } from './local.js'
 import type { PeerRpc } from '../ports.js'
-import type { z } from 'zod'
-
-function parse<T extends z.ZodType> (schema: T, params: unknown): z.output<T> {
-  const r = schema.safeParse(params)
-  if (!r.success) {
-    const issue = r.error.issues[0]
-    throw Object.assign(new Error(`invalid parameters: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? ''}`), { name: 'InvalidParamsError' })
-  }
-  return r.data
-}
 
 export function registerJobPeerHandlers (rpc: PeerRpc, local: LocalJobs, store: JobStore): void {
-  rpc.handle('job.start', async p => await local.start(parse(jobStartSchema, p)))
+  rpc.handle('job.start', async p => await local.start(parseParams(jobStartSchema, p)))
   rpc.handle('job.list', async () => await local.list())
-  rpc.handle('job.get', async p => await local.snapshot(parse(vpidParamSchema, p).vpid))
+  rpc.handle('job.get', async p => await local.snapshot(parseParams(vpidParamSchema, p).vpid))
   rpc.handle('job.signal', async p => {
-    const { vpid, signal, asUid } = parse(jobSignalSchema, p)
+    const { vpid, signal, asUid } = parseParams(jobSignalSchema, p)
     await local.signal(vpid, signal as NodeJS.Signals, asUid)
     return {}
   })
-  rpc.handle('job.wait', async (p, ctx) => await local.wait(parse(vpidParamSchema, p).vpid, ctx.signal))
+  rpc.handle('job.wait', async (p, ctx) => await local.wait(parseParams(vpidParamSchema, p).vpid, ctx.signal))
   rpc.handle('job.stdin', async p => {
-    const { vpid, asUid, data, eof } = parse(jobStdinSchema, p)
+    const { vpid, asUid, data, eof } = parseParams(jobStdinSchema, p)
     await local.stdin(vpid, asUid, data, eof ?? false)
     return {}
   })
   rpc.handle('job.output', async (p, ctx) => {
-    const { vpid, follow, stdoutOffset, stderrOffset } = parse(jobOutputSchema, p)
+    const { vpid, follow, stdoutOffset, stderrOffset } = parseParams(jobOutputSchema, p)
     const pump = async (fd: 1 | 2, offset: number): Promise<void> => {
       for await (const data of local.output(vpid, fd, offset, follow, ctx.signal)) await ctx.emit({ fd, data })
     }
@@ -39,13 +30,13 @@ export function registerJobPeerHandlers (rpc: PeerRpc, local: LocalJobs, store: 
     return {}
   })
   rpc.handle('loc.get', async p => {
-    const { vpid } = parse(vpidParamSchema, p)
+    const { vpid } = parseParams(vpidParamSchema, p)
     const loc = await store.get<{ node: string }>(locKey(vpid))
     if (loc === undefined) throw new VpidNotFoundError(`no job with vpid ${vpid}`)
     return loc
   })
   rpc.handle('loc.set', async p => {
-    const loc = parse(locationSetSchema, p)
+    const loc = parseParams(locationSetSchema, p)
     await store.put(locKey(loc.vpid), loc)
     return {}
   })

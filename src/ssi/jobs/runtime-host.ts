@@ -1,6 +1,7 @@
 /**
  * The real JobRuntime: the per-job shim spawner over the host's cgroup manager (v1 or v2). Each
- * node gets its own cgroup prefix, so several nodes on one machine never share a job cgroup.
+ * node gets its own cgroup prefix (cluster and node name), so nodes and clusters on one machine never
+ * share a job cgroup.
  */
 import { mkdir, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -14,6 +15,7 @@ import type { DumpedFile, JobRuntime, JobUsage, RuntimeJob, RuntimeRestoreSpec, 
 import type { ExitStatus, JobHandle, JobSpawner, SpawnerLogger } from '../spawner/index.js'
 
 export interface JobRuntimeInit {
+  readonly cluster: string
   readonly node: string
   readonly jobsRoot: string
   readonly logger: SpawnerLogger
@@ -27,7 +29,7 @@ interface HostRuntimeJob extends RuntimeJob { readonly handle: JobHandle }
 const toExit = (e: ExitStatus): ExitInfo => ({ code: e.code, signal: e.signal, oomKilled: e.oomKilled })
 
 export async function createJobRuntime (init: JobRuntimeInit): Promise<JobRuntime> {
-  const cgroups = createCgroupManager({ prefix: `ssi-${init.node}`, logger: init.logger })
+  const cgroups = createCgroupManager({ prefix: `ssi-${init.cluster}-${init.node}`, logger: init.logger })
   const spawner = createJobSpawner({ cgroups, shimPath: init.shimPath, logger: init.logger })
   return new HostJobRuntime(spawner, init.jobsRoot, init.criuWorkDir ?? join(init.jobsRoot, '..', 'criu'))
 }
