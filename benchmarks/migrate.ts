@@ -1,0 +1,91 @@
+/**
+ * Migration benchmark: jobs of 16, 256 and 1024 MiB RSS moved between two nodes of a local cluster
+ * with `ssi migrate` (stop-and-copy), next to raw CRIU measured in the same run on the same kind of
+ * process: `criu dump` + copy of the images + `criu restore`. Prints JSON.
+ * Run: npx tsx benchmarks/migrate.ts [--sizes 16,256,1024]
+ */
+import '../src/polyfill.js'
+import { spawn } from 'node:child_process'
+import { cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ControlClient } from '../src/api/client.js'
+import { findCriu } from '../src/migration/criu/index.js'
+import { sleep } from './lib.js'
+import { eventually, makeCluster } from '../test/helpers/cluster.js'
+import type { NodeInfo } from '../src/api/schema.js'
+
+process.env.SSI_LOG_LEVEL ??= 'warn'
+const sizesArg = process.argv.includes('--sizes') ? process.argv[process.argv.indexOf('--sizes') + 1] : undefined
+const sizes = (sizesArg ?? '16,256,1024').split(',').map(Number)
+
+/** A process that fills `mib` MiB with non-zero pages, says "ready", then sleeps. */
+const allocator = (mib: number): string[] => ['/usr/bin/python3', '-c',
+  `import time,sys\nb=bytearray(b"x")*(${mib}*1048576)\nprint("ready",flush=True)\ntime.sleep(3600)`]
+
+async function run (cmd: string, args: string[]): Promise<void> {
+  const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] })
+  let err = ''
+  p.stderr.on('data', (d: Buffer) => { err += d.toString() })
+  const code = await new Promise<number | null>(resolve => p.once('close', resolve))
+  if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${code}): ${err.slice(-500)}`)
+}
+
+async function rawCriu (criu: string, mib: number): Promise<{ dumpMs: number, copyMs: number, restoreMs: number, totalMs: number }> {
+  const dir = await mkdtemp(join(tmpdir(), 'ssi-bench-raw-'))
+  const job = spawn('unshare', ['--pid', '--ipc', '--uts', '--fork', 'setsid', 'tini', '-s', '--', ...allocator(mib)],
+    { stdio: ['ignore', 'ignore', 'ignore'], detached: true })
+  const childOf = async (pid: number): Promise<number> => Number((await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim().split(' ')[0])
+  try {
+    const { value: tini } = await eventually(async () => {
+      const t = await childOf(job.pid ?? 0)
+      const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${await childOf(t)}/status`, 'utf8'))?.[1] ?? 0)
+      return rssKiB * 1024 >= mib * 1048576 * 0.9 ? t : undefined
+    }, 60_000, 'allocator ready')
+    await mkdir(join(dir, 'a'))
+    const t0 = performance.now()
+    await run(criu, ['dump', '-t', String(tini), '-D', join(dir, 'a'), '-o', 'dump.log'])
+    const t1 = performance.now()
+    await cp(join(dir, 'a'), join(dir, 'b'), { recursive: true })
+    const t2 = performance.now()
+    await run(criu, ['restore', '-D', join(dir, 'b'), '-d', '-o', 'restore.log'])
+    const t3 = performance.now()
+    return { dumpMs: Math.round(t1 - t0), copyMs: Math.round(t2 - t1), restoreMs: Math.round(t3 - t2), totalMs: Math.round(t3 - t0) }
+  } finally {
+    await run('sh', ['-c', `pkill -KILL -f "bytearray\\(b.x.\\)\\*\\(${mib}\\*" || true`]).catch(() => {})
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+async function ssiMigrate (client: ControlClient, mib: number): Promise<Record<string, unknown>> {
+  const call = client.stream('run', { argv: allocator(mib), env: { PATH: '/usr/bin:/bin' }, cwd: '/tmp', node: 'n1', detach: true })
+  for await (const _ of call) { /* started */ }
+  const { vpid } = await call.result
+  try {
+    await eventually(async () => (await client.call('inspect', { vpid })).rssBytes >= mib * 1048576 * 0.9 || undefined, 60_000, 'job allocated')
+    const t0 = performance.now()
+    const r = await client.call('migrate', { vpid, node: 'n2' }, { timeoutMs: 600_000 })
+    return { ...r, totalMs: Math.round(performance.now() - t0) }
+  } finally {
+    await client.call('kill', { vpids: [vpid], signal: 'SIGKILL' }).catch(() => {})
+  }
+}
+
+const criu = (await findCriu()).path
+const c = await makeCluster({ nodes: 2 })
+const results: unknown[] = []
+try {
+  await c.start()
+  await eventually(async () => (await c.call<NodeInfo[]>('n1', 'nodes')).filter(n => n.state === 'alive').length === 2, 20_000, 'cluster')
+  const client = await ControlClient.connect(c.socket('n1'))
+  for (const mib of sizes) {
+    const raw = await rawCriu(criu, mib)
+    await sleep(500)
+    const ssi = await ssiMigrate(client, mib) as { totalMs: number, downtimeMs: number }
+    results.push({ rssMiB: mib, mode: 'stop-copy', ssi, rawCriuDumpCopyRestore: raw, ratioToRaw: Math.round(ssi.totalMs / raw.totalMs * 100) / 100 })
+  }
+  client.close()
+} finally {
+  await c.stop()
+}
+console.log(JSON.stringify({ benchmark: 'migrate', results, targets: { stopCopyTotalLeq1_25xRaw: results.every(r => (r as { ratioToRaw: number }).ratioToRaw <= 1.25) } }, null, 2))
