@@ -11,6 +11,7 @@ import { delimiter, join } from 'node:path'
 import koffi from 'koffi'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createCheckpointer, Criu, CriuError, findCriu, type FoundCriu } from '../../src/migration/criu/index.js'
+import { sleep, until } from '../helpers/until.js'
 
 const TOOLS = ['bash', 'setsid', 'unshare', 'tini', 'sh']
 
@@ -31,18 +32,6 @@ async function requireCriuHost (): Promise<FoundCriu> {
 const libc = koffi.load('libc.so.6')
 const waitpid = libc.func('int waitpid(int pid, _Out_ int *status, int options)') as (pid: number, status: Int32Array, options: number) => number
 const WNOHANG = 1
-
-const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
-
-async function until<T> (what: string, probe: () => T | undefined, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
-}
 
 /** Reaps our (non-libuv) child `pid`: its wait status, polled with WNOHANG. */
 async function reapChild (pid: number, timeoutMs = 5000): Promise<number> {

@@ -16,6 +16,7 @@ import { ShimJobSpawner, findTini } from '../../src/ssi/spawner/index.js'
 import type { JobHandle, JobSpec } from '../../src/ssi/spawner/index.js'
 import { restoreCommand } from '../../src/migration/restore-command.js'
 import { findExternalFiles } from '../../src/migration/stdio-files.js'
+import { until } from '../helpers/until.js'
 
 const PREFIX = `ssi-migrate-local-${process.pid}`
 let root: string
@@ -24,18 +25,6 @@ let criu: Criu
 let cgroups: CgroupManager
 let spawner: ShimJobSpawner
 const handles: JobHandle[] = []
-
-const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
-
-async function until<T> (what: string, probe: () => T | undefined, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
-}
 
 const lines = (file: string): string[] => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l !== '') : [])
 

@@ -48,15 +48,20 @@ export async function validateJobSpec (spec: JobSpec): Promise<void> {
   check(Array.isArray(spec.groups) && spec.groups.length <= 65536 && spec.groups.every(isId), 'groups must be a list of gids')
   check(typeof spec.hostname === 'string' && HOSTNAME.test(spec.hostname), `invalid hostname ${JSON.stringify(spec.hostname)}`)
   check(typeof spec.stdin === 'boolean', 'stdin must be a boolean')
+  checkSpecLimits(spec.limits ?? {})
+  checkPath(spec.cwd, 'cwd')
+  const info = await stat(spec.cwd).catch(() => undefined)
+  check(info?.isDirectory() === true, `cwd ${spec.cwd} is not an existing directory`)
+}
+
+/** Limits as the cgroup manager would take them, reported as a spec error. */
+function checkSpecLimits (limits: Parameters<typeof checkLimits>[0]): void {
   try {
-    checkLimits(spec.limits ?? {})
+    checkLimits(limits)
   } catch (err) {
     if (err instanceof CgroupLimitError) throw new JobSpecError(`invalid limits: ${err.message}`, { cause: err })
     throw err
   }
-  checkPath(spec.cwd, 'cwd')
-  const info = await stat(spec.cwd).catch(() => undefined)
-  check(info?.isDirectory() === true, `cwd ${spec.cwd} is not an existing directory`)
 }
 
 export function validateRestoreSpec (spec: RestoreSpec): void {
@@ -64,12 +69,7 @@ export function validateRestoreSpec (spec: RestoreSpec): void {
   checkArgv(spec.command, 'command')
   checkPath(spec.pidFile, 'pidFile')
   check(typeof spec.stdin === 'boolean', 'stdin must be a boolean')
-  try {
-    checkLimits(spec.limits ?? {})
-  } catch (err) {
-    if (err instanceof CgroupLimitError) throw new JobSpecError(`invalid limits: ${err.message}`, { cause: err })
-    throw err
-  }
+  checkSpecLimits(spec.limits ?? {})
 }
 
 function encode (records: ReadonlyArray<readonly [string, string | number]>): Buffer {
