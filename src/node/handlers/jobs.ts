@@ -20,10 +20,10 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
     const job = await jobs.run({ argv: p.argv, env: p.env, cwd: p.cwd, limits, stdin: p.stdin, node: p.node }, owner, ctx.signal)
     await ctx.emit({ kind: 'started', vpid: job.vpid, node: job.node })
     if (p.detach) return toRunResult(job)
-    const forwarding = forwardInputs(jobs, job, ctx.caller.uid, ctx.inputs)
+    // Runs until the client stops sending; it never throws, so nothing needs to await it.
+    void forwardInputs(jobs, job, ctx.caller.uid, ctx.inputs)
     await jobs.output(job.vpid, true, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal)
     const final = await jobs.wait(job.vpid, ctx.signal)
-    void forwarding
     return toRunResult(final)
   })
   control.handle('ps', async (p, ctx) => await jobs.ps(p, ctx.signal))
