@@ -159,7 +159,15 @@ export const jobInfoSchema = z.object({
   stdin: z.boolean(),
   /** CPU use since the previous sample, in % of one core. */
   cpuPercent: nonNegative,
-  rssBytes: nonNegative
+  rssBytes: nonNegative,
+  /** How its last migration ended. */
+  migration: z.object({
+    from: z.string(),
+    to: z.string(),
+    outcome: z.enum(['moved', 'rolled-back', 'lost']),
+    atMs: nonNegative,
+    detail: z.string().optional()
+  }).optional()
 })
 
 export const runParamsSchema = z.object({

@@ -36,6 +36,6 @@ export function restoreCommand (o: RestoreCommandOptions): string[] {
   return [
     'sh', '-c', script, 'ssi-restore', ...o.stdio.map((f) => f.newPath),
     o.criuPath, 'restore', '-d', '-D', o.imagesDir, '--pidfile', o.pidFile, '-o', o.logFile, `-v${o.logLevel ?? 4}`,
-    '--root', '/', '--ext-mount-map', 'auto', '--manage-cgroups=ignore', ...inherit
+    '--root', '/', '--ext-mount-map', 'auto', '--enable-external-masters', '--manage-cgroups=ignore', ...inherit
   ]
 }

@@ -20,6 +20,9 @@ const NEXT: Readonly<Record<MigrationPhase, readonly MigrationPhase[]>> = {
   lost: []
 }
 
+/** Phases whose work must not start unless the listener took them (e.g. journalled them). */
+const FORWARD: ReadonlySet<MigrationPhase> = new Set(['preparing', 'dumping', 'transferring', 'restoring'])
+
 export class MigrationError extends Error {
   static override name = 'MigrationError'
   override name = 'MigrationError'
@@ -85,23 +88,39 @@ export interface MigrateRequest {
   readonly target: string
   readonly asUid: number
   readonly signal?: AbortSignal
-  /** Phase changes, e.g. for logs. */
-  readonly onPhase?: (phase: MigrationPhase) => void
+  /**
+   * Phase changes, e.g. for logs, or to journal the migration so that a restarted daemon can finish
+   * it: awaited before the phase's work starts. From 'transferring' on, `detail` holds the images
+   * dir and what the dump returned (all a local restore needs).
+   */
+  readonly onPhase?: (phase: MigrationPhase, detail: PhaseDetail<unknown>) => void | Promise<void>
+}
+
+export interface PhaseDetail<D> {
+  readonly imagesDir?: string
+  readonly dumped?: D
 }
 
 class Phases {
   phase: MigrationPhase = 'checking'
+  detail: PhaseDetail<unknown> = {}
   private mark = Date.now()
-  constructor (private readonly onPhase?: (phase: MigrationPhase) => void) {}
+  constructor (private readonly onPhase?: MigrateRequest['onPhase']) {}
 
-  /** Moves on; returns the ms spent in the phase left. */
-  to (next: MigrationPhase): number {
+  /** Moves on (after the listener has seen it); returns the ms spent in the phase left. */
+  async to (next: MigrationPhase, detail?: PhaseDetail<unknown>): Promise<number> {
     if (!NEXT[this.phase].includes(next)) throw new Error(`migration cannot go from ${this.phase} to ${next}`)
     const now = Date.now()
     const spent = now - this.mark
     this.phase = next
     this.mark = now
-    this.onPhase?.(next)
+    if (detail !== undefined) this.detail = detail
+    try {
+      await this.onPhase?.(next, this.detail)
+    } catch (err) {
+      // Only a step forward waits on the listener (e.g. a journal write): an outcome is final anyway.
+      if (FORWARD.has(next)) throw err
+    }
     return spent
   }
 }
@@ -114,14 +133,14 @@ export async function migrate<P, D> (source: MigrationSource<P, D>, target: Migr
   try {
     const reasons = await source.check(hostPid)
     if (reasons.length > 0) throw new NotMigratableError(`job ${vpid} cannot migrate: ${reasons.slice(0, 5).join('; ')}`)
-    const checkMs = phases.to('preparing')
+    const checkMs = await phases.to('preparing')
     await target.prepare(req.target, vpid, payload, signal)
-    phases.to('dumping')
+    await phases.to('dumping')
     return await afterPrepare(source, target, req, phases, checkMs, signal)
   } catch (err) {
     if (phases.phase === 'checking' || phases.phase === 'preparing') {
       await target.cancel(req.target, vpid).catch(() => {})
-      phases.to('rolled-back')
+      await phases.to('rolled-back')
       await source.resume(vpid, (err as Error).message)
       throw err
     }
@@ -139,31 +158,33 @@ async function afterPrepare<P, D> (source: MigrationSource<P, D>, target: Migrat
   } catch (err) {
     // A failed dump leaves the tree running (CRIU resumes it), or it ended on its own meanwhile.
     await target.cancel(req.target, vpid).catch(() => {})
-    phases.to('rolling-back')
-    phases.to('rolled-back')
+    await phases.to('rolling-back')
+    await phases.to('rolled-back')
     await source.resume(vpid, (err as Error).message)
     throw new MigrationError(`dump of job ${vpid} failed: ${(err as Error).message}`, 'dumping', true, { cause: err })
   }
   try {
     await source.stageOutput(vpid, imagesDir)
-    const dumpMs = phases.to('transferring')
+    const dumpMs = await phases.to('transferring', { imagesDir, dumped })
     const { bytes } = await target.send(req.target, imagesDir, signal)
-    const transferMs = phases.to('restoring')
+    const transferMs = await phases.to('restoring')
     await target.restore(req.target, vpid, dumped, signal)
     const downtimeMs = Date.now() - downStart
-    const restoreMs = phases.to('moved')
+    // The job runs on the target from here: nothing may roll it back any more.
+    const restoreMs = await phases.to('moved')
     await source.commit(vpid, req.target, imagesDir)
     return { vpid, target: req.target, checkMs, dumpMs, transferMs, restoreMs, downtimeMs, bytes }
   } catch (err) {
+    if (phases.phase === 'moved') throw err
     const failedIn = phases.phase
     await target.cancel(req.target, vpid).catch(() => {})
-    phases.to('rolling-back')
+    await phases.to('rolling-back')
     const why = `${failedIn} failed: ${(err as Error).message}`
     try {
       await source.rollback(vpid, imagesDir, dumped, why)
-      phases.to('rolled-back')
+      await phases.to('rolled-back')
     } catch (rbErr) {
-      phases.to('lost')
+      if (phases.phase === 'rolling-back') await phases.to('lost')
       await source.lose(vpid, `${why}; rollback failed too: ${(rbErr as Error).message}`).catch(() => {})
       throw new MigrationError(`migration of job ${vpid} ${why}; restoring it here failed too: ${(rbErr as Error).message}`, failedIn, false, { cause: err })
     }

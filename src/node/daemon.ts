@@ -115,13 +115,14 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       logger: logger.child({ component: 'bulk' })
     })
     const migration = new MigrationService({
-      selfName: node.name, local: localJobs, runtime, rpc, bulk, dir: join(node.stateDir, 'migrations'), logger: logger.child({ component: 'migration' })
+      selfName: node.name, local: localJobs, runtime, rpc, bulk, dir: join(node.stateDir, 'migrations'), logger: logger.child({ component: 'migration' }), store
     })
     await migration.start()
-    await localJobs.recover()
+    await localJobs.recover(vpid => migration.isJournalled(vpid))
     await rpc.start()
     membership.start()
     cleanups.push(async () => { membership.stop() })
+    void migration.recover(shutdown.signal) // settles migrations a killed daemon left half-done
     const gc = setInterval(() => { void localJobs.collectGarbage() }, 60_000)
     cleanups.push(async () => { clearInterval(gc) })
     const control = new ControlServer({ socketPath: node.controlSocket, logger: logger.child({ component: 'control' }) })

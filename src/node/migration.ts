@@ -5,16 +5,21 @@
  * matched to the prepared migration by the sending node).
  */
 import { parseParams } from '../protocol/peer.js'
-import { copyFile, mkdir, rename, rm, unlink } from 'node:fs/promises'
-import { join } from 'node:path'
+import { copyFile, mkdir, readdir, rename, rm, unlink } from 'node:fs/promises'
+import { basename, join } from 'node:path'
 import { readDumpStats } from '../migration/dump-stats.js'
 import type { DumpStats } from '../migration/dump-stats.js'
 import { findUnmigratable } from '../migration/precheck.js'
+import { MigrationJournal } from '../migration/journal.js'
 import { migrate } from '../migration/stop-and-copy.js'
+import { migrationTestHooks } from './migration-hooks.js'
+import { recoverMigrations } from './migration-recovery.js'
 import { IMAGES_PROTOCOL, receiveImageDir, sendImageDir } from '../migration/transfer.js'
 import { migratePrepareSchema, migrateRestoreSchema, migrateStartSchema, migrateVpidSchema } from '../protocol/migrate.js'
 import { JobStateError } from '../ssi/jobs/errors.js'
-import type { MigrationSource, MigrationTarget } from '../migration/stop-and-copy.js'
+import type { JournalStore, TargetHolds } from '../migration/journal.js'
+import type { MigrationPhase, MigrationSource, MigrationTarget, PhaseDetail } from '../migration/stop-and-copy.js'
+import type { MigrationTestHooks } from './migration-hooks.js'
 import type { BulkTransport } from '../migration/ports.js'
 import type { MigratePrepareParams, MigrationSummary } from '../protocol/migrate.js'
 import type { LocalJobs } from '../ssi/jobs/local.js'
@@ -38,6 +43,12 @@ export interface MigrationServiceInit {
   readonly restoreTimeoutMs?: number
   /** A target drops a prepared migration whose source went quiet after this many ms (default 600 000). */
   readonly incomingTtlMs?: number
+  /** Where outgoing migrations are journalled (the node's state store). */
+  readonly store: JournalStore
+  /** How long a restarted source asks an unreachable target about a migration before restoring the job itself, ms (default 60 000). */
+  readonly settleTimeoutMs?: number
+  /** Fault injection for tests (default: from the environment, off unless asked for). */
+  readonly hooks?: MigrationTestHooks
 }
 
 const STAGED = { stdout: 'ssi.stdout', stderr: 'ssi.stderr' } as const
@@ -48,19 +59,53 @@ interface Incoming {
   readonly dir: string
   readonly expiry: NodeJS.Timeout
   received?: Promise<void>
+  restoring?: boolean
 }
 
 interface Outgoing { readonly job: RuntimeJob, readonly record: JobRecord }
+
+/** Outcomes known to the job's record: the journal entry goes. ('moved' stays until the commit is done.) */
+const SETTLED: ReadonlySet<MigrationPhase> = new Set(['rolled-back', 'lost'])
 
 export class MigrationService {
   private readonly incoming = new Map<number, Incoming>()
   private readonly outgoing = new Map<number, Outgoing>()
   private readonly dumpStats = new Map<number, DumpStats>()
+  readonly journal: MigrationJournal<DumpedFile[]>
+  private readonly hooks: MigrationTestHooks
+  private journalled = new Set<number>()
 
-  constructor (private readonly init: MigrationServiceInit) {}
+  constructor (private readonly init: MigrationServiceInit) {
+    this.journal = new MigrationJournal(init.store)
+    this.hooks = init.hooks ?? migrationTestHooks()
+  }
+
+  /** Whether vpid has a journalled migration this daemon must settle (known after `start`). */
+  isJournalled (vpid: number): boolean { return this.journalled.has(vpid) }
+
+  /**
+   * Settles the migrations an earlier daemon left unfinished (after `LocalJobs.recover` and once
+   * peers can be called); resolves when all are settled. Never rejects.
+   */
+  async recover (signal: AbortSignal): Promise<void> {
+    await recoverMigrations({
+      entries: await this.journal.list(), journal: this.journal, local: this.init.local, runtime: this.init.runtime,
+      rpc: this.init.rpc, logger: this.init.logger, settleTimeoutMs: this.init.settleTimeoutMs ?? 60_000, signal,
+      cancelTarget: async (target, vpid) => { await this.target().cancel(target, vpid) },
+      restoreHere: async (vpid, dir, stdio, job) => await this.restoreFromImages(vpid, dir, stdio, job)
+    })
+  }
 
   async start (): Promise<void> {
     const { rpc } = this.init
+    // Nothing incoming survives a restart (the source rolls back); outgoing images stay if journalled.
+    await rm(join(this.init.dir, 'in'), { recursive: true, force: true })
+    const entries = await this.journal.list()
+    this.journalled = new Set(entries.map(e => e.vpid))
+    for (const name of await readdir(join(this.init.dir, 'out')).catch(() => [] as string[])) {
+      if (!this.journalled.has(Number(name))) await rm(join(this.init.dir, 'out', name), { recursive: true, force: true })
+    }
+    rpc.handle('migrate.status', async (p, ctx) => ({ holds: this.holds(parseParams(migrateVpidSchema, p).vpid, ctx.fromNode) }))
     rpc.handle('migrate.start', async (p, ctx) => {
       const { vpid, target, asUid } = parseParams(migrateStartSchema, p)
       return await this.migrateOut(vpid, target, asUid, ctx.signal)
@@ -73,21 +118,48 @@ export class MigrationService {
     })
     rpc.handle('migrate.cancel', async (p, ctx) => { await this.cancelIn(parseParams(migrateVpidSchema, p).vpid, ctx.fromNode); return {} })
     await this.init.bulk.handle(IMAGES_PROTOCOL, async (channel, fromNode, signal) => {
-      const inc = [...this.incoming.values()].find(i => i.from === fromNode && i.received === undefined)
-      if (inc === undefined) throw new Error(`no migration from ${fromNode} was prepared`)
-      inc.received = receiveImageDir(channel, inc.dir, { maxTotalBytes: this.init.maxImageBytes ?? 64 * 2 ** 30, signal })
-        .then(() => {})
-      inc.received.catch(() => {})
-      await inc.received
+      const received: Promise<void> = receiveImageDir(channel, label => {
+        const inc = this.awaitingImages(fromNode, label)
+        inc.received = received
+        return inc.dir
+      }, { maxTotalBytes: this.init.maxImageBytes ?? 64 * 2 ** 30, signal }).then(() => {})
+      received.catch(() => {})
+      await received
     })
+  }
+
+  /** The prepared migration from `from` that images labelled `label` (a vpid) are for. */
+  private awaitingImages (from: string, label: string | undefined): Incoming {
+    const waiting = [...this.incoming.values()].filter(i => i.from === from && i.received === undefined)
+    const inc = label === undefined ? (waiting.length === 1 ? waiting[0] : undefined) : waiting.find(i => String(i.prepared.vpid) === label)
+    if (inc === undefined) throw new JobStateError(`no migration of job ${label ?? '?'} from ${from} awaits images on ${this.init.selfName}`)
+    return inc
+  }
+
+  /** What this node holds of vpid, for a source settling an interrupted migration. */
+  private holds (vpid: number, from: string): TargetHolds {
+    const inc = this.incoming.get(vpid)
+    if (inc !== undefined && inc.from === from) return inc.restoring === true ? 'restoring' : 'incoming'
+    const { local } = this.init
+    // Ended there after it moved still counts as "it moved": it must not run again here.
+    return local.has(vpid) && local.get(vpid).state !== 'moved' ? 'running' : 'absent'
   }
 
   /** Runs the migration of a job of this node to `target`. */
   async migrateOut (vpid: number, target: string, asUid: number, signal?: AbortSignal): Promise<MigrationSummary> {
     if (target === this.init.selfName) throw new JobStateError(`job ${vpid} already runs on ${target}`)
     const log = this.init.logger.child({ vpid, target })
+    const startedMs = Date.now()
+    const onPhase = async (phase: MigrationPhase, detail: PhaseDetail<unknown>): Promise<void> => {
+      log.info({ phase }, 'migration')
+      if (SETTLED.has(phase)) { await this.journal.del(vpid); return }
+      await this.hooks.run(`source-${phase}`, vpid, target)
+      const { imagesDir, dumped } = detail as PhaseDetail<DumpedFile[]>
+      await this.journal.put({ vpid, target, phase, startedMs, updatedMs: Date.now(), imagesDir, dumped })
+    }
     try {
-      const result = await migrate(this.source(), this.target(), { vpid, target, asUid, signal, onPhase: phase => { log.info({ phase }, 'migration') } })
+      const result = await migrate(this.source(target), this.target(), { vpid, target, asUid, signal, onPhase })
+      await this.journal.del(vpid)
       const stats = this.dumpStats.get(vpid)
       const ms = (us: number | undefined): number | undefined => (us === undefined ? undefined : Math.round(us / 100) / 10)
       return { ...result, from: this.init.selfName, freezeMs: ms(stats?.freezingUs), frozenMs: ms(stats?.frozenUs) }
@@ -96,7 +168,7 @@ export class MigrationService {
     }
   }
 
-  private source (): MigrationSource<MigratePrepareParams, DumpedFile[]> {
+  private source (target: string): MigrationSource<MigratePrepareParams, DumpedFile[]> {
     const { local, runtime } = this.init
     return {
       begin: async (vpid, asUid) => {
@@ -125,29 +197,34 @@ export class MigrationService {
         await copyFile(paths.stdout, join(dir, STAGED.stdout))
         await copyFile(paths.stderr, join(dir, STAGED.stderr))
       },
-      commit: async (vpid, target, dir) => {
+      commit: async (vpid, to, dir) => {
         this.outgoing.delete(vpid)
-        await local.markMoved(vpid, target)
+        await local.markMoved(vpid, to)
         await rm(dir, { recursive: true, force: true })
       },
       resume: async (vpid, error) => {
         this.outgoing.delete(vpid)
-        await local.resumeAfterMigration(vpid, undefined, error)
+        await local.resumeAfterMigration(vpid, undefined, error, target)
       },
       rollback: async (vpid, dir, stdio, error) => {
-        const { job, record } = this.out(vpid)
-        await runtime.release(job).catch(() => {})
-        for (const f of Object.values(STAGED)) await unlink(join(dir, f)).catch(() => {})
-        const restored = await runtime.restore({ vpid, imagesDir: dir, limits: record.limits, stdio })
+        const restored = await this.restoreFromImages(vpid, dir, stdio, this.out(vpid).job)
         this.outgoing.delete(vpid)
-        await local.resumeAfterMigration(vpid, restored, error)
+        await local.resumeAfterMigration(vpid, restored, error, target)
         await rm(dir, { recursive: true, force: true })
       },
       lose: async (vpid, error) => {
         this.outgoing.delete(vpid)
-        await local.loseAfterMigration(vpid, error)
+        await local.loseAfterMigration(vpid, error, target)
       }
     }
+  }
+
+  /** Restores a job dumped here from its images in `dir` (its old tree's cgroup freed first). */
+  private async restoreFromImages (vpid: number, dir: string, stdio: DumpedFile[], old: RuntimeJob | undefined): Promise<RuntimeJob> {
+    const { runtime, local } = this.init
+    if (old !== undefined) await runtime.release(old).catch(() => {})
+    for (const f of Object.values(STAGED)) await unlink(join(dir, f)).catch(() => {})
+    return await runtime.restore({ vpid, imagesDir: dir, limits: local.get(vpid).limits, stdio })
   }
 
   private out (vpid: number): Outgoing {
@@ -161,9 +238,9 @@ export class MigrationService {
     return {
       prepare: async (target, _vpid, payload, signal) => { await rpc.call(target, 'migrate.prepare', payload, { signal, timeoutMs: 10_000 }) },
       send: async (target, dir, signal) => {
-        const channel = await bulk.open(target, IMAGES_PROTOCOL, signal)
+        const channel = this.hooks.wrapImages(await bulk.open(target, IMAGES_PROTOCOL, signal))
         try {
-          return { bytes: (await sendImageDir(channel, dir, { signal })).bytes }
+          return { bytes: (await sendImageDir(channel, dir, { signal, label: basename(dir) })).bytes }
         } catch (err) {
           channel.abort(err instanceof Error ? err : new Error(String(err)))
           throw err
@@ -180,7 +257,6 @@ export class MigrationService {
 
   private async prepareIn (p: MigratePrepareParams, from: string): Promise<void> {
     if (this.incoming.has(p.vpid)) throw new JobStateError(`job ${p.vpid} is already migrating to ${this.init.selfName}`)
-    if ([...this.incoming.values()].some(i => i.from === from)) throw new JobStateError(`${this.init.selfName} already receives a migration from ${from}`)
     if (!this.init.local.canReceive(p.vpid)) throw new JobStateError(`job ${p.vpid} already runs on ${this.init.selfName}`)
     const dir = join(this.init.dir, 'in', String(p.vpid))
     await rm(dir, { recursive: true, force: true })
@@ -209,11 +285,16 @@ export class MigrationService {
     await rename(join(inc.dir, STAGED.stdout), paths.stdout)
     await rename(join(inc.dir, STAGED.stderr), paths.stderr)
     const { prepared } = inc
+    inc.restoring = true
     // On failure the job dir stays (its shim.log and restore.log say why) until this vpid comes again.
-    const job = await runtime.restore({ vpid, imagesDir: inc.dir, limits: prepared.job.limits, stdio }, signal)
+    const job = await runtime.restore({ vpid, imagesDir: inc.dir, limits: prepared.job.limits, stdio }, signal).catch((err: unknown) => {
+      inc.restoring = false
+      throw err
+    })
     clearTimeout(inc.expiry)
     this.incoming.delete(vpid)
-    const record: JobRecord = { ...prepared.job, node: this.init.selfName, state: 'running', stdin: false }
+    const migration = { from, to: this.init.selfName, outcome: 'moved' as const, atMs: Date.now() }
+    const record: JobRecord = { ...prepared.job, node: this.init.selfName, state: 'running', stdin: false, migration }
     await local.adoptMigrated(record, job)
     await rm(inc.dir, { recursive: true, force: true })
   }

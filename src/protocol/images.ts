@@ -60,7 +60,9 @@ export const imageHeaderSchema = z.object({
   checksum: checksumSchema,
   files: z.array(imageFileSchema).max(MAX_WIRE_FILES),
   /** Sum of the files' sizes: the uncompressed DATA length. */
-  totalBytes: size
+  totalBytes: size,
+  /** What the images are, for a receiver expecting several at once (a migration: its vpid). */
+  label: z.string().max(256).optional()
 }).strict()
 export type ImageHeader = z.infer<typeof imageHeaderSchema>
 

@@ -42,9 +42,15 @@ export function renderJob (job: JobInfo, nowMs: number): string[] {
     ['rss', formatBytes(job.rssBytes)],
     ['stdin', job.stdin ? 'forwarded' : 'none'],
     ['host pid', job.hostPid === undefined ? undefined : String(job.hostPid)],
-    ['job dir', job.jobDir]
+    ['job dir', job.jobDir],
+    ['migration', job.migration === undefined ? undefined : formatMigration(job.migration, nowMs)]
   ]
   return formatKeyValues(pairs.filter((pair): pair is [string, string] => pair[1] !== undefined))
+}
+
+/** "n1 -> n2 moved 3s ago" plus why, e.g. "n1 -> n2 rolled-back 1m ago: transferring failed: ...". */
+function formatMigration (m: NonNullable<JobInfo['migration']>, nowMs: number): string {
+  return `${m.from} -> ${m.to} ${m.outcome} ${formatTime(m.atMs, nowMs)}${m.detail === undefined ? '' : `: ${m.detail}`}`
 }
 
 function formatLimits (limits: JobInfo['limits']): string {

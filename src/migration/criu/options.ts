@@ -27,6 +27,12 @@ export interface ImageOptions extends RequestOptions {
   /** External resources (`--external`), e.g. 'mnt[]' to treat every mount as external. */
   readonly external?: readonly string[]
   /**
+   * Mounts that are slaves of a peer group outside the dumped tree's namespaces are allowed
+   * (`--enable-external-masters`): a job's rslave mount namespace on a host whose mounts are
+   * shared (systemd's default, or Docker's /var/lib/docker) has such mounts.
+   */
+  readonly extMasters?: boolean
+  /**
    * cgroup handling: true = CRIU's 'soft' mode, false = 'ignore', or a mode name
    * ('IGNORE' | 'CG_NONE' | 'PROPS' | 'SOFT' | 'FULL' | 'STRICT' | 'DEFAULT'). Default: CRIU's (soft).
    */
@@ -130,6 +136,7 @@ function commonOpts (o: ImageOptions, p: Plumbing): WireOpts {
     ext_unix_sk: o.extUnixSk,
     file_locks: o.fileLocks,
     external: o.external === undefined ? undefined : [...o.external],
+    ext_masters: o.extMasters,
     ...cgroupOpts(o.manageCgroups)
   }
 }

@@ -158,6 +158,8 @@ export interface WireOpts {
   rst_sibling?: boolean
   inherit_fd?: InheritFdEntry[]
   auto_ext_mnt?: boolean
+  ext_sharing?: boolean
+  ext_masters?: boolean
   manage_cgroups_mode?: number
   ghost_limit?: number
   external?: string[]

@@ -45,18 +45,23 @@ const REFUSE_GRACE_MS = 5000
 
 type Frames = AsyncIterator<ParsedFrame>
 
+/** Where to write images: a dir, or a function of the header's label (may throw to refuse them). */
+export type ImageDestination = string | ((label: string | undefined) => string)
+
 /**
  * Receives one image directory into `destDir` (created if missing; files must not exist there).
  * Resolves after every file's size and sha256 matched and the sender was told so. On failure,
  * removes every file it created (and destDir if it created it), tells the sender why, and rejects
  * with ImageTransferError / ImageIntegrityError naming the file and the reason.
  */
-export async function receiveImageDir (channel: ByteChannel, destDir: string, opts: ReceiveOptions): Promise<ReceiveSummary> {
+export async function receiveImageDir (channel: ByteChannel, dest: ImageDestination, opts: ReceiveOptions): Promise<ReceiveSummary> {
   const frames = readFrames(channel, opts.signal)
   let writer: ImageDirWriter | undefined
   let createdDir: string | undefined
+  let destDir = typeof dest === 'string' ? dest : undefined
   try {
     const header = checkHeader(await firstFrame(frames), opts)
+    destDir ??= (dest as (label: string | undefined) => string)(header.label)
     createdDir = await prepareDir(destDir, header, opts.checkFreeSpace ?? true)
     writer = new ImageDirWriter(destDir, header.files)
     const meter = new ProgressMeter(header.totalBytes, header.files.length, opts.onProgress, opts.progressIntervalMs)

@@ -27,6 +27,8 @@ export interface SendOptions {
   readonly logger?: TransferLogger
   /** DATA payload size in bytes (default 1 MiB). */
   readonly chunkBytes?: number
+  /** Names the images for the receiver (the header's `label`), e.g. when it expects several at once. */
+  readonly label?: string
 }
 
 /** What a finished transfer moved. */
@@ -56,7 +58,8 @@ export async function sendImageDir (channel: ByteChannel, dir: string, opts: Sen
     throw asTransferError(err, opts.signal, 'io', `listing ${dir}`)
   })
   const header: ImageHeader = {
-    v: IMAGES_WIRE_VERSION, compression, checksum: 'sha256', files, totalBytes: files.reduce((a, f) => a + f.size, 0)
+    v: IMAGES_WIRE_VERSION, compression, checksum: 'sha256', files, totalBytes: files.reduce((a, f) => a + f.size, 0),
+    ...(opts.label === undefined ? {} : { label: opts.label })
   }
   const stop = new AbortController()
   const signal = opts.signal === undefined ? stop.signal : AbortSignal.any([opts.signal, stop.signal])

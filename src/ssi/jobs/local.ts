@@ -5,7 +5,7 @@
  */
 import { JobPermissionError, JobStateError, VpidNotFoundError } from './errors.js'
 import { TERMINAL_STATES, jobKey, stateForExit, transition } from './record.js'
-import type { ExitInfo, JobRecord } from './record.js'
+import type { ExitInfo, JobRecord, MigrationNote } from './record.js'
 import type { JobRuntime, RuntimeJob } from './runtime.js'
 import type { JobStartParams } from '../../protocol/jobs.js'
 
@@ -36,6 +36,8 @@ interface Entry {
   runtime?: RuntimeJob
   ended: Promise<JobRecord>
   resolveEnded: (r: JobRecord) => void
+  /** Set by `recover` for a migration left to the migration service: whether its tree still runs. */
+  treeAlive?: boolean
 }
 
 export interface JobSnapshot extends JobRecord {
@@ -50,12 +52,20 @@ export class LocalJobs {
 
   constructor (private readonly init: LocalJobsInit) {}
 
-  /** Loads records and re-adopts jobs left running by an earlier daemon. */
-  async recover (): Promise<void> {
+  /**
+   * Loads records and re-adopts jobs left running by an earlier daemon. Jobs 'migrating' for which
+   * `journalled` is true are left so, for the migration service to settle (see `recovered`).
+   */
+  async recover (journalled: (vpid: number) => boolean = () => false): Promise<void> {
     for (const { value } of await this.init.store.list<JobRecord>('job/')) {
       const entry = this.track(value)
       if (TERMINAL_STATES.has(value.state)) { entry.resolveEnded(value); continue }
       const found = await this.init.runtime.adopt(value.vpid)
+      if (value.state === 'migrating' && journalled(value.vpid)) {
+        entry.runtime = found?.job
+        entry.treeAlive = found !== undefined && found.exit === undefined
+        continue
+      }
       if (found === undefined) {
         await this.update(entry, transition(value, value.state === 'starting' ? 'failed' : 'lost', { endedMs: Date.now(), error: 'nothing of the job was left when the daemon restarted' }))
         continue
@@ -186,27 +196,38 @@ export class LocalJobs {
     return { record: e.record, runtime: e.runtime }
   }
 
+  /** A 'migrating' job left by `recover`: its runtime handle if any, and whether its tree runs. */
+  recovered (vpid: number): { record: JobRecord, runtime?: RuntimeJob, treeAlive: boolean } | undefined {
+    const e = this.jobs.get(vpid)
+    if (e === undefined || e.record.state !== 'migrating') return undefined
+    return { record: e.record, runtime: e.runtime, treeAlive: e.treeAlive ?? false }
+  }
+
   /** The migration finished: the job runs on `node` now. Frees what is left of it here. */
-  async markMoved (vpid: number, node: string): Promise<JobRecord> {
+  async markMoved (vpid: number, node: string, detail?: string): Promise<JobRecord> {
     const e = this.entry(vpid)
-    await this.update(e, transition(e.record, 'moved', { node, endedMs: Date.now() }))
+    const migration: MigrationNote = { from: this.init.node, to: node, outcome: 'moved', atMs: Date.now(), detail }
+    await this.update(e, transition(e.record, 'moved', { node, endedMs: Date.now(), migration }))
     if (e.runtime !== undefined) await this.init.runtime.release(e.runtime).catch(() => {})
     return e.record
   }
 
   /** The migration failed and the job runs here again (restored from its images, or never dumped). */
-  async resumeAfterMigration (vpid: number, runtime: RuntimeJob | undefined, error: string): Promise<void> {
+  async resumeAfterMigration (vpid: number, runtime: RuntimeJob | undefined, error: string, target?: string): Promise<void> {
     const e = this.entry(vpid)
     this.init.logger.warn({ vpid, err: error }, 'migration rolled back')
     if (runtime !== undefined) e.runtime = runtime
-    await this.update(e, transition(e.record, 'running', { hostPid: e.runtime?.hostPid }))
+    e.treeAlive = undefined
+    const migration: MigrationNote | undefined = target === undefined ? e.record.migration : { from: this.init.node, to: target, outcome: 'rolled-back', atMs: Date.now(), detail: error }
+    await this.update(e, transition(e.record, 'running', { hostPid: e.runtime?.hostPid, migration }))
     if (runtime !== undefined) this.watch(e)
   }
 
   /** The migration failed and even the rollback did: the job is lost. */
-  async loseAfterMigration (vpid: number, error: string): Promise<void> {
+  async loseAfterMigration (vpid: number, error: string, target?: string): Promise<void> {
     const e = this.entry(vpid)
-    await this.update(e, transition(e.record, 'lost', { endedMs: Date.now(), error }))
+    const migration: MigrationNote | undefined = target === undefined ? undefined : { from: this.init.node, to: target, outcome: 'lost', atMs: Date.now(), detail: error }
+    await this.update(e, transition(e.record, 'lost', { endedMs: Date.now(), error, migration }))
   }
 
   /** Whether vpid may be restored here: unknown, or it moved away earlier. */

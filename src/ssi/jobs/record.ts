@@ -76,6 +76,19 @@ export interface JobRecord {
   readonly hostPid?: number
   readonly jobDir?: string
   readonly stdin: boolean
+  /** How its last migration ended (on the node that ran it last). */
+  readonly migration?: MigrationNote
+}
+
+/** The outcome of a job's last migration, for `ssi inspect`. */
+export interface MigrationNote {
+  readonly from: string
+  readonly to: string
+  /** 'moved': it runs on `to`; 'rolled-back': it runs on `from` again; 'lost': neither. */
+  readonly outcome: 'moved' | 'rolled-back' | 'lost'
+  readonly atMs: number
+  /** Why it did not move, or what a restarted daemon found and did. */
+  readonly detail?: string
 }
 
 export function transition (job: JobRecord, to: JobState, patch: Partial<JobRecord> = {}): JobRecord {

@@ -130,7 +130,7 @@ class HostJobRuntime implements JobRuntime {
     const p = this.paths(job.vpid)
     const files = await findExternalFiles(job.hostPid, { stdout: p.stdout, stderr: p.stderr })
     const stdio = files.map(f => ({ key: f.key, stream: f.name as DumpedFile['stream'] }))
-    await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', signal })
+    await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], extMasters: true, manageCgroups: 'IGNORE', signal })
     return stdio
   }
 

@@ -1,0 +1,50 @@
+/**
+ * Fault injection for migration tests, off unless the daemon's environment asks for it:
+ * - SSI_TEST_MIGRATION_HOOK=<executable>: run as `<hook> source-<phase> <vpid> <target>` before
+ *   each phase of an outgoing migration, and awaited; a non-zero exit fails that step. Tests use it
+ *   to kill a daemon at an exact point of a migration (the hook's parent is the daemon).
+ * - SSI_TEST_FAULTS=corrupt-images: the source flips one byte of image data on the wire (after
+ *   hashing it), as a faulty link or NIC would.
+ */
+import { execFile } from 'node:child_process'
+import type { ByteChannel } from '../migration/ports.js'
+
+export interface MigrationTestHooks {
+  /** Runs the hook (if any) for `point`; rejects if it fails. */
+  run(point: string, vpid: number, target: string): Promise<void>
+  /** The channel to send images on: `channel`, or a corrupting wrapper of it. */
+  wrapImages(channel: ByteChannel): ByteChannel
+}
+
+export function migrationTestHooks (env: NodeJS.ProcessEnv = process.env): MigrationTestHooks {
+  const hook = env.SSI_TEST_MIGRATION_HOOK
+  const corrupt = (env.SSI_TEST_FAULTS ?? '').split(',').includes('corrupt-images')
+  return {
+    run: async (point, vpid, target) => {
+      if (hook === undefined || hook === '') return
+      await new Promise<void>((resolve, reject) => {
+        execFile(hook, [point, String(vpid), target], { timeout: 60_000 }, err => { if (err === null) resolve(); else reject(new Error(`test hook ${point} failed: ${err.message}`)) })
+      })
+    },
+    wrapImages: channel => corrupt ? corrupting(channel) : channel
+  }
+}
+
+/** Flips the last byte of the first large write (DATA payload, not a frame header). */
+function corrupting (channel: ByteChannel): ByteChannel {
+  let done = false
+  return {
+    write: async (chunk, signal) => {
+      if (!done && chunk.byteLength >= 4096) {
+        done = true
+        const copy = Uint8Array.from(chunk)
+        copy[copy.byteLength - 1] = (copy[copy.byteLength - 1] ?? 0) ^ 0xff
+        chunk = copy
+      }
+      await channel.write(chunk, signal)
+    },
+    closeWrite: async signal => { await channel.closeWrite(signal) },
+    read: signal => channel.read(signal),
+    abort: err => { channel.abort(err) }
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * A restarted source settles the migrations its predecessor left in its journal, so that each job
+ * ends up running on exactly one node (see recoveryPlan in src/migration/journal.ts):
+ * - tree still here: it never stopped (or CRIU resumed it); the target drops what it holds;
+ * - images sent or being sent: the target is asked what it holds. Running: the job moved. Absent or
+ *   merely received: the target drops it and the job is restored here from its images. Still
+ *   restoring: ask again. Unreachable: ask again until `settleTimeoutMs`, then restore here;
+ * - target confirmed before the restart: the job moved.
+ * The outcome lands in the job's record (`ssi inspect` shows it under "migration").
+ */
+import { rm } from 'node:fs/promises'
+import { recoveryPlan } from '../migration/journal.js'
+import type { JournalEntry, MigrationJournal, TargetHolds } from '../migration/journal.js'
+import type { LocalJobs } from '../ssi/jobs/local.js'
+import type { DumpedFile, JobRuntime, RuntimeJob } from '../ssi/jobs/runtime.js'
+import type { PeerRpc } from '../ssi/ports.js'
+import type { Logger } from './logger.js'
+
+export interface RecoveryInit {
+  readonly entries: Array<JournalEntry<DumpedFile[]>>
+  readonly journal: MigrationJournal<DumpedFile[]>
+  readonly local: LocalJobs
+  readonly runtime: JobRuntime
+  readonly rpc: PeerRpc
+  readonly logger: Logger
+  readonly settleTimeoutMs: number
+  readonly signal: AbortSignal
+  readonly cancelTarget: (target: string, vpid: number) => Promise<void>
+  readonly restoreHere: (vpid: number, dir: string, stdio: DumpedFile[], old: RuntimeJob | undefined) => Promise<RuntimeJob>
+}
+
+export async function recoverMigrations (init: RecoveryInit): Promise<void> {
+  await Promise.all(init.entries.map(async entry => {
+    const log = init.logger.child({ vpid: entry.vpid, target: entry.target, phase: entry.phase })
+    try {
+      await settle(init, entry)
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'could not settle an interrupted migration')
+    }
+  }))
+}
+
+const RETRY_MS = 500
+
+async function settle (init: RecoveryInit, entry: JournalEntry<DumpedFile[]>): Promise<void> {
+  const { local, journal } = init
+  const { vpid, target, phase } = entry
+  const job = local.recovered(vpid)
+  if (job === undefined) { await journal.del(vpid); return }
+  const why = `the daemon on ${local.get(vpid).node} restarted during the migration to ${target} (phase ${phase})`
+  const plan = recoveryPlan(entry, job.treeAlive)
+  init.logger.info({ vpid, target, phase, plan }, 'settling an interrupted migration')
+  if (plan === 'forget') {
+    await moved(init, entry, `${why}; ${target} had confirmed it runs there`)
+  } else if (plan === 'resume') {
+    await init.cancelTarget(target, vpid).catch(() => {})
+    await local.resumeAfterMigration(vpid, job.runtime, `${why}; the job had not been stopped: it runs here again`, target)
+  } else if (plan === 'lost') {
+    await init.cancelTarget(target, vpid).catch(() => {})
+    await local.loseAfterMigration(vpid, `${why}; its tree is gone and its images are incomplete`, target)
+  } else {
+    const holds = await askTarget(init, target, vpid)
+    if (holds === 'running') {
+      await moved(init, entry, `${why}; ${target} had restored it`)
+      return
+    }
+    await init.cancelTarget(target, vpid).catch(() => {})
+    const restored = await init.restoreHere(vpid, entry.imagesDir ?? '', entry.dumped ?? [], job.runtime)
+    const said = holds === undefined ? `${target} did not answer for ${init.settleTimeoutMs} ms` : `${target} did not run it (${holds})`
+    await local.resumeAfterMigration(vpid, restored, `${why}; ${said}: restored here from its images`, target)
+  }
+  await rm(entry.imagesDir ?? '/nonexistent', { recursive: true, force: true })
+  await journal.del(vpid)
+}
+
+async function moved (init: RecoveryInit, entry: JournalEntry<DumpedFile[]>, detail: string): Promise<void> {
+  await init.local.markMoved(entry.vpid, entry.target, detail)
+}
+
+/** What the target holds, once it is neither unreachable nor still restoring; undefined after the deadline. */
+async function askTarget (init: RecoveryInit, target: string, vpid: number): Promise<Exclude<TargetHolds, 'restoring'> | undefined> {
+  let deadline = Date.now() + init.settleTimeoutMs
+  for (;;) {
+    init.signal.throwIfAborted()
+    try {
+      const answer = await init.rpc.call(target, 'migrate.status', { vpid }, { signal: init.signal, timeoutMs: 5000 }) as { holds?: TargetHolds }
+      if (answer.holds === 'running' || answer.holds === 'absent' || answer.holds === 'incoming') return answer.holds
+      // Still restoring: its restore ends one way or the other, and then it answers for sure.
+      deadline = Date.now() + init.settleTimeoutMs
+    } catch (err) {
+      init.logger.debug({ vpid, target, err: (err as Error).message }, 'target not answering yet')
+    }
+    if (Date.now() > deadline) return undefined
+    await new Promise(resolve => setTimeout(resolve, RETRY_MS))
+  }
+}
