@@ -71,7 +71,7 @@ async function hop (job: JobHandle, id: string, dstRoot: string): Promise<JobHan
   mkdirSync(images)
   const files = await findExternalFiles(job.hostPid, { stdout: job.stdoutPath, stderr: job.stderrPath })
   expect(files.map((f) => f.name).sort()).toEqual(['stderr', 'stdout'])
-  await criu.dump({ pid: job.hostPid, imagesDir: images, external: ['mnt[]', ...files.map((f) => f.key)], manageCgroups: 'IGNORE' })
+  await criu.dump({ pid: job.hostPid, imagesDir: images, external: ['mnt[]', ...files.map((f) => f.key)], extMasters: true, manageCgroups: 'IGNORE' })
   expect((await spawner.waitExit(job)).signal).toBe(9) // what the source must not report as the job's exit
 
   const dstDir = join(dstRoot, id)
