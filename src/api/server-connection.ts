@@ -67,6 +67,9 @@ interface ActiveCall {
   done?: Promise<void>
 }
 
+/** Pause reason (never a call id) while the client does not read our replies. */
+const OUTPUT_CONGESTED = -1
+
 /** How long a refused or failed connection may linger (reading and discarding) before it is destroyed. */
 const LINGER_MS = 2000
 
@@ -87,12 +90,15 @@ export class ServerConnection {
   private readonly decoder: FrameDecoder
   private readonly calls = new Map<number, ActiveCall>()
   private readonly pausedBy = new Set<number>()
+  /** Replies waiting for the socket to drain. */
+  private waitingSends = 0
   private closing = false
   private drainWait: Promise<void> | undefined
 
   constructor (private readonly socket: Socket, readonly caller: Caller, private readonly core: ConnectionCore, onClosed: () => void) {
     this.decoder = new FrameDecoder(core.maxFrameBytes)
     socket.on('data', chunk => { this.onData(chunk as Buffer) })
+    socket.on('drain', () => { this.resumeIfDrained() })
     socket.on('error', err => { core.logger.debug({ err: err.message, pid: caller.pid }, 'control connection error') })
     socket.on('close', () => {
       this.abortAll(new CallCancelledError('the client disconnected'))
@@ -130,6 +136,9 @@ export class ServerConnection {
       return
     }
     for (const body of bodies) this.onFrame(body)
+    // A client that sends faster than it reads the replies: stop reading until they drain, so what
+    // the daemon holds for it stays bounded (the replies to one chunk) instead of growing forever.
+    if (this.socket.writableNeedDrain && !this.closing) this.pauseFor(OUTPUT_CONGESTED)
   }
 
   /** An unrecoverable framing error: say why, then close (we cannot find the next frame boundary). */
@@ -273,9 +282,22 @@ export class ServerConnection {
   /** Writes one message, first waiting while the socket is congested (or until `signal` aborts). */
   private async send (message: unknown, signal?: AbortSignal): Promise<void> {
     const frame = encodeFrame(message, this.core.maxResponseFrameBytes)
-    while (this.socket.writableNeedDrain && !this.socket.destroyed) await this.drained(signal)
+    if (this.socket.writableNeedDrain) {
+      this.waitingSends++
+      try {
+        while (this.socket.writableNeedDrain && !this.socket.destroyed) await this.drained(signal)
+      } finally {
+        this.waitingSends--
+      }
+    }
     if (this.socket.destroyed || this.socket.writableEnded) return
     this.socket.write(frame)
+    this.resumeIfDrained()
+  }
+
+  /** Reads again once every queued reply went out (see onData). */
+  private resumeIfDrained (): void {
+    if (this.waitingSends === 0 && !this.socket.writableNeedDrain) this.resumeFor(OUTPUT_CONGESTED)
   }
 
   private sendError (id: number, err: unknown): void {
