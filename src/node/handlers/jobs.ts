@@ -1,6 +1,6 @@
 /** Control-API handlers of the cluster process namespace: run, ps, kill, wait, logs, inspect. */
 import { ownerFromCredentials } from '../caller.js'
-import { exitStatusCode } from '../../ssi/jobs/record.js'
+import { exitStatusCode, TERMINAL_STATES } from '../../ssi/jobs/record.js'
 import { parseVpid } from '../../ssi/vpid.js'
 import type { ControlServer } from '../control-server.js'
 import type { ClusterJobs } from '../../ssi/jobs/cluster.js'
@@ -22,8 +22,9 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
     if (p.detach) return toRunResult(job)
     // Runs until the client stops sending; it never throws, so nothing needs to await it.
     void forwardInputs(jobs, job, ctx.caller.uid, ctx.inputs)
-    await jobs.output(job.vpid, true, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal)
-    const final = await jobs.wait(job.vpid, ctx.signal)
+    const last = await jobs.output(job.vpid, true, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal, job.node)
+    // The output's end normally brings the final record along; otherwise (lost, moved) wait for it.
+    const final = last !== undefined && isFinal(last) ? last : await jobs.wait(job.vpid, ctx.signal)
     return toRunResult(final)
   })
   control.handle('ps', async (p, ctx) => await jobs.ps(p, ctx.signal))
@@ -58,6 +59,11 @@ async function forwardInputs (jobs: ClusterJobs, job: JobRecord, uid: number, in
       if (input.stdin !== undefined || input.eof === true) await jobs.stdin(job.vpid, uid, input.stdin, input.eof === true, job.node)
     }
   } catch { /* the job ended or the client left: nothing more to forward */ }
+}
+
+/** Ended for good (not merely moved to another node). */
+function isFinal (job: JobRecord): boolean {
+  return TERMINAL_STATES.has(job.state) && job.state !== 'moved'
 }
 
 function toRunResult (job: JobRecord): RunResult {

@@ -133,13 +133,18 @@ export class ClusterJobs {
     }
   }
 
-  /** Streams the job's output (stdout and stderr, each in order); with `follow`, until it ends. */
-  async output (vpid: number, follow: boolean, onChunk: (e: OutputEvent) => Promise<void> | void, signal?: AbortSignal): Promise<void> {
+  /**
+   * Streams the job's output (stdout and stderr, each in order); with `follow`, until it ends.
+   * Resolves with the job's record as its node knew it when the output ended: with `follow`, its
+   * final record (unless it was lost meanwhile), so an attached caller needs no `wait` after it.
+   * `knownNode`: where the job runs, when the caller knows (saves asking its home node).
+   */
+  async output (vpid: number, follow: boolean, onChunk: (e: OutputEvent) => Promise<void> | void, signal?: AbortSignal, knownNode?: string): Promise<JobRecord | undefined> {
     // A migrated job's output files start with a copy of what it wrote before: offsets carry over.
     const offsets = { 1: 0, 2: 0 }
-    let node = await this.locate(vpid, signal)
+    let node = knownNode ?? await this.locate(vpid, signal)
     for (;;) {
-      await this.init.rpc.stream(node, 'job.output', { vpid, follow, stdoutOffset: offsets[1], stderrOffset: offsets[2] }, {
+      const done = await this.init.rpc.stream(node, 'job.output', { vpid, follow, stdoutOffset: offsets[1], stderrOffset: offsets[2] }, {
         signal,
         timeoutMs: follow ? FOREVER_MS : 60_000,
         onEvent: async (raw) => {
@@ -148,8 +153,10 @@ export class ClusterJobs {
           await onChunk(e)
         }
       })
-      const rec = await this.init.rpc.call(node, 'job.get', { vpid }, { signal, timeoutMs: 5000 }).catch(() => undefined) as JobRecord | undefined
-      if (rec === undefined || (rec.state !== 'moved' && rec.state !== 'migrating')) return
+      // Older nodes answer without the record: ask for it.
+      const rec: JobRecord | undefined = (done as { record?: JobRecord } | undefined)?.record ??
+        await this.init.rpc.call(node, 'job.get', { vpid }, { signal, timeoutMs: 5000 }).catch(() => undefined) as JobRecord | undefined
+      if (rec === undefined || (rec.state !== 'moved' && rec.state !== 'migrating')) return rec
       node = rec.state === 'moved' ? rec.node : await this.waitMoved(node, vpid, signal)
     }
   }

@@ -138,8 +138,15 @@ export class LocalJobs {
     if (rt === undefined) return
     this.init.runtime.waitExit(rt, this.watchAbort.signal).then(
       async exit => { await this.finish(entry, exit) },
-      err => { if (!this.watchAbort.signal.aborted) this.init.logger.warn({ vpid: rt.vpid, err: (err as Error).message }, 'lost track of a job exit') }
-    )
+      async err => {
+        if (this.watchAbort.signal.aborted) return
+        this.init.logger.warn({ vpid: rt.vpid, err: (err as Error).message }, 'lost track of a job exit')
+        // Nobody will record its end: say so rather than leave waiters (wait, logs -f) hanging.
+        if (entry.record.state === 'running' && entry.runtime === rt) {
+          await this.update(entry, transition(entry.record, 'lost', { endedMs: Date.now(), error: `lost track of its exit: ${(err as Error).message}` }))
+        }
+      }
+    ).catch(err => { this.init.logger.warn({ vpid: rt.vpid, err: (err as Error).message }, 'could not record a job end') })
   }
 
   private async finish (entry: Entry, exit: ExitInfo): Promise<void> {
@@ -277,6 +284,16 @@ export class LocalJobs {
     return await Promise.race([e.ended, new Promise<never>((_r, reject) => {
       signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true })
     })])
+  }
+
+  /**
+   * The record once the job has ended here or is migrating away: what a follower that has read all
+   * of the output reports (the exit is recorded a moment after the output ends).
+   */
+  async settled (vpid: number, signal?: AbortSignal): Promise<JobRecord> {
+    const e = this.entry(vpid)
+    if (TERMINAL_STATES.has(e.record.state) || e.record.state === 'migrating') return e.record
+    return await this.wait(vpid, signal)
   }
 
   /** The job's output; with `follow`, until it has ended and all is read. */

@@ -27,7 +27,8 @@ export function registerJobPeerHandlers (rpc: PeerRpc, local: LocalJobs, store: 
       for await (const data of local.output(vpid, fd, offset, follow, ctx.signal)) await ctx.emit({ fd, data })
     }
     await Promise.all([pump(1, stdoutOffset), pump(2, stderrOffset)])
-    return {}
+    // With the record the caller needs no second call to learn how the job ended (or that it moved).
+    return { record: follow ? await local.settled(vpid, ctx.signal) : local.get(vpid) }
   })
   rpc.handle('loc.get', async p => {
     const { vpid } = parseParams(vpidParamSchema, p)
