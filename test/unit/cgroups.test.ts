@@ -58,7 +58,8 @@ function subjects (): Subject[] {
 }
 
 const children: ChildProcess[] = []
-function startProcess (script = 'sleep 1000'): ChildProcess {
+// exec: one process; a shell that forks sleep after the join would put two in the cgroup.
+function startProcess (script = 'exec sleep 1000'): ChildProcess {
   const child = spawn('sh', ['-c', script], { stdio: 'ignore' })
   children.push(child)
   return child

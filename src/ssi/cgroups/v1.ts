@@ -52,6 +52,8 @@ export class CgroupV1Manager implements CgroupManager {
   readonly controllers: ReadonlySet<LimitController>
   private readonly mounts: ReadonlyMap<string, string>
   private readonly hasMemsw: boolean
+  /** Prefix dirs made (or found) already: a job's cgroup then costs one mkdir per hierarchy. */
+  private readonly parentsMade = new Set<string>()
 
   constructor (private readonly init: CgroupV1Init) {
     this.mounts = init.mounts ?? parseV1Mounts(readFileSync('/proc/self/mountinfo', 'utf8'))
@@ -81,20 +83,32 @@ export class CgroupV1Manager implements CgroupManager {
     checkName(name)
     checkLimits(limits)
     this.checkControllers(limits)
+    const dirs = this.dirs(name)
     const created: string[] = []
     try {
-      for (const dir of this.dirs(name)) {
-        await mkdir(dirname(dir), { recursive: true })
-        await mkdir(dir)
-        created.push(dir)
-      }
-      await this.setLimits(name, limits)
+      await this.makeDirs(dirs, created)
+      await this.writeLimits(name, limits, true)
     } catch (err) {
       for (const dir of created.reverse()) await removeDir(dir).catch(() => {})
       if (isErrno(err, 'EEXIST')) throw new CgroupExistsError(`cgroup ${name} already exists`, { cause: err })
       throw err
     }
     this.init.logger?.debug({ cgroup: name, limits }, 'cgroup created')
+  }
+
+  /** mkdir of the job's dir in every hierarchy at once; the prefix dirs only when first needed. */
+  private async makeDirs (dirs: readonly string[], created: string[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const parents = [...new Set(dirs.map((d) => dirname(d)))].filter((p) => !this.parentsMade.has(p))
+      await Promise.all(parents.map(async (p) => { await mkdir(p, { recursive: true }); this.parentsMade.add(p) }))
+      const results = await Promise.allSettled(dirs.map(async (dir) => { await mkdir(dir); created.push(dir) }))
+      const failed = results.find((r) => r.status === 'rejected')
+      if (failed === undefined) return
+      const err: unknown = failed.reason
+      // A prefix dir removed behind our back: make it again, once.
+      if (attempt > 0 || !isErrno(err, 'ENOENT')) throw err
+      this.parentsMade.clear()
+    }
   }
 
   private checkControllers (limits: CgroupLimits): void {
@@ -108,19 +122,32 @@ export class CgroupV1Manager implements CgroupManager {
     checkLimits(limits)
     this.checkControllers(limits)
     if (!(await this.exists(name))) throw new CgroupNotFoundError(`cgroup ${name} does not exist`)
+    await this.writeLimits(name, limits, false)
+  }
+
+  /**
+   * Writes the limits, each controller's files in parallel. A `fresh` cgroup already has the
+   * kernel's defaults (no memory, CPU or pids limit), so unset limits need no write there.
+   */
+  private async writeLimits (name: string, limits: CgroupLimits, fresh: boolean): Promise<void> {
     const memory = this.dir('memory', name)
-    if (memory !== undefined) await this.setMemory(memory, name, limits.memoryBytes)
     const cpu = this.dir('cpu', name)
-    if (cpu !== undefined) {
-      await writeControl(`${cpu}/cpu.cfs_period_us`, String(CPU_PERIOD_US), name)
-      await writeControl(`${cpu}/cpu.cfs_quota_us`, limits.cpus === undefined ? '-1' : String(cpuQuotaUs(limits.cpus)), name)
-    }
     const pids = this.dir('pids', name)
-    if (pids !== undefined) await writeControl(`${pids}/pids.max`, limits.pids === undefined ? 'max' : String(limits.pids), name)
+    const unset = (v: unknown): boolean => fresh && v === undefined
+    await Promise.all([
+      memory === undefined || unset(limits.memoryBytes) ? undefined : this.setMemory(memory, name, limits.memoryBytes, fresh),
+      cpu === undefined || unset(limits.cpus)
+        ? undefined
+        : (async () => {
+            await writeControl(`${cpu}/cpu.cfs_period_us`, String(CPU_PERIOD_US), name)
+            await writeControl(`${cpu}/cpu.cfs_quota_us`, limits.cpus === undefined ? '-1' : String(cpuQuotaUs(limits.cpus)), name)
+          })(),
+      pids === undefined || unset(limits.pids) ? undefined : writeControl(`${pids}/pids.max`, limits.pids === undefined ? 'max' : String(limits.pids), name)
+    ])
   }
 
   /** memsw must stay >= the limit: raise memsw first, lower the limit first. */
-  private async setMemory (dir: string, name: string, bytes: number | undefined): Promise<void> {
+  private async setMemory (dir: string, name: string, bytes: number | undefined, fresh: boolean): Promise<void> {
     const value = bytes === undefined ? '-1' : String(bytes)
     const limitFile = `${dir}/memory.limit_in_bytes`
     if (!this.hasMemsw) {
@@ -128,7 +155,8 @@ export class CgroupV1Manager implements CgroupManager {
       if (bytes !== undefined) await writeControl(`${dir}/memory.swappiness`, '0', name)
       return
     }
-    const current = BigInt(await readText(limitFile))
+    // A fresh cgroup has no limit: lowering it goes limit first.
+    const current = fresh ? UNLIMITED : BigInt(await readText(limitFile))
     const order = bytes === undefined || BigInt(bytes) > current
       ? [`${dir}/memory.memsw.limit_in_bytes`, limitFile]
       : [limitFile, `${dir}/memory.memsw.limit_in_bytes`]
@@ -171,11 +199,8 @@ export class CgroupV1Manager implements CgroupManager {
 
   async pids (name: string): Promise<number[]> {
     checkName(name)
-    const all = new Set<number>()
-    for (const dir of this.dirs(name)) {
-      const text = await readOptional(`${dir}/cgroup.procs`)
-      for (const pid of parsePids(text ?? '')) all.add(pid)
-    }
+    const texts = await Promise.all(this.dirs(name).map(async (dir) => await readOptional(`${dir}/cgroup.procs`)))
+    const all = new Set(texts.flatMap((text) => parsePids(text ?? '')))
     return [...all].sort((a, b) => a - b)
   }
 
@@ -229,7 +254,7 @@ export class CgroupV1Manager implements CgroupManager {
     checkName(name)
     const dirs = this.dirs(name)
     if ((await this.pids(name)).length > 0) await this.killTasks(name, opts)
-    for (const dir of dirs) await removeDir(dir, opts)
+    await Promise.all(dirs.map(async (dir) => { await removeDir(dir, opts) }))
     this.init.logger?.debug({ cgroup: name }, 'cgroup destroyed')
   }
 

@@ -41,6 +41,8 @@ export class ShimJobSpawner implements JobSpawner {
   private readonly pollMs: number
   private readonly stdin = new StdinWriters()
   private binaries: { shim: string, tini: string } | undefined
+  /** Jobs roots known to exist: a job then costs one mkdir. */
+  private readonly rootsMade = new Set<string>()
 
   constructor (private readonly init: ShimJobSpawnerInit) {
     this.pollMs = init.pollIntervalMs ?? 250
@@ -58,11 +60,16 @@ export class ShimJobSpawner implements JobSpawner {
     const { shim, tini } = this.bins()
     const jobDir = join(spec.jobsRoot, spec.id)
     await this.makeJobDir(spec.jobsRoot, jobDir)
-    await this.createCgroup(spec)
+    const cg = this.init.cgroups
+    const extras = { tini, procsFiles: cg.procsFiles(spec.id), oomFile: cg.oomEventsFile(spec.id) }
+    // Independent steps at once: each is a few file system calls.
+    const [cgroup, specFile] = await Promise.allSettled([
+      this.createCgroup(spec),
+      writeFile(join(jobDir, 'spec'), encodeRunSpec(spec, extras), { mode: 0o600 })
+    ])
+    if (cgroup.status === 'rejected') throw cgroup.reason
     try {
-      const cg = this.init.cgroups
-      const extras = { tini, procsFiles: cg.procsFiles(spec.id), oomFile: cg.oomEventsFile(spec.id) }
-      await writeFile(join(jobDir, 'spec'), encodeRunSpec(spec, extras), { mode: 0o600 })
+      if (specFile.status === 'rejected') throw specFile.reason
       const rec = await runShim(shim, 'run', jobDir, this.init.startTimeoutMs ?? 10_000, signal)
       this.init.logger?.debug({ job: spec.id, hostPid: rec.pid, shimPid: rec.shim }, 'job started')
       return handleFor(spec.id, jobDir, rec, spec.stdin)
@@ -74,12 +81,20 @@ export class ShimJobSpawner implements JobSpawner {
   }
 
   private async makeJobDir (jobsRoot: string, jobDir: string): Promise<void> {
-    await mkdir(jobsRoot, { recursive: true, mode: 0o711 })
-    try {
-      await mkdir(jobDir, { mode: 0o711 })
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new JobExistsError(`job dir ${jobDir} already exists`, { cause: err })
-      throw err
+    for (let attempt = 0; ; attempt++) {
+      if (!this.rootsMade.has(jobsRoot)) {
+        await mkdir(jobsRoot, { recursive: true, mode: 0o711 })
+        this.rootsMade.add(jobsRoot)
+      }
+      try {
+        await mkdir(jobDir, { mode: 0o711 })
+        return
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'EEXIST') throw new JobExistsError(`job dir ${jobDir} already exists`, { cause: err })
+        if (code !== 'ENOENT' || attempt > 0) throw err
+        this.rootsMade.delete(jobsRoot) // removed behind our back: make it again
+      }
     }
   }
 
