@@ -2,8 +2,9 @@
  * Image-transfer benchmark. The receiving node is a separate process (as on a real cluster); both
  * use loopback. Prints JSON with MB/s (10^6 bytes per second of image data, until the receiver has
  * verified every digest) for 256 MiB and 1024 MiB image dirs over:
- *   - ssi over the daemon's libp2p stack (createNodeHost: TCP + pnet + noise + yamux), none / zstd
- *   - ssi over libp2p without pnet (TCP + noise + yamux), to show what the cluster key costs
+ *   - ssi over the daemon's libp2p stack (createNodeHost: TCP + noise bound to the cluster key +
+ *     tuned yamux), none / zstd
+ *   - a raw stream over that stack and over libp2p's defaults (TCP + noise + yamux), no files
  *   - ssi over the in-memory channel in one process (protocol, sha256 and disk, no network)
  * next to baselines measured in the same run: a raw Node TCP socket copy (files → socket → files,
  * two processes) and `cp -r`. Image dirs live on tmpfs (/dev/shm) unless SSI_BENCH_DIR says
@@ -12,7 +13,7 @@
  */
 import '../src/polyfill.js'
 import { execFileSync, fork } from 'node:child_process'
-import { randomFillSync } from 'node:crypto'
+import { randomBytes, randomFillSync } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
@@ -21,7 +22,6 @@ import { join } from 'node:path'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { generateKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
@@ -30,25 +30,32 @@ import {
 } from '../src/migration/transfer.js'
 import { Libp2pBulkTransport } from '../src/node/bulk-transport.js'
 import { createNodeHost } from '../src/node/host.js'
+import { clusterPrologue } from '../src/node/identity.js'
 import type { ChildProcess } from 'node:child_process'
 import type { WriteStream } from 'node:fs'
+import type { Libp2p } from '@libp2p/interface'
 import type { Compression, ReceiveSummary } from '../src/migration/transfer.js'
 
 const MiB = 1024 * 1024
 /** Raw bytes, drained by the receiver: the stack's own ceiling, without files or checksums. */
 const DRAIN_PROTOCOL = '/ssi/bench-drain/1'
-type Stack = 'pnet' | 'nopnet'
+type Stack = 'daemon' | 'defaults'
 type Dataset = 'random' | 'mixed'
 
 interface ReceiverReply { readonly ok: boolean, readonly error?: string, readonly cpuS: number, readonly summary?: ReceiveSummary }
 
 // ---------------------------------------------------------------- receiving process
 
-async function startReceiverHost (stack: Stack, psk: Uint8Array): Promise<{ addr: string, peerId: string, transport: Libp2pBulkTransport }> {
+/** The daemon's host (createNodeHost) or a plain libp2p host with default noise and yamux. */
+async function benchHost (stack: Stack, key: Uint8Array): Promise<Libp2p> {
   const privateKey = await generateKeyPair('Ed25519')
-  const host = stack === 'pnet'
-    ? await createNodeHost({ privateKey, listen: '/ip4/127.0.0.1/tcp/0', psk, pingIntervalMs: 5000, dialTimeoutMs: 5000, gossipHeartbeatMs: 1000 })
+  return stack === 'daemon'
+    ? await createNodeHost({ privateKey, listen: '/ip4/127.0.0.1/tcp/0', prologue: clusterPrologue(key, 'bench'), dialTimeoutMs: 5000, gossipHeartbeatMs: 1000 })
     : await createLibp2p({ privateKey, addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
+}
+
+async function startReceiverHost (stack: Stack, key: Uint8Array): Promise<{ addr: string, peerId: string, transport: Libp2pBulkTransport }> {
+  const host = await benchHost(stack, key)
   const transport = new Libp2pBulkTransport({ host, peerOf: () => undefined, nodeOf: () => 'sender', shutdown: new AbortController().signal })
   return { addr: host.getMultiaddrs()[0]?.toString() ?? '', peerId: host.peerId.toString(), transport }
 }
@@ -104,7 +111,7 @@ async function receiverMain (): Promise<void> {
   process.on('message', (msg: Record<string, unknown>) => {
     void (async () => {
       if (msg.cmd === 'host') {
-        const r = await startReceiverHost(msg.stack as Stack, Uint8Array.from(msg.psk as number[]))
+        const r = await startReceiverHost(msg.stack as Stack, Uint8Array.from(msg.key as number[]))
         transport = r.transport
         await transport.handle(IMAGES_PROTOCOL, async () => { throw new Error('no receive armed') })
         await transport.handle(DRAIN_PROTOCOL, async (channel) => {
@@ -187,19 +194,15 @@ interface Row {
 const mbps = (bytes: number, s: number): number => Math.round(bytes / 1e6 / s)
 
 async function senderHost (rx: Receiver, stack: Stack): Promise<{ transport: Libp2pBulkTransport, stop: () => Promise<void> }> {
-  const psk = new Uint8Array(95)
-  generateKey(psk)
-  const { addr, peerId } = await rx.ask<{ addr: string, peerId: string }>({ cmd: 'host', stack, psk: [...psk] })
-  const privateKey = await generateKeyPair('Ed25519')
-  const host = stack === 'pnet'
-    ? await createNodeHost({ privateKey, listen: '/ip4/127.0.0.1/tcp/0', psk, pingIntervalMs: 5000, dialTimeoutMs: 5000, gossipHeartbeatMs: 1000 })
-    : await createLibp2p({ privateKey, addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
+  const key = randomBytes(32)
+  const { addr, peerId } = await rx.ask<{ addr: string, peerId: string }>({ cmd: 'host', stack, key: [...key] })
+  const host = await benchHost(stack, key)
   await host.dial(multiaddr(addr))
   const transport = new Libp2pBulkTransport({ host, peerOf: () => peerId, nodeOf: () => 'receiver', shutdown: new AbortController().signal })
   return { transport, stop: async () => { await host.stop() } }
 }
 
-const stackName = (stack: Stack): string => stack === 'pnet' ? 'pnet+noise+yamux, as the daemon' : 'noise+yamux, no pnet'
+const stackName = (stack: Stack): string => stack === 'daemon' ? 'the daemon\'s host: noise bound to the cluster key, tuned yamux' : 'libp2p defaults: noise + yamux'
 
 async function viaLibp2p (rx: Receiver, stack: Stack, src: string, dest: string, compression: Compression, dataset: Dataset, mib: number): Promise<Row> {
   const { transport, stop } = await senderHost(rx, stack)
@@ -309,11 +312,11 @@ async function measure (rx: Receiver, root: string, mib: number, dataset: Datase
   ]
   if (dataset === 'random') rows.push(await best(repeats, dest, async d => await viaTcp(rx, src, d, dataset, mib, true)))
   if (dataset === 'random') {
-    for (const stack of ['nopnet', 'pnet'] as const) rows.push(await best(repeats, dest, async () => await viaRawStream(rx, stack, dataset, mib)))
+    for (const stack of ['defaults', 'daemon'] as const) rows.push(await best(repeats, dest, async () => await viaRawStream(rx, stack, dataset, mib)))
   }
   for (const c of compressions) {
     rows.push(await best(repeats, dest, async d => await viaMemory(src, d, c, dataset, mib)))
-    for (const stack of ['nopnet', 'pnet'] as const) rows.push(await best(repeats, dest, async d => await viaLibp2p(rx, stack, src, d, c, dataset, mib)))
+    rows.push(await best(repeats, dest, async d => await viaLibp2p(rx, 'daemon', src, d, c, dataset, mib)))
   }
   await rm(src, { recursive: true, force: true })
   return rows
@@ -331,7 +334,7 @@ async function main (): Promise<void> {
       ...(quick ? [] : await measure(rx, root, 1024, 'random', ['none', 'zstd'], repeats)),
       ...await measure(rx, root, 256, 'mixed', ['none', 'zstd'], repeats)
     ]
-    const best = Math.max(...rows.filter(r => r.path.startsWith('ssi over libp2p (pnet') && r.dataset === 'random').map(r => r.MBps))
+    const best = Math.max(...rows.filter(r => r.path.startsWith('ssi over libp2p (the daemon') && r.dataset === 'random').map(r => r.MBps))
     console.log(JSON.stringify({
       benchmark: 'transfer',
       platform: { node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, dir: root, zstd: zstdImplementation() },

@@ -5,7 +5,6 @@
  * backpressure with a raised maxReadBufferLength (yamux keeps sending up to its 16 MiB window after
  * a pause), and a read ends on 'end', never on 'remoteCloseWrite'.
  */
-import { createRequire } from 'node:module'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ChannelClosedError } from '../migration/ports.js'
 import { NodeUnavailableError } from '../ssi/ports.js'
@@ -17,48 +16,6 @@ import type { Libp2p, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp
 export const BULK_MAX_READ_BUFFER = 32 * 1024 * 1024
 /** Bytes a reader queues before it pauses the stream; it resumes below a quarter of this. */
 export const BULK_READ_HIGH_WATER = 8 * 1024 * 1024
-
-/** Largest piece handed to xsalsa20 at once: well inside its initial 640 KiB of wasm memory. */
-const PNET_XOR_PIECE = 64 * 1024
-
-interface XSalsa20Like {
-  update(input: Uint8Array, output?: Uint8Array): Uint8Array
-}
-let pnetPatched = false
-
-/**
- * Works around a bug in `xsalsa20` 1.2.0, the cipher of @libp2p/pnet 3.0.27 (the cluster key):
- * one message over ~640 KiB grows its shared wasm memory, which leaves every other cipher's cached
- * view of that memory detached; from then on each switch between ciphers (the inbound and
- * outbound side of any pnet connection) grows the memory again, until it hits its 64 MiB maximum
- * and every send throws `WebAssembly.Memory.grow(): Maximum memory size exceeded` (measured: 55
- * alternations of 1 MiB sends and 100-byte replies). Feeding the cipher pieces of 64 KiB keeps the
- * memory at its initial size, so no view ever goes stale; the keystream is the same, as update()
- * is incremental. Upstream fix: libp2p/js-libp2p#3585 (not in a release here). Idempotent; must
- * run before the first large message, so this module applies it when loaded. It belongs with the
- * host (src/node/host.ts) and should move there.
- */
-export function patchPnetCipher (): boolean {
-  if (pnetPatched) return true
-  let XSalsa20: { prototype: XSalsa20Like }
-  try {
-    XSalsa20 = createRequire(import.meta.url)('xsalsa20') as { prototype: XSalsa20Like }
-  } catch {
-    return false
-  }
-  const update = XSalsa20.prototype.update
-  XSalsa20.prototype.update = function (this: XSalsa20Like, input: Uint8Array, output?: Uint8Array): Uint8Array {
-    if (input.byteLength <= PNET_XOR_PIECE) return update.call(this, input, output)
-    const out = output ?? new Uint8Array(input.byteLength)
-    for (let at = 0; at < input.byteLength; at += PNET_XOR_PIECE) {
-      update.call(this, input.subarray(at, at + PNET_XOR_PIECE), out.subarray(at, at + PNET_XOR_PIECE))
-    }
-    return out
-  }
-  pnetPatched = true
-  return true
-}
-patchPnetCipher()
 
 export interface BulkTransportInit {
   readonly host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol'>

@@ -7,7 +7,7 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ControlServer } from './control-server.js'
 import { createNodeHost } from './host.js'
-import { loadOrCreateIdentity, readClusterKey } from './identity.js'
+import { clusterPrologue, loadOrCreateIdentity, readClusterKey } from './identity.js'
 import { sampleLoad } from './load.js'
 import { Membership } from './membership.js'
 import { LevelStateStore } from './store.js'
@@ -60,8 +60,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     const host = await createNodeHost({
       privateKey: await loadOrCreateIdentity(join(node.stateDir, 'identity.key')),
       listen: node.listen,
-      psk: await readClusterKey(config.keyFile),
-      pingIntervalMs: 5000,
+      prologue: clusterPrologue(await readClusterKey(config.keyFile), config.name),
       dialTimeoutMs: config.failureDetection.dialTimeoutMs,
       gossipHeartbeatMs: config.gossip.heartbeatMs
     })

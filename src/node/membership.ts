@@ -60,6 +60,7 @@ export class Membership extends EventTarget {
   private readonly dialing = new Set<string>()
   /** Who answered at each address we dialled: lets re-dials skip peers we are connected to. */
   private readonly peerAt = new Map<string, string>()
+  private readonly warnedKeyMismatch = new Set<string>()
   private seq = 0
   private lastLoad: LoadSample | undefined
   private started = false
@@ -268,10 +269,23 @@ export class Membership extends EventTarget {
       this.peerAt.set(addr, conn.remotePeer.toString())
       return true
     } catch (err) {
-      this.init.logger.debug({ addr, err: (err as Error).message }, 'dial failed (cluster key mismatch or unreachable)')
+      this.logDialFailure(addr, err as Error)
       return false
     } finally {
       this.dialing.delete(addr)
     }
+  }
+
+  /**
+   * A failed Noise handshake means the peer is there but holds another cluster key (or cluster
+   * name): worth one warning per address; anything else (refused, timed out) is routine.
+   */
+  private logDialFailure (addr: string, err: Error): void {
+    if (err.name === 'EncryptionFailedError' && !this.warnedKeyMismatch.has(addr)) {
+      this.warnedKeyMismatch.add(addr)
+      this.init.logger.warn({ addr, err: err.message }, 'dial failed: cluster key mismatch (the Noise handshake failed)')
+      return
+    }
+    this.init.logger.debug({ addr, err: err.message }, 'dial failed (cluster key mismatch or unreachable)')
   }
 }

@@ -1,15 +1,14 @@
 /**
- * Image transfer over real libp2p: two hosts (createNodeHost: TCP + pnet + noise + yamux) in this
+ * Image transfer over real libp2p: two hosts (createNodeHost: TCP + noise bound to the cluster key + yamux) in this
  * process on 127.0.0.1 with the same cluster key. A ByteChannel compliance suite runs against the
  * libp2p channel and the in-memory fake; then whole image dirs travel between the hosts.
  */
-import { createHash, randomFillSync } from 'node:crypto'
+import { createHash, randomBytes, randomFillSync } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { generateKey } from '@libp2p/pnet'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { ChannelClosedError } from '../../src/migration/ports.js'
 import {
@@ -17,6 +16,7 @@ import {
 } from '../../src/migration/transfer.js'
 import { Libp2pBulkTransport } from '../../src/node/bulk-transport.js'
 import { createNodeHost } from '../../src/node/host.js'
+import { clusterPrologue } from '../../src/node/identity.js'
 import { IMAGES_WIRE_VERSION, decodeResult, encodeHeader, FRAME_HEADER_BYTES } from '../../src/protocol/images.js'
 import { NodeUnavailableError } from '../../src/ssi/ports.js'
 import type { ByteChannel } from '../../src/migration/ports.js'
@@ -35,10 +35,9 @@ const onChannel = new Map<string, (channel: ByteChannel) => Promise<void>>()
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'ssi-transfer-it-'))
-  const psk = new Uint8Array(95)
-  generateKey(psk)
+  const prologue = clusterPrologue(randomBytes(32), 'transfer-test')
   hosts = await Promise.all(['a', 'b'].map(async () => await createNodeHost({
-    privateKey: await generateKeyPair('Ed25519'), listen: '/ip4/127.0.0.1/tcp/0', psk, pingIntervalMs: 2000, dialTimeoutMs: 5000, gossipHeartbeatMs: 1000
+    privateKey: await generateKeyPair('Ed25519'), listen: '/ip4/127.0.0.1/tcp/0', prologue, dialTimeoutMs: 5000, gossipHeartbeatMs: 1000
   })))
   const ids: Record<string, string> = { a: hosts[0]!.peerId.toString(), b: hosts[1]!.peerId.toString() }
   const nodeOf = (peer: string): string | undefined => Object.keys(ids).find(n => ids[n] === peer)
@@ -73,7 +72,7 @@ async function libp2pPair (): Promise<{ a: ByteChannel, b: ByteChannel, done: ()
   await a.write(new Uint8Array([0])) // the remote handler runs once the stream carries data
   const b = await incoming
   const first = await nextChunk(b)
-  expect(first).toEqual(new Uint8Array([0]))
+  expect([...first]).toEqual([0])
   return { a, b: replay(b, first.subarray(1)), done: release }
 }
 
