@@ -9,6 +9,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DEFAULT_SOCKET_PATH } from '../api/constants.js'
 import { createClusterKey, writeFileAtomic } from './identity.js'
+import { netnsCommand, setupNetwork, teardownNetwork } from './netns/network.js'
 import type { ClusterConfig, NodeConfig } from './config.js'
 
 /** A small young generation keeps an idle daemon near 100 MB RSS instead of ~130 MB. */
@@ -47,9 +48,21 @@ const logFile = (n: NodeConfig): string => join(n.stateDir, 'daemon.log')
 export async function clusterUp (config: ClusterConfig, opts: LaunchOptions): Promise<LaunchedNode[]> {
   if (!existsSync(config.keyFile)) await createClusterKey(config.keyFile)
   const nodes = config.nodes.filter(n => opts.only == null || opts.only.includes(n.name))
+  if (config.netns !== undefined) await prepareNetns(config, nodes)
   const launched = await Promise.all(nodes.map(async n => await launchNode(config, n, opts)))
   if (opts.linkDefaultSocket !== false) await linkDefaultSocket(nodes[0]?.controlSocket)
   return launched
+}
+
+/**
+ * A netns cluster with no daemon running is set up from scratch, removing what a crashed run left;
+ * otherwise only the namespaces of nodes not running are (re)made.
+ */
+async function prepareNetns (config: ClusterConfig, nodes: readonly NodeConfig[]): Promise<void> {
+  const running = await Promise.all(config.nodes.map(async n => await runningPid(n) !== undefined))
+  if (!running.includes(true)) await teardownNetwork(config)
+  const down = nodes.filter(n => !running[config.nodes.indexOf(n)])
+  await setupNetwork(config, down)
 }
 
 async function launchNode (config: ClusterConfig, node: NodeConfig, opts: LaunchOptions): Promise<LaunchedNode> {
@@ -57,7 +70,9 @@ async function launchNode (config: ClusterConfig, node: NodeConfig, opts: Launch
   const running = await runningPid(node)
   if (running != null) return { name: node.name, pid: running, socket: node.controlSocket, log: logFile(node), started: false }
   const out = openSync(logFile(node), 'a')
-  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, SSID, '--config', config.path, '--node', node.name], {
+  const argv = [process.execPath, ...DAEMON_NODE_FLAGS, SSID, '--config', config.path, '--node', node.name]
+  const cmd = config.netns === undefined ? argv : netnsCommand(config.name, node, argv)
+  const child = spawn(cmd[0] ?? process.execPath, cmd.slice(1), {
     detached: true,
     stdio: ['ignore', out, out],
     env: { ...process.env, ...opts.env }
@@ -115,8 +130,17 @@ async function linkDefaultSocket (socket: string | undefined): Promise<void> {
 
 export interface StoppedNode { readonly name: string, readonly pid?: number, readonly killed: boolean }
 
-/** Stops the daemons of a local cluster: SIGTERM, then SIGKILL after `graceMs`. */
+/**
+ * Stops the daemons of a local cluster: SIGTERM, then SIGKILL after `graceMs`. A netns cluster's
+ * network goes too, with every process left in its namespaces and the nodes' cgroups.
+ */
 export async function clusterDown (config: ClusterConfig, graceMs = 5000): Promise<StoppedNode[]> {
+  const stopped = await stopDaemons(config, graceMs)
+  if (config.netns !== undefined) await teardownNetwork(config)
+  return stopped
+}
+
+async function stopDaemons (config: ClusterConfig, graceMs: number): Promise<StoppedNode[]> {
   return await Promise.all(config.nodes.map(async n => {
     const pid = await runningPid(n)
     if (pid === undefined) return { name: n.name, killed: false }

@@ -68,6 +68,20 @@ const nodeSchema = z.object({
   controlSocket: z.string().optional()
 }).strict()
 
+/**
+ * Run every node in its own network and UTS namespace (`ssi cluster up` on one machine): each node
+ * gets netns `ssi-<cluster>-<node>`, hostname = node name, and a veth on a Linux bridge the
+ * launcher creates. Node `listen` addresses must lie in `subnet`; the bridge takes `.1`. Everything
+ * created is named by prefix (netns `ssi-<cluster>-`, veths `ssv<hash>`, the bridge, iptables
+ * comment `ssi-<cluster>`) so `cluster down` and the next `cluster up` can remove leftovers.
+ */
+const netnsSchema = z.object({
+  /** Bridge name (≤ 15 chars, starting with "ssi"). */
+  bridge: z.string().regex(/^ssi[a-z0-9-]{1,12}$/, 'must start with "ssi" and be at most 15 lowercase letters, digits, dashes'),
+  /** The /24 the nodes live in, e.g. 10.213.0.0/24 (ssi's own range is 10.213.0.0/16). */
+  subnet: z.string().regex(/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.0\/24$/, 'must be an IPv4 /24 such as 10.213.0.0/24')
+}).strict()
+
 const fileSchema = z.object({
   cluster: z.object({
     /** Cluster name: part of the gossip topic and default paths. */
@@ -80,12 +94,20 @@ const fileSchema = z.object({
   nodes: z.array(nodeSchema).min(1),
   gossip: gossipSchema.default(() => gossipSchema.parse({})),
   failureDetection: failureSchema.default(() => failureSchema.parse({})),
-  jobs: jobsSchema.default(() => jobsSchema.parse({}))
+  jobs: jobsSchema.default(() => jobsSchema.parse({})),
+  netns: netnsSchema.optional()
 }).strict()
 
 export type GossipConfig = z.infer<typeof gossipSchema>
 export type FailureDetectionConfig = z.infer<typeof failureSchema>
 export type JobsConfig = z.infer<typeof jobsSchema>
+
+export interface NetnsConfig {
+  readonly bridge: string
+  readonly subnet: string
+  /** The bridge's own address (`.1` of the subnet): the host side. */
+  readonly gateway: string
+}
 
 export interface NodeConfig {
   readonly name: string
@@ -104,6 +126,8 @@ export interface ClusterConfig {
   readonly gossip: GossipConfig
   readonly failureDetection: FailureDetectionConfig
   readonly jobs: JobsConfig
+  /** Present when every node runs in its own network namespace. */
+  readonly netns?: NetnsConfig
 }
 
 /** Reads, parses and validates a cluster config file. Throws ConfigError naming the field and reason. */
@@ -141,6 +165,7 @@ export function parseClusterConfig (raw: unknown, path: string): ClusterConfig {
   if (c.failureDetection.suspectAfterMs < 2 * c.gossip.heartbeatMs) {
     throw new ConfigError(`${path}: failureDetection.suspectAfterMs: must be at least two heartbeats (2 × gossip.heartbeatMs)`)
   }
+  const netns = c.netns === undefined ? undefined : checkNetns(path, c.netns, c.nodes.map(n => n.listen))
   const base = dirname(path)
   const abs = (p: string): string => isAbsolute(p) ? p : resolve(base, p)
   return {
@@ -157,8 +182,24 @@ export function parseClusterConfig (raw: unknown, path: string): ClusterConfig {
     })),
     gossip: c.gossip,
     failureDetection: c.failureDetection,
-    jobs: c.jobs
+    jobs: c.jobs,
+    ...(netns === undefined ? {} : { netns })
   }
+}
+
+/** Node addresses of a netns cluster must be host addresses inside its /24, other than the bridge's. */
+function checkNetns (path: string, n: { bridge: string, subnet: string }, listens: string[]): NetnsConfig {
+  const octets = n.subnet.split('/')[0]?.split('.').map(Number) ?? []
+  if (octets.some(o => o > 255)) throw new ConfigError(`${path}: netns.subnet: ${n.subnet} is not an IPv4 address`)
+  const net = octets.slice(0, 3).join('.')
+  listens.forEach((l, i) => {
+    const ip = /^\/ip4\/([^/]+)\//.exec(l)?.[1] ?? ''
+    const host = Number(ip.split('.')[3])
+    if (!ip.startsWith(`${net}.`) || !(host >= 2 && host <= 254)) {
+      throw new ConfigError(`${path}: nodes.${i}.listen: a netns cluster needs addresses in ${net}.2-254 (got ${l})`)
+    }
+  })
+  return { bridge: n.bridge, subnet: n.subnet, gateway: `${net}.1` }
 }
 
 function checkUnique (path: string, values: string[], field: string): void {
