@@ -15,7 +15,7 @@ readonly CRIU_WRAPPER=$SSI_ROOT/bin/criu
 readonly CRIU_PATH_FILE=$SSI_ROOT/criu.path
 readonly CRIU_MIN_VERSION=4.2
 readonly PIPE_MAX_SIZE=4194304
-readonly DEB_PACKAGES=(tini iproute2 fuse3 util-linux gcc libc6-dev zstd procps)
+readonly DEB_PACKAGES=(tini iproute2 fuse3 util-linux gcc libc6-dev zstd procps iptables libnetfilter-queue-dev)
 
 log() { printf '%-14s %s\n' "$1:" "$2"; }
 die() { printf 'provision: %s\n' "$*" >&2; exit 1; }

@@ -20,6 +20,7 @@ import { ClusterJobs } from '../ssi/jobs/cluster.js'
 import { LocalJobs } from '../ssi/jobs/local.js'
 import { createJobRuntime } from '../ssi/jobs/runtime-host.js'
 import { VpidAllocator } from '../ssi/vpid.js'
+import { FailureHandler } from '../ssi/failure/handler.js'
 import type { ClusterView } from '../ssi/ports.js'
 import type { ClusterConfig, NodeConfig } from './config.js'
 import type { NodeHost } from './host.js'
@@ -122,6 +123,13 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     membership.start()
     cleanups.push(async () => { membership.stop() })
     void migration.recover(shutdown.signal) // settles migrations a killed daemon left half-done
+    // Jobs of a node the majority declares dead are lost (or restored); see src/ssi/failure.
+    const failure = new FailureHandler({
+      rpc, view, store, nodes: config.nodes.map(n => n.name), logger: logger.child({ component: 'failure' }),
+      startupGraceMs: 4 * config.failureDetection.deadAfterMs
+    })
+    failure.start()
+    cleanups.push(async () => { failure.stop() })
     const gc = setInterval(() => { void localJobs.collectGarbage() }, 60_000)
     cleanups.push(async () => { clearInterval(gc) })
     const control = new ControlServer({ socketPath: node.controlSocket, logger: logger.child({ component: 'control' }) })

@@ -52,10 +52,23 @@ export const jobStdinSchema = z.object({
   eof: z.boolean().optional()
 }).strict()
 
+/** The parts of a job record its home node relies on; the rest passes through as sent. */
+export const jobRecordSchema = z.object({
+  vpid,
+  owner: ownerSchema,
+  argv: z.array(z.string().max(65_536)).max(4096),
+  node: z.string().max(64),
+  homeNode: z.string().max(64),
+  state: z.string().max(16),
+  createdMs: z.number()
+}).passthrough()
+
 export const locationSetSchema = z.object({
   vpid,
   node: z.string().max(64),
-  state: z.string().max(16)
+  state: z.string().max(16),
+  /** The job's full record, kept by the home node so it can report the job lost if its node dies. */
+  record: jobRecordSchema.optional()
 }).strict()
 
 export type JobStartParams = z.infer<typeof jobStartSchema>

@@ -40,6 +40,8 @@ export interface ClusterOptions {
   readonly extra?: Record<string, unknown>
   /** Use this dir instead of a fresh temp dir (e.g. to share a cluster key). */
   readonly dir?: string
+  /** Listen address of node i (1-based); default a free loopback port. */
+  readonly listen?: (i: number) => string
 }
 
 /** Waits until a control socket answers `status`. */
@@ -59,7 +61,7 @@ export async function makeCluster (opts: ClusterOptions): Promise<TestCluster> {
   const dir = opts.dir ?? await mkdtemp(join(tmpdir(), 'ssi-test-'))
   const nodes = []
   for (let i = 1; i <= opts.nodes; i++) {
-    nodes.push({ name: `n${i}`, id: i, listen: `/ip4/127.0.0.1/tcp/${await freePort()}`, stateDir: join(dir, `n${i}`), controlSocket: join(dir, `n${i}.sock`) })
+    nodes.push({ name: `n${i}`, id: i, listen: opts.listen?.(i) ?? `/ip4/127.0.0.1/tcp/${await freePort()}`, stateDir: join(dir, `n${i}`), controlSocket: join(dir, `n${i}.sock`) })
   }
   const raw = { cluster: { name: opts.name ?? `t${Math.random().toString(36).slice(2, 10)}`, keyFile: opts.keyFile ?? join(dir, 'cluster.key') }, nodes, ...opts.extra }
   const path = join(dir, 'cluster.yaml')

@@ -143,6 +143,13 @@ describe('ssi run: output and exit status', () => {
     expect(h.err).toEqual(['ssi: job 1000001 failed: cgroup: no such controller cpu'])
   })
 
+  it('a job lost with its node: the reason on stderr and exit status 254, whatever its status field says', async () => {
+    const h = harness()
+    h.onStream = script([], ended({ state: 'lost', exit: undefined, status: 255, error: 'node n3 died (declared dead by 3 of 4 nodes)' }))
+    expect(await h.run(['run', '--', 'job'])).toBe(254)
+    expect(h.err).toEqual(['ssi: job 1000001 was lost: node n3 died (declared dead by 3 of 4 nodes)'])
+  })
+
   it('--json (global, before run) prints the result after the output', async () => {
     const h = harness()
     h.onStream = script([[1, 'hi\n']], ended({ exit: { code: 1, oomKilled: false }, status: 1 }))

@@ -31,9 +31,14 @@ export async function inNetns (cluster: string, node: string, argv: readonly str
   return await run('nsenter', [`--net=${NETNS_DIR}/${netnsName(cluster, node)}`, '--', ...argv])
 }
 
-/** The command line that starts `argv` as node `node` in its own netns and UTS namespace, hostname set. */
+/**
+ * The command line that starts `argv` as node `node` in its own netns and UTS namespace, hostname
+ * set, and in a mount namespace of its own whose mounts are all private: mounts the host shares
+ * (`/run/netns` itself, Docker's) would otherwise reach the jobs as slaves of a peer group outside
+ * them, which CRIU refuses to dump ("unreachable sharing").
+ */
 export function netnsCommand (cluster: string, node: NodeConfig, argv: readonly string[]): string[] {
-  return ['nsenter', `--net=${NETNS_DIR}/${netnsName(cluster, node.name)}`, '--', 'unshare', '--uts', '--',
+  return ['nsenter', `--net=${NETNS_DIR}/${netnsName(cluster, node.name)}`, '--', 'unshare', '--uts', '--mount', '--propagation', 'private', '--',
     '/bin/sh', '-c', 'hostname "$0" && exec "$@"', node.name, ...argv]
 }
 
@@ -78,6 +83,8 @@ async function setupNode (cluster: string, net: NetnsConfig, node: NodeConfig): 
   const ns = netnsName(cluster, node.name)
   const host = hostVeth(cluster, node.id)
   const peer = peerVeth(cluster, node.id)
+  // A node whose daemon died keeps its namespace, and the jobs running in it, across a restart.
+  if (await isSetUp(cluster, node)) return
   await deleteNode(cluster, node)
   await run('ip', ['netns', 'add', ns])
   await run('ip', ['link', 'add', host, 'type', 'veth', 'peer', 'name', peer])
@@ -87,6 +94,12 @@ async function setupNode (cluster: string, net: NetnsConfig, node: NodeConfig): 
   await inNetns(cluster, node.name, ['ip', 'addr', 'add', `${nodeAddress(node)}/24`, 'dev', 'eth0'])
   await inNetns(cluster, node.name, ['ip', 'link', 'set', 'eth0', 'up'])
   await inNetns(cluster, node.name, ['ip', 'link', 'set', 'lo', 'up'])
+}
+
+async function isSetUp (cluster: string, node: NodeConfig): Promise<boolean> {
+  if (!existsSync(`${NETNS_DIR}/${netnsName(cluster, node.name)}`) || !existsSync(`/sys/class/net/${hostVeth(cluster, node.id)}`)) return false
+  const addr = await inNetns(cluster, node.name, ['ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0']).catch(() => '')
+  return addr.includes(` ${nodeAddress(node)}/24 `)
 }
 
 /** Kills whatever still runs in the node's namespace and removes the namespace, its veth and cgroups. */

@@ -7,7 +7,7 @@ import { leastLoaded, RecentPlacements } from '../placement.js'
 import { homeNodeId } from '../vpid.js'
 import { NoNodeAvailableError, UnknownNodeError, VpidNotFoundError } from './errors.js'
 import { registerJobPeerHandlers } from './peer-handlers.js'
-import { locKey } from './record.js'
+import { locKey, TERMINAL_STATES } from './record.js'
 import type { LocalJobs, JobSnapshot, JobStore } from './local.js'
 import type { ExitInfo, JobLimits, JobOwner, JobRecord } from './record.js'
 import type { PlacementPolicy } from '../placement.js'
@@ -83,17 +83,44 @@ export class ClusterJobs {
 
   /** The node a vpid runs on now (or ran on last). */
   async locate (vpid: number, signal?: AbortSignal): Promise<string> {
-    if (this.init.local.has(vpid) && this.init.local.get(vpid).node === this.init.view.selfName) return this.init.view.selfName
+    return (await this.resolve(vpid, signal)).node
+  }
+
+  /**
+   * Where a vpid is, from its home node's location record; `lost` is its lost record if its node
+   * died. When the home node is dead or does not answer, every live node is asked instead.
+   */
+  private async resolve (vpid: number, signal?: AbortSignal): Promise<{ node: string, lost?: JobRecord }> {
+    if (this.init.local.has(vpid) && this.init.local.get(vpid).node === this.init.view.selfName) return { node: this.init.view.selfName }
     const homeId = homeNodeId(vpid)
     const home = this.init.view.nodes().find(n => n.id === homeId)
-    if (home === undefined) throw new VpidNotFoundError(`no job with vpid ${vpid}: its home node (id ${homeId}) is not in the cluster`)
-    const loc = await this.init.rpc.call(home.name, 'loc.get', { vpid }, { signal, timeoutMs: 5000 }) as { node: string }
-    return loc.node
+    if (home !== undefined && home.state !== 'dead') {
+      try {
+        const loc = await this.init.rpc.call(home.name, 'loc.get', { vpid }, { signal, timeoutMs: 5000 }) as { node: string, state?: string, lost?: JobRecord }
+        return loc.state === 'lost' && loc.lost !== undefined ? { node: loc.node, lost: loc.lost } : { node: loc.node }
+      } catch (err) {
+        if (isNotFound(err) || signal?.aborted === true) throw err
+      }
+    }
+    return { node: await this.findOnLiveNodes(vpid, home?.name ?? `id ${homeId}`, signal) }
+  }
+
+  /** Asks every live node for the job: the one running it (or, else, one that ran it last) wins. */
+  private async findOnLiveNodes (vpid: number, home: string, signal?: AbortSignal): Promise<string> {
+    const nodes = this.init.view.nodes().filter(n => n.state !== 'dead')
+    const found = await Promise.all(nodes.map(async n => {
+      try { return await this.init.rpc.call(n.name, 'job.get', { vpid }, { signal, timeoutMs: 3000 }) as JobRecord } catch { return undefined }
+    }))
+    const records = found.filter((r): r is JobRecord => r !== undefined && r.state !== 'moved')
+    const best = records.find(r => !TERMINAL_STATES.has(r.state)) ?? records[0]
+    if (best === undefined) throw new VpidNotFoundError(`no job with vpid ${vpid}: its home node ${home} does not answer and no live node has it`)
+    return best.node
   }
 
   async inspect (vpid: number, signal?: AbortSignal): Promise<JobSnapshot> {
-    const node = await this.locate(vpid, signal)
-    return await this.init.rpc.call(node, 'job.get', { vpid }, { signal, timeoutMs: 5000 }) as JobSnapshot
+    const loc = await this.resolve(vpid, signal)
+    if (loc.lost !== undefined) return { ...loc.lost, cpuPercent: 0, rssBytes: 0 }
+    return await this.init.rpc.call(loc.node, 'job.get', { vpid }, { signal, timeoutMs: 5000 }) as JobSnapshot
   }
 
   /** Every job on every reachable node, filtered, by vpid. Unreachable nodes are reported, not fatal. */
@@ -109,7 +136,7 @@ export class ClusterJobs {
         return []
       }
     }))
-    const jobs = lists.flat()
+    const jobs = dedupeByVpid(lists.flat())
       .filter(j => (filter.user === undefined || j.owner.user === filter.user || String(j.owner.uid) === filter.user) &&
         (filter.state === undefined || j.state === filter.state))
       .sort((a, b) => a.vpid - b.vpid)
@@ -122,14 +149,27 @@ export class ClusterJobs {
     return node
   }
 
-  /** Resolves with the job's final record when it has ended (following it if it moves). */
+  /**
+   * Resolves with the job's final record when it has ended (following it if it moves). If its node
+   * stops answering, waits until the node is back or the majority declares the job lost.
+   */
   async wait (vpid: number, signal?: AbortSignal): Promise<JobRecord & { exit?: ExitInfo }> {
-    let node = await this.locate(vpid, signal)
+    let moved: string | undefined
     for (;;) {
-      const rec = await this.init.rpc.call(node, 'job.wait', { vpid }, { signal, timeoutMs: FOREVER_MS }) as JobRecord
-      if (rec.node === node && rec.state !== 'moved') return rec
+      const loc = moved === undefined ? await this.resolve(vpid, signal) : { node: moved }
+      if (loc.lost !== undefined) return loc.lost
+      let rec: JobRecord
+      try {
+        rec = await this.init.rpc.call(loc.node, 'job.wait', { vpid }, { signal, timeoutMs: FOREVER_MS }) as JobRecord
+      } catch (err) {
+        if (signal?.aborted === true || isNotFound(err)) throw err
+        moved = undefined
+        await new Promise(resolve => setTimeout(resolve, 500))
+        continue
+      }
+      if (rec.node === loc.node && rec.state !== 'moved') return rec
       // It moved: its record there says where to (fresher than the home node may be yet).
-      node = rec.state === 'moved' ? rec.node : await this.locate(vpid, signal)
+      moved = rec.state === 'moved' ? rec.node : undefined
     }
   }
 
@@ -186,7 +226,7 @@ export class ClusterJobs {
   /** Keeps the home node's location record current when a local job changes state. */
   async reportToHome (job: JobRecord): Promise<void> {
     if (job.state === 'moved') return // the node it moved to reports it
-    const loc = { vpid: job.vpid, node: job.node, state: job.state }
+    const loc = { vpid: job.vpid, node: job.node, state: job.state, record: job }
     try {
       if (job.homeNode === this.init.view.selfName) await this.init.store.put(locKey(job.vpid), loc)
       else await this.init.rpc.call(job.homeNode, 'loc.set', loc, { timeoutMs: 5000 })
@@ -194,4 +234,20 @@ export class ClusterJobs {
       this.init.logger.warn({ vpid: job.vpid, home: job.homeNode, err: (err as Error).message }, 'could not update the home node')
     }
   }
+}
+
+/** One row per vpid: a job listed by several nodes (a lost record and the node that has it back) shows its live copy. */
+function dedupeByVpid (jobs: JobSnapshot[]): JobSnapshot[] {
+  const rank = (j: JobSnapshot): number => j.state === 'lost' ? 0 : TERMINAL_STATES.has(j.state) ? 1 : 2
+  const best = new Map<number, JobSnapshot>()
+  for (const j of jobs) {
+    const seen = best.get(j.vpid)
+    if (seen === undefined || rank(j) > rank(seen)) best.set(j.vpid, j)
+  }
+  return [...best.values()]
+}
+
+function isNotFound (err: unknown): boolean {
+  const e = err as { name?: string, remoteName?: string }
+  return e.name === 'VpidNotFoundError' || e.remoteName === 'VpidNotFoundError'
 }

@@ -2,13 +2,17 @@
 import { parseParams } from '../../protocol/peer.js'
 import { jobOutputSchema, jobSignalSchema, jobStartSchema, jobStdinSchema, locationSetSchema, vpidParamSchema } from '../../protocol/jobs.js'
 import { VpidNotFoundError } from './errors.js'
-import { locKey } from './record.js'
+import { locKey, TERMINAL_STATES } from './record.js'
+import { listLost, lostKey } from '../failure/lost.js'
+import type { LocationRecord } from '../failure/lost.js'
+import type { JobState } from './record.js'
 import type { LocalJobs, JobStore } from './local.js'
 import type { PeerRpc } from '../ports.js'
 
 export function registerJobPeerHandlers (rpc: PeerRpc, local: LocalJobs, store: JobStore): void {
   rpc.handle('job.start', async p => await local.start(parseParams(jobStartSchema, p)))
-  rpc.handle('job.list', async () => await local.list())
+  // Jobs running here, and the jobs launched here whose node died (failure/lost.ts).
+  rpc.handle('job.list', async () => [...await local.list(), ...await listLost(store)])
   rpc.handle('job.get', async p => await local.snapshot(parseParams(vpidParamSchema, p).vpid))
   rpc.handle('job.signal', async p => {
     const { vpid, signal, asUid } = parseParams(jobSignalSchema, p)
@@ -32,13 +36,19 @@ export function registerJobPeerHandlers (rpc: PeerRpc, local: LocalJobs, store: 
   })
   rpc.handle('loc.get', async p => {
     const { vpid } = parseParams(vpidParamSchema, p)
-    const loc = await store.get<{ node: string }>(locKey(vpid))
+    const loc = await store.get<LocationRecord>(locKey(vpid))
     if (loc === undefined) throw new VpidNotFoundError(`no job with vpid ${vpid}`)
-    return loc
+    const { record: _r, ...where } = loc
+    return loc.state === 'lost' ? { ...where, lost: await store.get(lostKey(vpid)) } : where
   })
   rpc.handle('loc.set', async p => {
     const loc = parseParams(locationSetSchema, p)
+    const known = await store.get<LocationRecord>(locKey(loc.vpid))
+    // The end of a stale copy (killed after a restore elsewhere) must not hide where the job runs.
+    const stale = known !== undefined && known.node !== loc.node && !TERMINAL_STATES.has(known.state as JobState) && TERMINAL_STATES.has(loc.state as JobState)
+    if (stale) return {}
     await store.put(locKey(loc.vpid), loc)
+    if (loc.state !== 'lost') await store.del(lostKey(loc.vpid))
     return {}
   })
 }
