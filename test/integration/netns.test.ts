@@ -42,7 +42,7 @@ describe('netns cluster: nodes as separate hosts, faults injected', () => {
     c = await makeNetnsCluster({ nodes: 4 })
     await chmod(c.dir, 0o755)
     await c.start()
-    await allAlive(['n1'])
+    await allAlive()
   }, 90_000)
 
   afterEach(async () => {
