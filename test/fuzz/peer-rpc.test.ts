@@ -9,46 +9,14 @@ import { Unpackr } from 'msgpackr'
 import { MAX_RPC_FRAME, RPC_PROTOCOL } from '../../src/node/peer-rpc.js'
 import { makeCluster } from '../helpers/cluster.js'
 import type { TestCluster } from '../helpers/cluster.js'
-import { exchange, fuzzPeer, inParallel } from './peer.js'
+import { exchange, fuzzPeer, inParallel, splitLp, varint } from './peer.js'
 import type { FuzzPeer } from './peer.js'
 import { fuzzSeed, listFiles, mutate, oddValues, pack, rawMsgpack, Rng, rssBytes } from './mutate.js'
 
 const REQUESTS = 10_000
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true })
 
-export function varint (n: number): Buffer {
-  const out: number[] = []
-  do {
-    let b = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) b |= 0x80
-    out.push(b)
-  } while (n > 0)
-  return Buffer.from(out)
-}
-
 const lp = (body: Buffer): Buffer => Buffer.concat([varint(body.length), body])
-
-/** Splits length-prefixed frames; throws on anything malformed. */
-export function splitLp (data: Buffer): Buffer[] {
-  const frames: Buffer[] = []
-  let at = 0
-  while (at < data.length) {
-    let len = 0
-    let shift = 0
-    for (;;) {
-      const b = data[at++]
-      if (b === undefined) throw new Error('reply ends inside a length prefix')
-      len += (b & 0x7f) * 2 ** shift
-      shift += 7
-      if ((b & 0x80) === 0) break
-    }
-    if (at + len > data.length) throw new Error('reply ends inside a frame')
-    frames.push(data.subarray(at, at + len))
-    at += len
-  }
-  return frames
-}
 
 /** Valid requests to mutate: none that could start a job, even mutated (no job.start). */
 function validRequests (): Buffer[] {

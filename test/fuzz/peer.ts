@@ -79,3 +79,36 @@ export async function inParallel (n: number, parallel: number, task: (i: number)
   }
   await Promise.all(Array.from({ length: parallel }, worker))
 }
+
+/** An unsigned varint, as libp2p length prefixes use. */
+export function varint (n: number): Buffer {
+  const out: number[] = []
+  do {
+    let b = n % 128
+    n = Math.floor(n / 128)
+    if (n > 0) b |= 0x80
+    out.push(b)
+  } while (n > 0)
+  return Buffer.from(out)
+}
+
+/** Splits length-prefixed frames; throws on anything malformed. */
+export function splitLp (data: Buffer): Buffer[] {
+  const frames: Buffer[] = []
+  let at = 0
+  while (at < data.length) {
+    let len = 0
+    let shift = 0
+    for (;;) {
+      const b = data[at++]
+      if (b === undefined) throw new Error('reply ends inside a length prefix')
+      len += (b & 0x7f) * 2 ** shift
+      shift += 7
+      if ((b & 0x80) === 0) break
+    }
+    if (at + len > data.length) throw new Error('reply ends inside a frame')
+    frames.push(data.subarray(at, at + len))
+    at += len
+  }
+  return frames
+}
