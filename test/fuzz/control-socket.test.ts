@@ -193,7 +193,7 @@ describe(`control socket fuzz (FUZZ_SEED=${seed})`, () => {
     expect(await cluster.pid('n1')).toBe(pid)
     const created = [...(await listFiles(cluster.dir)).keys()].filter(p => !filesBefore.has(p))
     expect(created).toEqual([])
-  })
+  }, 240_000)
 
   it('bounds what it buffers for a client that floods bad frames and never reads the replies', async () => {
     const pid = await cluster.pid('n1')
@@ -225,5 +225,5 @@ describe(`control socket fuzz (FUZZ_SEED=${seed})`, () => {
     expect(rssFlooded).toBeLessThan(rssBefore + 200 * 2 ** 20)
     const status = await cluster.call<{ node: { name: string } }>('n1', 'status')
     expect(status.node.name).toBe('n1')
-  })
+  }, 240_000)
 })

@@ -175,5 +175,5 @@ describe(`image transfer fuzz (FUZZ_SEED=${seed})`, () => {
     const rssAfter = await rssBytes(pid)
     console.log(JSON.stringify({ rssBeforeMiB: rssBefore / 2 ** 20, rssAfterMiB: rssAfter / 2 ** 20 }))
     expect(rssAfter).toBeLessThan(rssBefore + 250 * 2 ** 20)
-  })
+  }, 240_000)
 })

@@ -80,7 +80,7 @@ describe(`peer RPC fuzz (FUZZ_SEED=${seed})`, () => {
     const requests = Array.from({ length: REQUESTS }, () => nextRequest(rng, valid))
     const counts = { error: 0, result: 0, reset: 0 }
     const problems: string[] = []
-    await inParallel(REQUESTS, 16, async i => {
+    await inParallel(REQUESTS, 32, async i => {
       const request = requests[i]!
       const what = `request ${i} (${request.subarray(0, 40).toString('hex')})`
       const { reply, ending } = await exchange(peer, RPC_PROTOCOL, request, 15_000)
@@ -106,5 +106,5 @@ describe(`peer RPC fuzz (FUZZ_SEED=${seed})`, () => {
     // Only the daemon's own state (its database and log) may have changed.
     const created = [...(await listFiles(cluster.dir)).keys()].filter(p => !filesBefore.has(p) && !p.includes('/db/'))
     expect(created).toEqual([])
-  })
+  }, 240_000)
 })

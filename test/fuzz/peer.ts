@@ -7,7 +7,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { createNodeHost } from '../../src/node/host.js'
-import { readClusterKey } from '../../src/node/identity.js'
+import { clusterPrologue, readClusterKey } from '../../src/node/identity.js'
 import type { NodeHost } from '../../src/node/host.js'
 import type { TestCluster } from '../helpers/cluster.js'
 import type { Stream } from '@libp2p/interface'
@@ -26,8 +26,7 @@ export async function fuzzPeer (cluster: TestCluster, node = 'n1'): Promise<Fuzz
   const host = await createNodeHost({
     privateKey: await generateKeyPair('Ed25519'),
     listen: '/ip4/127.0.0.1/tcp/0',
-    psk: await readClusterKey(cluster.config.keyFile),
-    pingIntervalMs: 5000,
+    prologue: clusterPrologue(await readClusterKey(cluster.config.keyFile), cluster.config.name),
     dialTimeoutMs: 5000,
     gossipHeartbeatMs: 1000
   })
