@@ -59,18 +59,23 @@ async function settle (init: RecoveryInit, entry: JournalEntry<DumpedFile[]>): P
     await init.cancelTarget(target, vpid).catch(() => {})
     await local.loseAfterMigration(vpid, `${why}; its tree is gone and its images are incomplete`, target)
   } else {
-    const holds = await askTarget(init, target, vpid)
-    if (holds === 'running') {
-      await moved(init, entry, `${why}; ${target} had restored it`)
-      return
-    }
-    await init.cancelTarget(target, vpid).catch(() => {})
-    const restored = await init.restoreHere(vpid, entry.imagesDir ?? '', entry.dumped ?? [], job.runtime)
-    const said = holds === undefined ? `${target} did not answer for ${init.settleTimeoutMs} ms` : `${target} did not run it (${holds})`
-    await local.resumeAfterMigration(vpid, restored, `${why}; ${said}: restored here from its images`, target)
+    await settleWithTarget(init, entry, job.runtime, why)
   }
   await rm(entry.imagesDir ?? '/nonexistent', { recursive: true, force: true })
   await journal.del(vpid)
+}
+
+async function settleWithTarget (init: RecoveryInit, entry: JournalEntry<DumpedFile[]>, old: RuntimeJob | undefined, why: string): Promise<void> {
+  const { vpid, target } = entry
+  const holds = await askTarget(init, target, vpid)
+  if (holds === 'running') {
+    await moved(init, entry, `${why}; ${target} had restored it`)
+    return
+  }
+  await init.cancelTarget(target, vpid).catch(() => {})
+  const restored = await init.restoreHere(vpid, entry.imagesDir ?? '', entry.dumped ?? [], old)
+  const said = holds === undefined ? `${target} did not answer for ${init.settleTimeoutMs} ms` : `${target} did not run it (${holds})`
+  await init.local.resumeAfterMigration(vpid, restored, `${why}; ${said}: restored here from its images`, target)
 }
 
 async function moved (init: RecoveryInit, entry: JournalEntry<DumpedFile[]>, detail: string): Promise<void> {

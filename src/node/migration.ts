@@ -74,10 +74,30 @@ export class MigrationService {
   readonly journal: MigrationJournal<DumpedFile[]>
   private readonly hooks: MigrationTestHooks
   private journalled = new Set<number>()
+  private unfinishedIncoming: number[] = []
 
   constructor (private readonly init: MigrationServiceInit) {
     this.journal = new MigrationJournal(init.store)
     this.hooks = init.hooks ?? migrationTestHooks()
+  }
+
+  /**
+   * A daemon killed while restoring an incoming job may have left it running under its shim, never
+   * confirmed to the source, which then restored it there: this copy must go.
+   */
+  private async dropUnconfirmedRestores (): Promise<void> {
+    const { local, runtime, logger } = this.init
+    for (const vpid of this.unfinishedIncoming.splice(0)) {
+      if (local.has(vpid) && local.get(vpid).state !== 'moved') continue
+      const found = await runtime.adopt(vpid).catch(() => undefined)
+      if (found === undefined) continue
+      logger.warn({ vpid }, 'killing a restored copy whose migration never completed')
+      if (found.exit === undefined) {
+        await runtime.signal(found.job, 'SIGKILL').catch(() => {})
+        await runtime.waitExit(found.job, AbortSignal.timeout(10_000)).catch(() => {})
+      }
+      await runtime.release(found.job).catch(() => {})
+    }
   }
 
   /** Whether vpid has a journalled migration this daemon must settle (known after `start`). */
@@ -88,6 +108,7 @@ export class MigrationService {
    * peers can be called); resolves when all are settled. Never rejects.
    */
   async recover (signal: AbortSignal): Promise<void> {
+    await this.dropUnconfirmedRestores()
     await recoverMigrations({
       entries: await this.journal.list(), journal: this.journal, local: this.init.local, runtime: this.init.runtime,
       rpc: this.init.rpc, logger: this.init.logger, settleTimeoutMs: this.init.settleTimeoutMs ?? 60_000, signal,
@@ -99,6 +120,7 @@ export class MigrationService {
   async start (): Promise<void> {
     const { rpc } = this.init
     // Nothing incoming survives a restart (the source rolls back); outgoing images stay if journalled.
+    this.unfinishedIncoming = (await readdir(join(this.init.dir, 'in')).catch(() => [] as string[])).map(Number).filter(Number.isSafeInteger)
     await rm(join(this.init.dir, 'in'), { recursive: true, force: true })
     const entries = await this.journal.list()
     this.journalled = new Set(entries.map(e => e.vpid))
@@ -243,7 +265,7 @@ export class MigrationService {
           return { bytes: (await sendImageDir(channel, dir, { signal, label: basename(dir) })).bytes }
         } catch (err) {
           channel.abort(err instanceof Error ? err : new Error(String(err)))
-          throw err
+          throw new Error(`sending the images to ${target} failed: ${(err as Error).message}`, { cause: err })
         }
       },
       restore: async (target, vpid, stdio, signal) => {
@@ -291,6 +313,7 @@ export class MigrationService {
       inc.restoring = false
       throw err
     })
+    await this.hooks.run('target-restored', vpid, from)
     clearTimeout(inc.expiry)
     this.incoming.delete(vpid)
     const migration = { from, to: this.init.selfName, outcome: 'moved' as const, atMs: Date.now() }
