@@ -48,6 +48,9 @@ export interface MembershipInit {
   readonly now?: () => number
 }
 
+/** Most members tracked: far above any real cluster, so a peer making up names cannot grow it without bound. */
+export const MAX_MEMBERS = 4096
+
 type MutableMember = { -readonly [K in keyof Member]: Member[K] }
 type TrackedMember = MutableMember & { seqSeen: number }
 
@@ -176,6 +179,11 @@ export class Membership extends EventTarget {
     }
     const known = this.members.get(hb.name)
     const peerId = from.toString()
+    const refusal = this.idProblem(hb, known === undefined)
+    if (refusal !== undefined) {
+      this.init.logger.warn({ from: peerId, name: hb.name, id: hb.id }, `heartbeat ignored: ${refusal}`)
+      return
+    }
     if (known != null && known.peerId !== peerId && known.state !== 'dead') {
       this.init.logger.warn({ name: hb.name, known: known.peerId, claimed: peerId }, 'two peers claim one node name; keeping the live one')
       return
@@ -198,6 +206,21 @@ export class Membership extends EventTarget {
     }
     this.members.set(hb.name, member)
     if (previous !== 'alive') this.emitState(member, previous)
+  }
+
+  /**
+   * Why a heartbeat's name/id may not be taken, if so: node ids prefix vpids (a job's home node is
+   * found by it), so one id must never name two live nodes; and the member table stays bounded.
+   */
+  private idProblem (hb: Heartbeat, isNew: boolean): string | undefined {
+    const configured = this.init.nodes.find(n => n.name === hb.name)
+    if (configured !== undefined && configured.id !== hb.id) return `the config gives ${hb.name} id ${configured.id}`
+    if (hb.id === this.init.self.id) return `id ${hb.id} is this node's`
+    for (const m of this.members.values()) {
+      if (m.id === hb.id && m.name !== hb.name && m.state !== 'dead') return `id ${hb.id} belongs to ${m.name}`
+    }
+    if (isNew && this.members.size >= MAX_MEMBERS) return `the member table is full (${MAX_MEMBERS})`
+    return undefined
   }
 
   private sweep (): void {
