@@ -4,7 +4,7 @@
  * was frozen (io_uring), and others would restore into a broken job (GPU devices, established TCP
  * connections to other hosts, whose peers' address cannot follow).
  */
-import { readdir, readFile, readlink } from 'node:fs/promises'
+import { readdir, readFile, readlink, stat } from 'node:fs/promises'
 
 /** Host pids of `root` and all its descendants (threads' children included). */
 export async function processTree (root: number): Promise<number[]> {
@@ -52,16 +52,28 @@ export async function findUnmigratable (root: number): Promise<string[]> {
     const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])
     for (const fd of fds) {
       const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')
-      const why = classify(target, tcp)
+      const why = classify(target, tcp) ?? await gpuByNumber(`/proc/${pid}/fd/${fd}`, target)
       if (why !== undefined) reasons.push(`pid ${pid} fd ${fd}: ${why}`)
     }
   }
   return reasons
 }
 
+/** Character-device majors of GPUs: 195 NVIDIA, 226 DRM (Intel, AMD, ... render and card nodes). */
+const GPU_MAJORS = new Set([195, 226])
+
+/** A GPU device opened under another path (e.g. a container's own /dev), by its device number. */
+async function gpuByNumber (fdPath: string, target: string): Promise<string | undefined> {
+  if (!target.startsWith('/')) return undefined
+  const s = await stat(fdPath).catch(() => undefined)
+  if (s === undefined || !s.isCharacterDevice()) return undefined
+  const major = Number((BigInt(s.rdev) >> 8n) & 0xfffn)
+  return GPU_MAJORS.has(major) ? `GPU device ${target} (major ${major})` : undefined
+}
+
 function classify (target: string, tcp: Map<string, string>): string | undefined {
   if (target.includes('io_uring')) return 'io_uring instance'
-  if (/^\/dev\/(nvidia|dri\/)/.test(target)) return `GPU device ${target}`
+  if (/^\/dev\/(nvidia|dri\/|kfd$)/.test(target)) return `GPU device ${target}`
   const socket = /^socket:\[(\d+)\]$/.exec(target)
   if (socket !== null && tcp.has(socket[1] ?? '')) return `established TCP connection to ${tcp.get(socket[1] ?? '') ?? '?'} (not loopback)`
   return undefined
