@@ -6,6 +6,7 @@
  */
 import '../src/polyfill.js'
 import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { ControlClient } from '../src/api/client.js'
 import { summarize } from './lib.js'
@@ -15,6 +16,15 @@ import type { NodeInfo } from '../src/api/schema.js'
 process.env.SSI_LOG_LEVEL ??= 'warn'
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1] ?? 200) || 200
 const SSI = fileURLToPath(new URL('../bin/ssi.cjs', import.meta.url))
+
+/** Whether the cgroup2 mount has favordynmods (scripts/provision.sh): without, each job start waits for an RCU grace period. */
+function cgroupFavorDynmods (): boolean {
+  try {
+    return readFileSync('/proc/mounts', 'utf8').split('\n').some(l => l.split(' ')[2] === 'cgroup2' && l.split(' ')[3]?.split(',').includes('favordynmods'))
+  } catch {
+    return false
+  }
+}
 
 function timeCommand (cmd: string, args: string[], n: number): number[] {
   const samples: number[] = []
@@ -72,6 +82,7 @@ try {
   console.log(JSON.stringify({
     benchmark: 'spawn',
     runs,
+    cgroupFavorDynmods: cgroupFavorDynmods(),
     apiRunOtherNodeTrueMs: apiS,
     cliRunOtherNodeTrueMs: cliS,
     baselines: {

@@ -6,6 +6,9 @@
 #     /opt/ssi/criu run through its own loader by /opt/ssi/bin/criu (see docs/criu.md); no system
 #     package is replaced;
 #   - fs.pipe-max-size >= 4 MiB (CRIU post-copy lazy pages need it);
+#   - the cgroup2 mount with favordynmods where the kernel has it: moving a process into a cgroup
+#     then no longer waits for an RCU grace period (6-14 ms per job start measured here, ~0.5 ms
+#     with it); best effort, a start is only slower without it;
 #   - /opt/ssi/criu.path: absolute path of the criu to use.
 set -Eeuo pipefail
 
@@ -202,6 +205,29 @@ provision_sysctl() {
   fi
 }
 
+# ---------------------------------------------------------------- cgroups
+provision_cgroups() {
+  local mnt opts
+  if ! grep -qw favordynmods /sys/kernel/cgroup/features 2>/dev/null; then
+    log cgroups "kernel has no favordynmods: job starts pay an RCU grace period"
+    return
+  fi
+  mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+  if [[ -z $mnt ]]; then
+    log cgroups "no cgroup2 mount: cannot enable favordynmods"
+    return
+  fi
+  opts=$(awk -v m="$mnt" '$2 == m && $3 == "cgroup2" { print $4; exit }' /proc/mounts)
+  if [[ ,$opts, == *,favordynmods,* ]]; then
+    log cgroups "$mnt has favordynmods"
+  elif mount -o remount,favordynmods "$mnt" 2>/dev/null; then
+    log cgroups "$mnt remounted with favordynmods"
+  else
+    log cgroups "could not remount $mnt with favordynmods: job starts pay an RCU grace period"
+  fi
+}
+
 provision_packages
 provision_criu
 provision_sysctl
+provision_cgroups
