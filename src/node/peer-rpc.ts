@@ -1,5 +1,7 @@
 /**
- * PeerRpc over libp2p: one stream per call on `/ssi/rpc/1`, length-prefixed msgpack frames.
+ * PeerRpc over libp2p: calls to a node share one long-lived stream (`/ssi/rpc-mux/1`, rpc-mux.ts);
+ * `/ssi/rpc/1`, one stream per call, is still served and used with nodes that lack the former.
+ * On `/ssi/rpc/1`, length-prefixed msgpack frames:
  * Request {v, method, params}; then zero or more {t:'event'} frames and one {t:'result'|'error'}.
  * Frames are size-limited and validated before use; a misbehaving peer gets an error and its
  * stream reset, never a crashed daemon.
@@ -9,6 +11,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { z } from 'zod'
 import { decodeWith, encodeMessage, PEER_PROTOCOL_VERSION } from '../protocol/peer.js'
 import { NodeUnavailableError, PeerCallError } from '../ssi/ports.js'
+import { RPC_MUX_PROTOCOL, RpcChannel, serveMux } from './rpc-mux.js'
 import type { NodeHost } from './host.js'
 import type { Logger } from './logger.js'
 import type { PeerCallOptions, PeerHandler, PeerHandlerContext, PeerRpc, PeerStreamOptions } from '../ssi/ports.js'
@@ -40,11 +43,17 @@ export interface PeerRpcInit {
 
 export class Libp2pPeerRpc implements PeerRpc {
   private readonly handlers = new Map<string, PeerHandler>()
+  /** One multiplexed stream per peer (by PeerId), shared by every call to it. */
+  private readonly channels = new Map<string, Promise<RpcChannel>>()
 
   constructor (private readonly init: PeerRpcInit) {}
 
   async start (): Promise<void> {
     await this.init.host.handle(RPC_PROTOCOL, (stream, connection) => { void this.serve(stream, connection) }, { maxInboundStreams: 1024, maxOutboundStreams: 1024 })
+    await this.init.host.handle(RPC_MUX_PROTOCOL, (stream, connection) => {
+      const fromNode = this.init.nodeOf(connection.remotePeer.toString()) ?? connection.remotePeer.toString()
+      void serveMux({ stream, fromNode, handlers: this.handlers, shutdown: this.init.shutdown, logger: this.init.logger, maxFrame: MAX_RPC_FRAME })
+    }, { maxInboundStreams: 64, maxOutboundStreams: 64 })
   }
 
   handle (method: string, handler: PeerHandler): void {
@@ -60,6 +69,42 @@ export class Libp2pPeerRpc implements PeerRpc {
     if (node === this.init.selfName) return await this.callLocal(method, params, opts.onEvent, signal)
     const peer = this.init.peerOf(node)
     if (peer === undefined) throw new NodeUnavailableError(`node ${node} is not a known live member of the cluster`)
+    const channel = await this.channel(node, peer, signal)
+    if (channel !== undefined) return await channel.call(method, params, opts.onEvent, signal)
+    return await this.callOnOwnStream(node, peer, method, params, opts.onEvent, signal)
+  }
+
+  /**
+   * The multiplexed stream to `peer`, opened on first use and again after it closed; undefined if
+   * the peer does not speak the protocol (an older node: one stream per call then).
+   */
+  private async channel (node: string, peer: string, signal: AbortSignal): Promise<RpcChannel | undefined> {
+    const known = this.channels.get(peer)
+    if (known !== undefined) {
+      const ch = await known.catch(() => undefined)
+      if (ch?.open === true) return ch
+      if (this.channels.get(peer) === known) this.channels.delete(peer)
+    }
+    // Shared by every call to the peer, so not bound to this call's signal.
+    const opening = this.openChannel(node, peer)
+    this.channels.set(peer, opening)
+    opening.catch(() => { if (this.channels.get(peer) === opening) this.channels.delete(peer) })
+    try {
+      return await raceSignal(opening, signal)
+    } catch (err) {
+      if ((err as Error).name === 'UnsupportedProtocolError') return undefined
+      if (signal.aborted) throw err
+      throw new NodeUnavailableError(`cannot reach node ${node}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  private async openChannel (node: string, peer: string): Promise<RpcChannel> {
+    const signal = AbortSignal.any([this.init.shutdown, AbortSignal.timeout(this.init.defaultTimeoutMs ?? 30_000)])
+    const stream = await this.init.host.dialProtocol(peerIdFromString(peer), RPC_MUX_PROTOCOL, { signal })
+    return new RpcChannel(stream, node, MAX_RPC_FRAME)
+  }
+
+  private async callOnOwnStream (node: string, peer: string, method: string, params: unknown, onEvent: PeerStreamOptions['onEvent'], signal: AbortSignal): Promise<unknown> {
     let stream: Stream
     try {
       stream = await this.init.host.dialProtocol(peerIdFromString(peer), RPC_PROTOCOL, { signal })
@@ -67,7 +112,7 @@ export class Libp2pPeerRpc implements PeerRpc {
       throw new NodeUnavailableError(`cannot reach node ${node}: ${(err as Error).message}`, { cause: err })
     }
     try {
-      return await this.exchange(stream, node, method, params, opts.onEvent, signal)
+      return await this.exchange(stream, node, method, params, onEvent, signal)
     } finally {
       if (stream.status === 'open') stream.abort(new Error('call finished'))
     }
@@ -135,5 +180,19 @@ export class Libp2pPeerRpc implements PeerRpc {
     } catch (err) {
       stream.abort(err as Error)
     }
+  }
+}
+
+/** Resolves or rejects like `p`, or rejects when `signal` aborts first (p keeps running). */
+async function raceSignal<T> (p: Promise<T>, signal: AbortSignal): Promise<T> {
+  signal.throwIfAborted()
+  let onAbort: (() => void) | undefined
+  try {
+    return await Promise.race([p, new Promise<never>((_resolve, reject) => {
+      onAbort = () => { reject(signal.reason instanceof Error ? signal.reason : new Error('call aborted')) }
+      signal.addEventListener('abort', onAbort, { once: true })
+    })])
+  } finally {
+    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
   }
 }
