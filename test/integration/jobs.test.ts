@@ -114,6 +114,8 @@ describe('cluster process namespace (3 real daemons)', () => {
     const vpid = r.stdout.trim()
     await new Promise(resolve => setTimeout(resolve, 800))
     process.kill(await c.pid('n2'), 'SIGKILL')
+    // SIGKILL is asynchronous: a start while the old daemon still exits would find it "running".
+    await eventually(async () => await c.pid('n2').then(() => false, () => true), 10_000, 'the killed daemon to be gone')
     await c.start(['n2'])
     // Listed again once n2 rejoins; the job may have finished meanwhile (it is not stopped by the restart).
     await eventually(async () => (await ps()).some(j => String(j.vpid) === vpid && ['running', 'exited'].includes(j.state)), 20_000, 'job listed again')
