@@ -226,7 +226,12 @@ export const killResultSchema = z.object({
 export const vpidParamsSchema = z.object({ vpid: vpidParam })
 export const logsParamsSchema = z.object({ vpid: vpidParam, follow: z.boolean().default(false) })
 
-export const migrateParamsSchema = z.object({ vpid: vpidParam, node: z.string().min(1).max(64) })
+export const migrateParamsSchema = z.object({
+  vpid: vpidParam,
+  node: z.string().min(1).max(64),
+  /** stop-copy (default), post-copy, pre-copy, or auto (the source node chooses; see README). */
+  mode: z.enum(['stop-copy', 'post-copy', 'pre-copy', 'auto']).optional()
+})
 /** Phase times of a stop-and-copy migration, ms; downtime runs from the dump to the job running again. */
 export const migrateResultSchema = z.object({
   vpid: z.number().int().positive(),
@@ -240,8 +245,30 @@ export const migrateResultSchema = z.object({
   bytes: nonNegative,
   /** CRIU's time to freeze the tree, and how long it kept it frozen while dumping (within dumpMs). */
   freezeMs: nonNegative.optional(),
-  frozenMs: nonNegative.optional()
+  frozenMs: nonNegative.optional(),
+  /** The mode used and why (e.g. auto's rule). */
+  mode: z.enum(['stop-copy', 'post-copy', 'pre-copy']).optional(),
+  modeReason: z.string().optional(),
+  /** post-copy: from the job running on the target until its last page arrived, and the page bytes. */
+  pullMs: nonNegative.optional(),
+  pageBytes: nonNegative.optional(),
+  /** From the request to the end of the migration (post-copy: the end of the page pull). */
+  totalMs: nonNegative.optional()
 })
+/** Progress of a migration: the mode chosen (with a warning for post-copy), phases, bytes moved. */
+export const migrateEventSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('mode'), mode: z.enum(['stop-copy', 'post-copy', 'pre-copy']), reason: z.string(), warning: z.string().optional() }),
+  z.object({ kind: z.literal('phase'), phase: z.string() }),
+  z.object({
+    kind: z.literal('progress'),
+    /** 'transferring' (images) or 'pulling' (post-copy pages, total estimated from the job's RSS). */
+    phase: z.string(),
+    doneBytes: nonNegative,
+    totalBytes: nonNegative,
+    bytesPerSecond: nonNegative,
+    etaMs: nonNegative.optional()
+  })
+])
 
 export type JobState = z.infer<typeof jobStateSchema>
 export type ExitInfo = z.infer<typeof exitInfoSchema>
@@ -252,6 +279,8 @@ export type RunEvent = z.infer<typeof runEventSchema>
 export type RunInput = z.infer<typeof runInputSchema>
 export type PsResult = z.infer<typeof psResultSchema>
 export type KillResult = z.infer<typeof killResultSchema>
+export type MigrateResult = z.infer<typeof migrateResultSchema>
+export type MigrateEvent = z.infer<typeof migrateEventSchema>
 
 // ---- methods ---------------------------------------------------------------------------------
 
@@ -282,7 +311,7 @@ export const methods = {
   wait: { params: vpidParamsSchema, result: runResultSchema },
   logs: { params: logsParamsSchema, result: z.object({}), event: outputEventSchema },
   inspect: { params: vpidParamsSchema, result: jobInfoSchema },
-  migrate: { params: migrateParamsSchema, result: migrateResultSchema }
+  migrate: { params: migrateParamsSchema, result: migrateResultSchema, event: migrateEventSchema }
 } as const satisfies MethodTable
 
 export type ApiMethods = typeof methods

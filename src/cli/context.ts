@@ -59,6 +59,8 @@ export interface CliContext {
   cwd(): string
   /** Width of the terminal stdout goes to; undefined when it is not a terminal. */
   readonly columns: number | undefined
+  /** Width of the terminal stderr goes to; undefined when it is not a terminal (no live progress then). */
+  readonly stderrColumns?: number
   /** Where a job's output goes, as raw bytes. */
   readonly output: OutputSink
   /** The caller's stdin as chunks; read only by commands that forward it (`ssi run -i`). */

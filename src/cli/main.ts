@@ -60,7 +60,8 @@ void runCli(process.argv.slice(2), {
   stdin: () => process.stdin,
   onSignal,
   cwd: () => process.cwd(),
-  columns: process.stdout.isTTY ? process.stdout.columns : undefined
+  columns: process.stdout.isTTY ? process.stdout.columns : undefined,
+  stderrColumns: process.stderr.isTTY ? process.stderr.columns : undefined
 }).then(code => {
   // stdout and stderr are synchronous for files and pipes on Linux, so nothing printed is lost.
   process.exit(code)

@@ -40,6 +40,8 @@ export interface CliDeps {
   readonly cwd?: () => string
   /** Terminal width of stdout, if it is a terminal. */
   readonly columns?: number
+  /** Terminal width of stderr, if it is a terminal (live progress lines go there). */
+  readonly stderrColumns?: number
 }
 
 /** Runs `ssi <argv>` and resolves with the exit code. Never throws, never exits the process. */
@@ -60,6 +62,7 @@ export async function runCli (argv: readonly string[], deps: CliDeps): Promise<n
     env: deps.env,
     cwd: deps.cwd ?? (() => process.cwd()),
     columns: deps.columns,
+    stderrColumns: deps.stderrColumns,
     output: deps.output ?? streamOutput(process.stdout, process.stderr),
     stdin: deps.stdin ?? (() => process.stdin),
     onSignal: deps.onSignal ?? (() => () => {})

@@ -24,6 +24,8 @@ export interface RestoreCommandOptions {
   readonly stdio: readonly RedirectedFile[]
   /** CRIU log level 0..4; default 4 (the log is what explains a failed restore). */
   readonly logLevel?: number
+  /** Post-copy: pages come from a `criu lazy-pages` daemon whose socket is in imagesDir (the work dir). */
+  readonly lazyPages?: boolean
 }
 
 const FIRST_FD = 3
@@ -36,6 +38,7 @@ export function restoreCommand (o: RestoreCommandOptions): string[] {
   return [
     'sh', '-c', script, 'ssi-restore', ...o.stdio.map((f) => f.newPath),
     o.criuPath, 'restore', '-d', '-D', o.imagesDir, '--pidfile', o.pidFile, '-o', o.logFile, `-v${o.logLevel ?? 4}`,
-    '--root', '/', '--ext-mount-map', 'auto', '--enable-external-masters', '--manage-cgroups=ignore', ...inherit
+    '--root', '/', '--ext-mount-map', 'auto', '--enable-external-masters', '--manage-cgroups=ignore', ...inherit,
+    ...(o.lazyPages === true ? ['--lazy-pages'] : [])
   ]
 }

@@ -55,6 +55,16 @@ const jobsSchema = z.object({
   retainFinishedMs: z.number().int().positive().default(24 * 3600 * 1000)
 }).strict()
 
+/** Live migration (`ssi migrate`). */
+const migrationSchema = z.object({
+  /**
+   * Resident memory above which `ssi migrate --mode auto` uses post-copy (when the source node can
+   * do lazy pages), in bytes (accepts "256MiB"). Below it, stop-copy: its downtime is then short
+   * anyway (~0.1-0.4 s) and the job never depends on two nodes at once. Default 256 MiB.
+   */
+  postCopyAboveBytes: bytes.default(256 * 1024 * 1024)
+}).strict()
+
 const nodeSchema = z.object({
   /** Unique node name, used on the command line (`ssi run --node n2`). */
   name: nodeName,
@@ -95,12 +105,14 @@ const fileSchema = z.object({
   gossip: gossipSchema.default(() => gossipSchema.parse({})),
   failureDetection: failureSchema.default(() => failureSchema.parse({})),
   jobs: jobsSchema.default(() => jobsSchema.parse({})),
+  migration: migrationSchema.default(() => migrationSchema.parse({})),
   netns: netnsSchema.optional()
 }).strict()
 
 export type GossipConfig = z.infer<typeof gossipSchema>
 export type FailureDetectionConfig = z.infer<typeof failureSchema>
 export type JobsConfig = z.infer<typeof jobsSchema>
+export type MigrationConfig = z.infer<typeof migrationSchema>
 
 export interface NetnsConfig {
   readonly bridge: string
@@ -128,6 +140,7 @@ export interface ClusterConfig {
   readonly jobs: JobsConfig
   /** Present when every node runs in its own network namespace. */
   readonly netns?: NetnsConfig
+  readonly migration: MigrationConfig
 }
 
 /** Reads, parses and validates a cluster config file. Throws ConfigError naming the field and reason. */
@@ -183,6 +196,7 @@ export function parseClusterConfig (raw: unknown, path: string): ClusterConfig {
     gossip: c.gossip,
     failureDetection: c.failureDetection,
     jobs: c.jobs,
+    migration: c.migration,
     ...(netns === undefined ? {} : { netns })
   }
 }

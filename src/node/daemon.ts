@@ -115,7 +115,8 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       logger: logger.child({ component: 'bulk' })
     })
     const migration = new MigrationService({
-      selfName: node.name, local: localJobs, runtime, rpc, bulk, dir: join(node.stateDir, 'migrations'), logger: logger.child({ component: 'migration' }), store
+      selfName: node.name, local: localJobs, runtime, rpc, bulk, dir: join(node.stateDir, 'migrations'), logger: logger.child({ component: 'migration' }), store,
+      modes: config.migration
     })
     await migration.start()
     await localJobs.recover(vpid => migration.isJournalled(vpid))

@@ -27,6 +27,13 @@ import type { JobRecord } from '../ssi/jobs/record.js'
 import type { DumpedFile, JobRuntime, RuntimeJob } from '../ssi/jobs/runtime.js'
 import type { PeerRpc } from '../ssi/ports.js'
 import type { Logger } from './logger.js'
+import { chooseMode, DEFAULT_MODE_CONFIG, POST_COPY_WARNING } from '../migration/modes.js'
+import type { ChosenMode, MigrationModeConfig, RequestedMode } from '../migration/modes.js'
+import { migratePostCopy } from '../migration/post-copy.js'
+import type { PostCopySource, PostCopyTarget } from '../migration/post-copy.js'
+import { LAZY_PAGES_PROTOCOL, PostCopyPlumbing } from './migration-post-copy.js'
+import { MigrationEvents } from './migration-events.js'
+import type { EmitEvent } from './migration-events.js'
 
 export interface MigrationServiceInit {
   readonly selfName: string
@@ -49,6 +56,14 @@ export interface MigrationServiceInit {
   readonly settleTimeoutMs?: number
   /** Fault injection for tests (default: from the environment, off unless asked for). */
   readonly hooks?: MigrationTestHooks
+  /** How `--mode auto` chooses (the cluster config's `migration` section). */
+  readonly modes?: MigrationModeConfig
+}
+
+export interface MigrateOutOptions {
+  readonly mode?: RequestedMode
+  /** Progress for the caller: the mode chosen, phases, bytes moved. */
+  readonly onEvent?: EmitEvent
 }
 
 const STAGED = { stdout: 'ssi.stdout', stderr: 'ssi.stderr' } as const
@@ -75,10 +90,12 @@ export class MigrationService {
   private readonly hooks: MigrationTestHooks
   private journalled = new Set<number>()
   private unfinishedIncoming: number[] = []
+  private readonly postCopy: PostCopyPlumbing
 
   constructor (private readonly init: MigrationServiceInit) {
     this.journal = new MigrationJournal(init.store)
     this.hooks = init.hooks ?? migrationTestHooks()
+    this.postCopy = new PostCopyPlumbing(init.runtime, init.bulk, init.logger.child({ component: 'post-copy' }))
   }
 
   /**
@@ -129,8 +146,8 @@ export class MigrationService {
     }
     rpc.handle('migrate.status', async (p, ctx) => ({ holds: this.holds(parseParams(migrateVpidSchema, p).vpid, ctx.fromNode) }))
     rpc.handle('migrate.start', async (p, ctx) => {
-      const { vpid, target, asUid } = parseParams(migrateStartSchema, p)
-      return await this.migrateOut(vpid, target, asUid, ctx.signal)
+      const { vpid, target, asUid, mode } = parseParams(migrateStartSchema, p)
+      return await this.migrateOut(vpid, target, asUid, ctx.signal, { mode, onEvent: async (e) => { await ctx.emit(e) } })
     })
     rpc.handle('migrate.prepare', async (p, ctx) => { await this.prepareIn(parseParams(migratePrepareSchema, p), ctx.fromNode); return {} })
     rpc.handle('migrate.restore', async (p, ctx) => {
@@ -148,6 +165,7 @@ export class MigrationService {
       received.catch(() => {})
       await received
     })
+    await this.init.bulk.handle(LAZY_PAGES_PROTOCOL, async (channel, fromNode, signal) => { await this.postCopy.handleChannel(channel, fromNode, signal) })
   }
 
   /** The prepared migration from `from` that images labelled `label` (a vpid) are for. */
@@ -167,26 +185,86 @@ export class MigrationService {
     return local.has(vpid) && local.get(vpid).state !== 'moved' ? 'running' : 'absent'
   }
 
-  /** Runs the migration of a job of this node to `target`. */
-  async migrateOut (vpid: number, target: string, asUid: number, signal?: AbortSignal): Promise<MigrationSummary> {
+  /** Runs the migration of a job of this node to `target`, in the mode asked for (default stop-copy). */
+  async migrateOut (vpid: number, target: string, asUid: number, signal?: AbortSignal, opts: MigrateOutOptions = {}): Promise<MigrationSummary> {
     if (target === this.init.selfName) throw new JobStateError(`job ${vpid} already runs on ${target}`)
-    const log = this.init.logger.child({ vpid, target })
     const startedMs = Date.now()
+    const events = new MigrationEvents(opts.onEvent)
+    try {
+      const chosen = await this.chooseMode(vpid, opts.mode ?? 'stop-copy', signal)
+      this.init.logger.info({ vpid, target, mode: chosen.mode, reason: chosen.reason }, 'migration mode')
+      events.send({ kind: 'mode', mode: chosen.mode, reason: chosen.reason, warning: chosen.mode === 'post-copy' ? POST_COPY_WARNING : undefined })
+      const summary = chosen.mode === 'post-copy'
+        ? await this.postCopyOut(vpid, target, asUid, signal, events)
+        : await this.stopCopyOut(vpid, target, asUid, signal, events, startedMs)
+      return { ...summary, mode: chosen.mode, modeReason: chosen.reason, totalMs: Date.now() - startedMs }
+    } finally {
+      await events.flush()
+    }
+  }
+
+  private async chooseMode (vpid: number, requested: RequestedMode, signal?: AbortSignal): Promise<ChosenMode> {
+    if (requested === 'stop-copy') return { mode: 'stop-copy', reason: 'requested' }
+    const caps = this.init.runtime.capabilities === undefined
+      ? { memTrack: false, lazyPages: false, lazyPagesWhy: 'this node runs jobs without CRIU' }
+      : await this.init.runtime.capabilities(signal)
+    const rss = requested === 'auto' ? (await this.init.local.snapshot(vpid)).rssBytes : 0
+    return chooseMode(requested, rss, caps, this.init.modes ?? DEFAULT_MODE_CONFIG)
+  }
+
+  private async stopCopyOut (vpid: number, target: string, asUid: number, signal: AbortSignal | undefined, events: MigrationEvents, startedMs: number): Promise<MigrationSummary> {
+    const log = this.init.logger.child({ vpid, target })
     const onPhase = async (phase: MigrationPhase, detail: PhaseDetail<unknown>): Promise<void> => {
       log.info({ phase }, 'migration')
+      events.phase(phase)
       if (SETTLED.has(phase)) { await this.journal.del(vpid); return }
       await this.hooks.run(`source-${phase}`, vpid, target)
       const { imagesDir, dumped } = detail as PhaseDetail<DumpedFile[]>
       await this.journal.put({ vpid, target, phase, startedMs, updatedMs: Date.now(), imagesDir, dumped })
     }
     try {
-      const result = await migrate(this.source(target), this.target(), { vpid, target, asUid, signal, onPhase })
+      const result = await migrate(this.source(target), this.target(events), { vpid, target, asUid, signal, onPhase })
       await this.journal.del(vpid)
       const stats = this.dumpStats.get(vpid)
       const ms = (us: number | undefined): number | undefined => (us === undefined ? undefined : Math.round(us / 100) / 10)
       return { ...result, from: this.init.selfName, freezeMs: ms(stats?.freezingUs), frozenMs: ms(stats?.frozenUs) }
     } finally {
       this.dumpStats.delete(vpid)
+    }
+  }
+
+  /** Post-copy is not journalled: a source that restarts mid-way finds the job's tree or marks it lost (LocalJobs.recover). */
+  private async postCopyOut (vpid: number, target: string, asUid: number, signal: AbortSignal | undefined, events: MigrationEvents): Promise<MigrationSummary> {
+    const log = this.init.logger.child({ vpid, target })
+    const rss = (await this.init.local.snapshot(vpid)).rssBytes
+    const result = await migratePostCopy(this.postCopySource(target), this.postCopyTarget(events), {
+      vpid, target, asUid, signal,
+      onPhase: (phase) => { log.info({ phase }, 'post-copy migration'); events.phase(phase) },
+      onPageBytes: (bytes) => { events.pull(bytes, rss) }
+    })
+    events.pull(result.pageBytes, rss, true)
+    return { ...result, from: this.init.selfName }
+  }
+
+  private postCopySource (target: string): PostCopySource<MigratePrepareParams, DumpedFile[]> {
+    const stopCopy = this.source(target)
+    return {
+      ...stopCopy,
+      begin: async (vpid, asUid) => {
+        const r = await stopCopy.begin(vpid, asUid)
+        return { ...r, payload: { ...r.payload, mode: 'post-copy' as const } }
+      },
+      checkpointLazy: async (vpid, dir, signal) => await this.postCopy.checkpointLazy(this.out(vpid).job, dir, signal),
+      abortLazy: async (vpid) => await this.postCopy.abortLazy(vpid)
+    }
+  }
+
+  private postCopyTarget (events: MigrationEvents): PostCopyTarget<MigratePrepareParams, DumpedFile[]> {
+    const stopCopy = this.target(events)
+    return {
+      ...stopCopy,
+      bridgePages: async (target, vpid, signal, onBytes) => await this.postCopy.bridgePages(target, vpid, signal, onBytes),
+      restoreLazy: stopCopy.restore
     }
   }
 
@@ -255,14 +333,14 @@ export class MigrationService {
     return o
   }
 
-  private target (): MigrationTarget<MigratePrepareParams, DumpedFile[]> {
+  private target (events?: MigrationEvents): MigrationTarget<MigratePrepareParams, DumpedFile[]> {
     const { rpc, bulk } = this.init
     return {
       prepare: async (target, _vpid, payload, signal) => { await rpc.call(target, 'migrate.prepare', payload, { signal, timeoutMs: 10_000 }) },
       send: async (target, dir, signal) => {
         const channel = this.hooks.wrapImages(await bulk.open(target, IMAGES_PROTOCOL, signal))
         try {
-          return { bytes: (await sendImageDir(channel, dir, { signal, label: basename(dir) })).bytes }
+          return { bytes: (await sendImageDir(channel, dir, { signal, label: basename(dir), onProgress: p => { events?.transfer(p) } })).bytes }
         } catch (err) {
           channel.abort(err instanceof Error ? err : new Error(String(err)))
           throw new Error(`sending the images to ${target} failed: ${(err as Error).message}`, { cause: err })
@@ -286,6 +364,7 @@ export class MigrationService {
     // A source that died mid-migration must not block its later migrations to this node forever.
     const expiry = setTimeout(() => { void this.cancelIn(p.vpid, from) }, this.init.incomingTtlMs ?? 600_000)
     expiry.unref()
+    if (p.mode === 'post-copy') await this.postCopy.prepareIn(p.vpid, from)
     this.incoming.set(p.vpid, { from, prepared: p, dir, expiry })
   }
 
@@ -308,8 +387,12 @@ export class MigrationService {
     await rename(join(inc.dir, STAGED.stderr), paths.stderr)
     const { prepared } = inc
     inc.restoring = true
+    const lazyPages = prepared.mode === 'post-copy'
     // On failure the job dir stays (its shim.log and restore.log say why) until this vpid comes again.
-    const job = await runtime.restore({ vpid, imagesDir: inc.dir, limits: prepared.job.limits, stdio }, signal).catch((err: unknown) => {
+    const job = await (async () => {
+      if (lazyPages) await this.postCopy.startDaemon(vpid, inc.dir)
+      return await runtime.restore({ vpid, imagesDir: inc.dir, limits: prepared.job.limits, stdio, lazyPages }, signal)
+    })().catch((err: unknown) => {
       inc.restoring = false
       throw err
     })
@@ -319,7 +402,10 @@ export class MigrationService {
     const migration = { from, to: this.init.selfName, outcome: 'moved' as const, atMs: Date.now() }
     const record: JobRecord = { ...prepared.job, node: this.init.selfName, state: 'running', stdin: false, migration }
     await local.adoptMigrated(record, job)
-    await rm(inc.dir, { recursive: true, force: true })
+    const cleanup = async (): Promise<void> => { await rm(inc.dir, { recursive: true, force: true }) }
+    // Post-copy: the lazy-pages daemon reads the images dir until the last page arrived.
+    if (lazyPages) this.postCopy.watchPull(vpid, job, cleanup)
+    else await cleanup()
   }
 
   private async cancelIn (vpid: number, from: string): Promise<void> {
@@ -327,6 +413,7 @@ export class MigrationService {
     if (inc === undefined || inc.from !== from) return
     clearTimeout(inc.expiry)
     this.incoming.delete(vpid)
+    this.postCopy.cancelIn(vpid)
     await inc.received?.catch(() => {})
     await rm(inc.dir, { recursive: true, force: true })
   }

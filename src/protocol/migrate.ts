@@ -6,12 +6,15 @@ import { z } from 'zod'
 import { limitsSchema, ownerSchema } from './jobs.js'
 
 const vpid = z.number().int().positive().max(Number.MAX_SAFE_INTEGER)
+/** How to migrate (src/migration/modes.ts); 'auto' lets the source choose. */
+export const migrationModeSchema = z.enum(['stop-copy', 'post-copy', 'pre-copy', 'auto'])
 
 /** Source → source (via the caller's node): start migrating vpid to `target`. */
 export const migrateStartSchema = z.object({
   vpid,
   target: z.string().min(1).max(64),
-  asUid: z.number().int().nonnegative().max(0xffffffff)
+  asUid: z.number().int().nonnegative().max(0xffffffff),
+  mode: migrationModeSchema.optional()
 }).strict()
 
 /** The part of the job's record the target needs to take it over. */
@@ -30,7 +33,9 @@ export const migratedJobSchema = z.object({
 /** Source → target: reserve room for vpid; images follow on `/ssi/images/1` from the same node. */
 export const migratePrepareSchema = z.object({
   vpid,
-  job: migratedJobSchema
+  job: migratedJobSchema,
+  /** post-copy: the target also gets a page channel on /ssi/lazy-pages/1 and restores lazily. */
+  mode: z.enum(['stop-copy', 'post-copy']).optional()
 }).strict()
 
 export const migrateVpidSchema = z.object({ vpid }).strict()
@@ -53,9 +58,33 @@ export const migrationResultSchema = z.object({
   bytes: z.number().nonnegative(),
   /** CRIU's own times within the dump (its stats-dump): freezing the tree, and the tree frozen. */
   freezeMs: z.number().nonnegative().optional(),
-  frozenMs: z.number().nonnegative().optional()
+  frozenMs: z.number().nonnegative().optional(),
+  /** The mode used, and for post-copy the page pull after the job ran on the target. */
+  mode: z.enum(['stop-copy', 'post-copy', 'pre-copy']).optional(),
+  modeReason: z.string().optional(),
+  pullMs: z.number().nonnegative().optional(),
+  pageBytes: z.number().nonnegative().optional(),
+  /** From the request to the end (post-copy: the last page arrived), ms. */
+  totalMs: z.number().nonnegative().optional()
 })
+
+/** Events of migrate.start, streamed to the caller: the mode chosen, phase changes, bytes moved. */
+export const migrationEventSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('mode'), mode: z.enum(['stop-copy', 'post-copy', 'pre-copy']), reason: z.string().max(512), warning: z.string().max(512).optional() }),
+  z.object({ kind: z.literal('phase'), phase: z.string().max(32) }),
+  z.object({
+    kind: z.literal('progress'),
+    /** 'transferring' (images) or 'pulling' (post-copy pages). */
+    phase: z.string().max(32),
+    doneBytes: z.number().nonnegative(),
+    /** Expected total; for the page pull an estimate (the job's resident memory). */
+    totalBytes: z.number().nonnegative(),
+    bytesPerSecond: z.number().nonnegative(),
+    etaMs: z.number().nonnegative().optional()
+  })
+])
 
 export type MigratePrepareParams = z.infer<typeof migratePrepareSchema>
 export type MigratedJob = z.infer<typeof migratedJobSchema>
 export type MigrationSummary = z.infer<typeof migrationResultSchema>
+export type MigrationEvent = z.infer<typeof migrationEventSchema>

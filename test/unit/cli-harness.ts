@@ -24,6 +24,8 @@ export interface RunOptions {
   readonly env?: Record<string, string>
   readonly stdin?: () => AsyncIterable<Uint8Array>
   readonly columns?: number
+  /** stderr is a terminal this wide (live progress lines). */
+  readonly stderrColumns?: number
   readonly output?: OutputSink
   /** The CLI's interrupt signal (aborted on Ctrl-C when no job is in the foreground). */
   readonly signal?: AbortSignal
@@ -84,7 +86,8 @@ export function harness (answers: Record<string, unknown> = {}): Harness {
           return () => { handler = undefined }
         },
         cwd: () => '/home/ada/work',
-        columns: options.columns
+        columns: options.columns,
+        stderrColumns: options.stderrColumns
       })
     }
   }

@@ -8,6 +8,7 @@ import type { JobRecord } from '../../ssi/jobs/record.js'
 import type { JobsConfig } from '../config.js'
 import type { RunResult } from '../../api/schema.js'
 import type { MigrationSummary } from '../../protocol/migrate.js'
+import { migrationEventSchema } from '../../protocol/migrate.js'
 
 export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, defaults: JobsConfig): void {
   control.handle('run', async (p, ctx) => {
@@ -41,8 +42,15 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
     return { results }
   })
   control.handle('migrate', async (p, ctx) => {
-    const r = await jobs.migrate(parseVpid(p.vpid), p.node, ctx.caller.uid, ctx.signal) as MigrationSummary
-    return { vpid: r.vpid, from: r.from, node: r.target, checkMs: r.checkMs, dumpMs: r.dumpMs, transferMs: r.transferMs, restoreMs: r.restoreMs, downtimeMs: r.downtimeMs, bytes: r.bytes, freezeMs: r.freezeMs, frozenMs: r.frozenMs }
+    const onEvent = async (e: unknown): Promise<void> => {
+      const event = migrationEventSchema.safeParse(e) // progress only: a malformed one is dropped
+      if (event.success) await ctx.emit(event.data)
+    }
+    const r = await jobs.migrate(parseVpid(p.vpid), p.node, ctx.caller.uid, ctx.signal, { mode: p.mode, onEvent }) as MigrationSummary
+    return {
+      vpid: r.vpid, from: r.from, node: r.target, checkMs: r.checkMs, dumpMs: r.dumpMs, transferMs: r.transferMs, restoreMs: r.restoreMs, downtimeMs: r.downtimeMs, bytes: r.bytes, freezeMs: r.freezeMs, frozenMs: r.frozenMs,
+      mode: r.mode, modeReason: r.modeReason, pullMs: r.pullMs, pageBytes: r.pageBytes, totalMs: r.totalMs
+    }
   })
   control.handle('logs', async (p, ctx) => {
     await jobs.output(parseVpid(p.vpid), p.follow, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal)

@@ -210,13 +210,17 @@ export class ClusterJobs {
     }
   }
 
-  /** Migrates the job (stop-and-copy) to `target`, as `asUid`; the source node runs it. */
-  async migrate (vpid: number, target: string, asUid: number, signal?: AbortSignal): Promise<unknown> {
+  /**
+   * Migrates the job to `target`, as `asUid`; the source node runs it. `mode` (default stop-copy)
+   * and the source's progress events (`onEvent`) pass through.
+   */
+  async migrate (vpid: number, target: string, asUid: number, signal?: AbortSignal, opts: { mode?: string, onEvent?: (e: unknown) => Promise<void> | void } = {}): Promise<unknown> {
     const t = this.init.view.nodes().find(n => n.name === target)
     if (t === undefined) throw new UnknownNodeError(`unknown node "${target}"`)
     if (t.state !== 'alive') throw new NoNodeAvailableError(`node ${target} is ${t.state}`)
     const node = await this.locate(vpid, signal)
-    return await this.init.rpc.call(node, 'migrate.start', { vpid, target, asUid }, { signal, timeoutMs: 10 * 60_000 })
+    const params = opts.mode === undefined ? { vpid, target, asUid } : { vpid, target, asUid, mode: opts.mode }
+    return await this.init.rpc.stream(node, 'migrate.start', params, { signal, timeoutMs: 10 * 60_000, onEvent: opts.onEvent ?? (() => {}) })
   }
 
   async stdin (vpid: number, asUid: number, data: Uint8Array | undefined, eof: boolean, node?: string): Promise<void> {

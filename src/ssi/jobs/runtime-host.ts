@@ -3,7 +3,7 @@
  * node gets its own cgroup prefix (cluster and node name), so nodes and clusters on one machine never
  * share a job cgroup.
  */
-import { mkdir, unlink } from 'node:fs/promises'
+import { mkdir, readFile, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Criu, findCriu } from '../../migration/criu/index.js'
 import { restoreCommand } from '../../migration/restore-command.js'
@@ -11,7 +11,10 @@ import { findExternalFiles } from '../../migration/stdio-files.js'
 import { createCgroupManager } from '../cgroups/index.js'
 import { createJobSpawner, JobNotFoundError } from '../spawner/index.js'
 import type { ExitInfo } from './record.js'
-import type { DumpedFile, JobRuntime, JobUsage, RuntimeJob, RuntimeRestoreSpec, RuntimeSpec } from './runtime.js'
+import { LAZY_PIPE_MAX_SIZE } from '../../migration/modes.js'
+import type { MigrationCapabilities } from '../../migration/modes.js'
+import type { LazyPagesDaemon } from '../../migration/criu/index.js'
+import type { DumpedFile, JobRuntime, JobUsage, LazyCheckpoint, RuntimeJob, RuntimeRestoreSpec, RuntimeSpec } from './runtime.js'
 import type { ExitStatus, JobHandle, JobSpawner, SpawnerLogger } from '../spawner/index.js'
 
 export interface JobRuntimeInit {
@@ -36,6 +39,7 @@ export async function createJobRuntime (init: JobRuntimeInit): Promise<JobRuntim
 
 class HostJobRuntime implements JobRuntime {
   private criu: Promise<Criu> | undefined
+  private caps: Promise<MigrationCapabilities> | undefined
 
   constructor (private readonly spawner: JobSpawner, private readonly jobsRoot: string, private readonly criuWorkDir: string) {}
 
@@ -127,11 +131,49 @@ class HostJobRuntime implements JobRuntime {
   async checkpoint (job: RuntimeJob, imagesDir: string, signal?: AbortSignal): Promise<DumpedFile[]> {
     // CRIU writes its log and stats-dump (its own phase times) into the work dir: one per dump.
     const criu = new Criu({ criuPath: (await this.criuDriver()).criuPath, workDir: imagesDir })
+    const stdio = await this.dumpedStdio(job)
+    await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal })
+    return stdio
+  }
+
+  private async dumpedStdio (job: RuntimeJob): Promise<DumpedFile[]> {
     const p = this.paths(job.vpid)
     const files = await findExternalFiles(job.hostPid, { stdout: p.stdout, stderr: p.stderr })
-    const stdio = files.map(f => ({ key: f.key, stream: f.name as DumpedFile['stream'] }))
-    await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], extMasters: true, manageCgroups: 'IGNORE', signal })
-    return stdio
+    return files.map(f => ({ key: f.key, stream: f.name as DumpedFile['stream'] }))
+  }
+
+  async capabilities (signal?: AbortSignal): Promise<MigrationCapabilities> {
+    this.caps ??= (async () => {
+      const features = await (await this.criuDriver()).checkFeatures({ signal })
+      const pipeMax = Number((await readFile('/proc/sys/fs/pipe-max-size', 'utf8').catch(() => '0')).trim())
+      const lazyPagesWhy = !features.lazyPages
+        ? 'CRIU finds no usable userfaultfd (lazy pages) on this kernel'
+        : pipeMax < LAZY_PIPE_MAX_SIZE ? `fs.pipe-max-size is ${pipeMax}, CRIU's lazy dump needs >= ${LAZY_PIPE_MAX_SIZE} (sysctl -w fs.pipe-max-size=${LAZY_PIPE_MAX_SIZE})` : undefined
+      return { memTrack: features.memTrack, lazyPages: lazyPagesWhy === undefined, lazyPagesWhy }
+    })()
+    this.caps.catch(() => { this.caps = undefined })
+    return await this.caps
+  }
+
+  async checkpointLazy (job: RuntimeJob, imagesDir: string, port: number, signal?: AbortSignal): Promise<LazyCheckpoint> {
+    const criu = new Criu({ criuPath: (await this.criuDriver()).criuPath, workDir: imagesDir })
+    const stdio = await this.dumpedStdio(job)
+    let ready = (): void => {}
+    const serving = new Promise<void>((resolve) => { ready = resolve })
+    const served = criu.dump({
+      pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal,
+      lazyPages: true, pageServer: { address: '127.0.0.1', port },
+      onNotify: (script) => { if (script === 'status-ready') ready() }
+    }).then(() => {})
+    served.catch(() => {})
+    await Promise.race([serving, served.then(() => { throw new Error('the lazy dump ended before its page server was ready') })])
+    return { stdio, served }
+  }
+
+  async startLazyPages (imagesDir: string, port: number, signal?: AbortSignal): Promise<LazyPagesDaemon> {
+    // The daemon's socket goes into its work dir; the restore (work dir = images dir) looks there.
+    const criu = new Criu({ criuPath: (await this.criuDriver()).criuPath, workDir: imagesDir })
+    return await criu.startLazyPages({ imagesDir, pageServer: { address: '127.0.0.1', port }, signal })
   }
 
   async restore (spec: RuntimeRestoreSpec, signal?: AbortSignal): Promise<RuntimeJob> {
@@ -144,7 +186,8 @@ class HostJobRuntime implements JobRuntime {
       imagesDir: spec.imagesDir,
       pidFile,
       logFile: join(p.jobDir, 'restore.log'),
-      stdio: spec.stdio.map(f => ({ key: f.key, newPath: f.stream === 'stdout' ? p.stdout : p.stderr }))
+      stdio: spec.stdio.map(f => ({ key: f.key, newPath: f.stream === 'stdout' ? p.stdout : p.stderr })),
+      lazyPages: spec.lazyPages
     })
     const handle = await this.spawner.restore({ id: String(spec.vpid), jobsRoot: this.jobsRoot, command, pidFile, stdin: false, limits: spec.limits }, signal)
     return this.wrap(spec.vpid, handle)

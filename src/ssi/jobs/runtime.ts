@@ -5,6 +5,8 @@
  * host's cgroup manager.
  */
 import type { ExitInfo, JobLimits, JobOwner } from './record.js'
+import type { LazyPagesDaemon } from '../../migration/criu/lazy-pages.js'
+import type { MigrationCapabilities } from '../../migration/modes.js'
 
 export interface RuntimeSpec {
   readonly vpid: number
@@ -37,6 +39,15 @@ export interface RuntimeRestoreSpec {
   readonly limits: JobLimits
   /** CRIU's names of the job's output files in the images (from `checkpoint`), redirected to this node's files. */
   readonly stdio: readonly DumpedFile[]
+  /** Post-copy: memory comes from a lazy-pages daemon started for imagesDir (startLazyPages). */
+  readonly lazyPages?: boolean
+}
+
+/** A post-copy dump in progress: the images but memory are written, pages are being served. */
+export interface LazyCheckpoint {
+  readonly stdio: DumpedFile[]
+  /** Settles when the page server has ended: resolves once the target has every page (CRIU then kills the tree). */
+  readonly served: Promise<void>
 }
 
 /** An output file of a dumped job: CRIU's key for it, and which stream it is. */
@@ -71,4 +82,13 @@ export interface JobRuntime {
    * already hold the output so far; resolves once the tree runs (then waitExit as for `start`).
    */
   restore(spec: RuntimeRestoreSpec, signal?: AbortSignal): Promise<RuntimeJob>
+  /** What this host can do for migration (post-copy, pre-copy); optional for runtimes without CRIU. */
+  capabilities?(signal?: AbortSignal): Promise<MigrationCapabilities>
+  /**
+   * Post-copy source: dumps all but memory into imagesDir and serves the pages on 127.0.0.1:port;
+   * resolves once the page server listens (the tree stays frozen until `served`).
+   */
+  checkpointLazy?(job: RuntimeJob, imagesDir: string, port: number, signal?: AbortSignal): Promise<LazyCheckpoint>
+  /** Post-copy target: starts `criu lazy-pages` for imagesDir pulling from 127.0.0.1:port; then `restore` with lazyPages. */
+  startLazyPages?(imagesDir: string, port: number, signal?: AbortSignal): Promise<LazyPagesDaemon>
 }

@@ -1,0 +1,195 @@
+/**
+ * The daemon's plumbing of post-copy migration (src/migration/post-copy.ts): on the source, the
+ * lazy dump and the page bridge from CRIU's loopback page server onto a libp2p channel; on the
+ * target, the loopback listener the lazy-pages daemon connects to, the lazy-pages daemon, and the
+ * lazy restore. Page traffic between nodes only ever travels on the authenticated bulk transport.
+ */
+import type { Socket } from 'node:net'
+import { readFile } from 'node:fs/promises'
+import { bridge, connectLoopback, freeLoopbackPort, listenLoopbackOnce } from '../migration/page-bridge.js'
+import type { BridgeStats, LoopbackListener } from '../migration/page-bridge.js'
+import type { BulkTransport, ByteChannel } from '../migration/ports.js'
+import type { LazyPagesDaemon } from '../migration/criu/index.js'
+import type { DumpedFile, JobRuntime, RuntimeJob } from '../ssi/jobs/runtime.js'
+import type { Logger } from './logger.js'
+
+/**
+ * Carries one post-copy migration's page-server connection (source opens it, target serves). The
+ * source first writes the vpid (8 bytes, big-endian), then CRIU's bytes follow both ways.
+ */
+export const LAZY_PAGES_PROTOCOL = '/ssi/lazy-pages/1'
+const HEADER_BYTES = 8
+
+/** Reads the vpid header; returns it and a channel whose `read` yields what follows it. */
+async function readHeader (channel: ByteChannel, signal: AbortSignal): Promise<{ vpid: number, rest: ByteChannel }> {
+  const reader = channel.read(signal)[Symbol.asyncIterator]()
+  let head = new Uint8Array(0)
+  while (head.byteLength < HEADER_BYTES) {
+    const next = await reader.next()
+    if (next.done === true) throw new PostCopyError('page channel ended before its header')
+    head = Buffer.concat([head, next.value])
+  }
+  const vpid = Number(Buffer.from(head).readBigUInt64BE(0))
+  const extra = head.subarray(HEADER_BYTES)
+  async function * read (): AsyncGenerator<Uint8Array> {
+    if (extra.byteLength > 0) yield extra
+    for (;;) {
+      const next = await reader.next()
+      if (next.done === true) return
+      yield next.value
+    }
+  }
+  const rest: ByteChannel = {
+    write: async (chunk, s) => { await channel.write(chunk, s) },
+    closeWrite: async (s) => { await channel.closeWrite(s) },
+    read: () => read(),
+    abort: (err) => { channel.abort(err) }
+  }
+  return { vpid, rest }
+}
+
+interface Outgoing {
+  readonly abort: AbortController
+  readonly socket: Socket
+  readonly hostPid: number
+}
+
+interface Incoming {
+  readonly from: string
+  readonly stop: AbortController
+  readonly listener: LoopbackListener
+  daemon?: LazyPagesDaemon
+}
+
+export class PostCopyError extends Error {
+  static override name = 'PostCopyError'
+  override name = 'PostCopyError'
+}
+
+function unsupported (what: string): never {
+  throw new PostCopyError(`this node's job runtime cannot ${what} (no CRIU lazy pages)`)
+}
+
+/** Whether pid is alive and not stopped by a tracer (CRIU's freeze). */
+async function runsFreely (pid: number): Promise<boolean | undefined> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined)
+  if (status === undefined) return undefined
+  const state = /^State:\s+(\S)/m.exec(status)?.[1]
+  return state !== 't' && state !== 'T' && state !== 'Z' && state !== 'X'
+}
+
+export class PostCopyPlumbing {
+  private readonly out = new Map<number, Outgoing>()
+  private readonly inc = new Map<number, Incoming>()
+
+  constructor (private readonly runtime: JobRuntime, private readonly bulk: BulkTransport, private readonly logger: Logger) {}
+
+  // ---- source ---------------------------------------------------------------------------------
+
+  /** Lazy dump of `job`; connects to its page server at once so nothing else can take it. */
+  async checkpointLazy (job: RuntimeJob, imagesDir: string, signal: AbortSignal): Promise<{ dumped: DumpedFile[], served: Promise<void> }> {
+    if (this.runtime.checkpointLazy === undefined) unsupported('dump lazily')
+    const abort = new AbortController()
+    const both = AbortSignal.any([signal, abort.signal])
+    const port = await freeLoopbackPort()
+    const lazy = await this.runtime.checkpointLazy(job, imagesDir, port, both)
+    let socket: Socket
+    try {
+      socket = await connectLoopback(port, both)
+    } catch (err) {
+      abort.abort(err)
+      await lazy.served.catch(() => {})
+      throw err
+    }
+    this.out.set(job.vpid, { abort, socket, hostPid: job.hostPid })
+    const served = lazy.served.finally(() => { this.out.delete(job.vpid) })
+    served.catch(() => {})
+    return { dumped: lazy.stdio, served }
+  }
+
+  /** Bridges the page-server connection of vpid to `target` over the bulk transport. */
+  async bridgePages (target: string, vpid: number, signal: AbortSignal, onBytes: (s: BridgeStats) => void): Promise<{ done: Promise<BridgeStats> }> {
+    const o = this.out.get(vpid)
+    if (o === undefined) throw new PostCopyError(`job ${vpid} has no lazy dump here`)
+    const channel = await this.bulk.open(target, LAZY_PAGES_PROTOCOL, signal)
+    const header = Buffer.alloc(HEADER_BYTES)
+    header.writeBigUInt64BE(BigInt(vpid))
+    await channel.write(header, signal)
+    const done = bridge(o.socket, channel, AbortSignal.any([signal, o.abort.signal]), onBytes)
+    done.catch(() => {})
+    return { done }
+  }
+
+  /** Kills the lazy dump; resolves true once the job's tree runs again here (CRIU let it go). */
+  async abortLazy (vpid: number): Promise<boolean> {
+    const o = this.out.get(vpid)
+    if (o === undefined) return false
+    o.abort.abort(new PostCopyError('post-copy migration aborted'))
+    o.socket.destroy()
+    for (let i = 0; i < 60; i++) {
+      const free = await runsFreely(o.hostPid)
+      if (free === undefined) return false
+      if (free) return true
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    return false
+  }
+
+  // ---- target ---------------------------------------------------------------------------------
+
+  /** Reserves the loopback port the lazy-pages daemon will pull from. */
+  async prepareIn (vpid: number, from: string): Promise<void> {
+    const stop = new AbortController()
+    const listener = await listenLoopbackOnce(stop.signal)
+    this.inc.set(vpid, { from, stop, listener })
+  }
+
+  /** An incoming page channel: waits for the lazy-pages daemon's connection and bridges the two. */
+  async handleChannel (channel: ByteChannel, fromNode: string, signal: AbortSignal): Promise<void> {
+    const { vpid, rest } = await readHeader(channel, signal)
+    const entry = this.inc.get(vpid)
+    if (entry === undefined || entry.from !== fromNode) throw new PostCopyError(`no post-copy migration of job ${vpid} from ${fromNode} was prepared`)
+    const socket = await Promise.race([
+      entry.listener.accepted,
+      new Promise<never>((_resolve, reject) => { signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true }) })
+    ])
+    await bridge(socket, rest, signal)
+  }
+
+  /** Starts the lazy-pages daemon for imagesDir; the lazy restore may follow. */
+  async startDaemon (vpid: number, imagesDir: string): Promise<void> {
+    const entry = this.inc.get(vpid)
+    if (entry === undefined) throw new PostCopyError(`no post-copy migration of job ${vpid} was prepared`)
+    if (this.runtime.startLazyPages === undefined) unsupported('run criu lazy-pages')
+    // No request signal: the daemon must outlive the restore call, until the last page arrived.
+    entry.daemon = await this.runtime.startLazyPages(imagesDir, entry.listener.port)
+  }
+
+  /**
+   * The job runs: when its last page arrived, `onDone` cleans up; if the pull fails the job cannot
+   * go on (its memory is missing), so it is killed and the failure logged.
+   */
+  watchPull (vpid: number, job: RuntimeJob, onDone: () => Promise<void>): void {
+    const entry = this.inc.get(vpid)
+    this.inc.delete(vpid)
+    entry?.listener.close()
+    if (entry?.daemon === undefined) return
+    const log = this.logger.child({ vpid })
+    entry.daemon.done.then(() => { log.info({}, 'post-copy: every page arrived') }, async (err: unknown) => {
+      log.error({ err: (err as Error).message }, 'post-copy page pull failed: the job is lost')
+      await this.runtime.signal(job, 'SIGKILL').catch(() => {})
+    }).finally(() => { void onDone().catch(() => {}) })
+  }
+
+  /** Drops what was prepared for vpid (listener, daemon). */
+  cancelIn (vpid: number): void {
+    const entry = this.inc.get(vpid)
+    if (entry === undefined) return
+    this.inc.delete(vpid)
+    entry.stop.abort(new PostCopyError('migration cancelled'))
+    entry.listener.close()
+    entry.daemon?.stop()
+  }
+
+  has (vpid: number): boolean { return this.inc.has(vpid) }
+}
