@@ -1,8 +1,8 @@
 /**
  * Migration benchmark: jobs of 16, 256 and 1024 MiB RSS moved between two nodes of a local cluster
- * with `ssi migrate` (stop-and-copy), next to raw CRIU measured in the same run on the same kind of
- * process: `criu dump` + copy of the images + `criu restore`. Prints JSON.
- * Run: npx tsx benchmarks/migrate.ts [--sizes 16,256,1024]
+ * with `ssi migrate` in each mode (stop-copy, post-copy), next to raw CRIU measured in the same run on
+ * the same kind of process: `criu dump` + copy of the images + `criu restore`. Prints JSON.
+ * Run: npx tsx benchmarks/migrate.ts [--sizes 16,256,1024] [--modes stop-copy,post-copy]
  */
 import '../src/polyfill.js'
 import { spawn } from 'node:child_process'
@@ -18,6 +18,8 @@ import type { NodeInfo } from '../src/api/schema.js'
 process.env.SSI_LOG_LEVEL ??= 'warn'
 const sizesArg = process.argv.includes('--sizes') ? process.argv[process.argv.indexOf('--sizes') + 1] : undefined
 const sizes = (sizesArg ?? '16,256,1024').split(',').map(Number)
+const modesArg = process.argv.includes('--modes') ? process.argv[process.argv.indexOf('--modes') + 1] : undefined
+const modes = (modesArg ?? 'stop-copy,post-copy').split(',') as Array<'stop-copy' | 'post-copy'>
 
 /** A process that fills `mib` MiB with non-zero pages, says "ready", then sleeps. */
 const allocator = (mib: number): string[] => ['/usr/bin/python3', '-c',
@@ -57,15 +59,16 @@ async function rawCriu (criu: string, mib: number): Promise<{ dumpMs: number, co
   }
 }
 
-async function ssiMigrate (client: ControlClient, mib: number): Promise<Record<string, unknown>> {
+async function ssiMigrate (client: ControlClient, mib: number, mode: 'stop-copy' | 'post-copy'): Promise<Record<string, unknown>> {
   const call = client.stream('run', { argv: allocator(mib), env: { PATH: '/usr/bin:/bin' }, cwd: '/tmp', node: 'n1', detach: true })
   for await (const _ of call) { /* started */ }
   const { vpid } = await call.result
   try {
     await eventually(async () => (await client.call('inspect', { vpid })).rssBytes >= mib * 1048576 * 0.9 || undefined, 60_000, 'job allocated')
     const t0 = performance.now()
-    const r = await client.call('migrate', { vpid, node: 'n2' }, { timeoutMs: 600_000 })
-    return { ...r, totalMs: Math.round(performance.now() - t0) }
+    const r = await client.call('migrate', { vpid, node: 'n2', mode }, { timeoutMs: 600_000 })
+    // Total as the caller sees it (post-copy: until the last page arrived); the daemon's own is daemonTotalMs.
+    return { ...r, daemonTotalMs: r.totalMs, totalMs: Math.round(performance.now() - t0) }
   } finally {
     await client.call('kill', { vpids: [vpid], signal: 'SIGKILL' }).catch(() => {})
   }
@@ -81,11 +84,25 @@ try {
   for (const mib of sizes) {
     const raw = await rawCriu(criu, mib)
     await sleep(500)
-    const ssi = await ssiMigrate(client, mib) as { totalMs: number, downtimeMs: number }
-    results.push({ rssMiB: mib, mode: 'stop-copy', ssi, rawCriuDumpCopyRestore: raw, ratioToRaw: Math.round(ssi.totalMs / raw.totalMs * 100) / 100 })
+    for (const mode of modes) {
+      const ssi = await ssiMigrate(client, mib, mode) as { totalMs: number, downtimeMs: number }
+      results.push({ rssMiB: mib, mode, ssi, rawCriuDumpCopyRestore: raw, ratioToRaw: Math.round(ssi.totalMs / raw.totalMs * 100) / 100, downtimeRatioToRaw: Math.round(ssi.downtimeMs / raw.totalMs * 100) / 100 })
+      await sleep(500)
+    }
   }
   client.close()
 } finally {
   await c.stop()
 }
-console.log(JSON.stringify({ benchmark: 'migrate', results, targets: { stopCopyTotalLeq1_25xRaw: results.every(r => (r as { ratioToRaw: number }).ratioToRaw <= 1.25) } }, null, 2))
+type Row = { rssMiB: number, mode: string, ratioToRaw: number, ssi: { downtimeMs: number } }
+const rows = results as Row[]
+const stopCopy = rows.filter(r => r.mode === 'stop-copy')
+const postCopy1G = rows.filter(r => r.mode === 'post-copy' && r.rssMiB === 1024)
+console.log(JSON.stringify({
+  benchmark: 'migrate',
+  results,
+  targets: {
+    stopCopyTotalLeq1_25xRaw: stopCopy.length === 0 ? null : stopCopy.every(r => r.ratioToRaw <= 1.25),
+    postCopyDowntime1GiBLeq300ms: postCopy1G.length === 0 ? null : postCopy1G.every(r => r.ssi.downtimeMs <= 300)
+  }
+}, null, 2))

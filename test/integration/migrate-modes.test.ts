@@ -126,6 +126,8 @@ describe('ssi migrate --mode (real daemons, real CRIU)', () => {
       expect(pulls.length).toBeGreaterThan(0)
       expect(pulls.at(-1)?.doneBytes).toBe(result.pageBytes)
       expect(events.some(e => e.kind === 'progress' && e.phase === 'transferring' && e.doneBytes === e.totalBytes)).toBe(true)
+      const printed = (await run(['logs', String(vpid)])).stdout.length
+      await eventually(async () => (await run(['logs', String(vpid)])).stdout.length > printed, 10_000, 'running on n2')
       const stop = await client.stream('migrate', { vpid, node: 'n1', mode: 'stop-copy' }, { onEvent: (e) => { events.push(e) }, timeoutMs: 120_000 }).result
       expect(stop.mode).toBe('stop-copy')
       expect(stop.bytes).toBeGreaterThan(60 * MiB)
