@@ -16,8 +16,10 @@ fi
 step "provision"
 if [[ $(id -u) -eq 0 ]]; then
   scripts/provision.sh
+  scripts/provision-docker.sh # the engine for test/containers
 else
   sudo -n scripts/provision.sh
+  sudo -n scripts/provision-docker.sh
 fi
 
 step "build"
