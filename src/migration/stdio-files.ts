@@ -5,6 +5,7 @@
  * `file[<mnt_id hex>:<inode hex>]`, and every restore hands in new files under those keys.
  */
 import { readdir, readFile, stat } from 'node:fs/promises'
+import { join, relative } from 'node:path'
 import { processTree } from './precheck.js'
 
 export interface ExternalFile {
@@ -35,7 +36,45 @@ export async function findExternalFiles (root: number, files: Readonly<Record<st
       const mnt = name === undefined ? undefined : await mntId(pid, fd)
       if (s === undefined || name === undefined || mnt === undefined) continue
       found.set(`file[${mnt.toString(16)}:${s.ino.toString(16)}]`, name)
+      for (const alt of await overlayAliases(pid, mnt, s, files[name] as string)) found.set(`file[${alt.toString(16)}:${s.ino.toString(16)}]`, name)
     }
   }
   return [...found].map(([key, name]) => ({ key, name }))
+}
+
+interface Mount { readonly id: number, readonly dev: string, readonly mountPoint: string, readonly fsType: string }
+
+/** /proc/<pid>/mountinfo: id, major:minor, mount point (octal escapes undone), fs type. */
+async function mounts (pid: number | 'self'): Promise<Mount[]> {
+  const text = await readFile(`/proc/${pid}/mountinfo`, 'utf8').catch(() => '')
+  const unescape = (v: string): string => v.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))
+  return text.split('\n').filter(l => l !== '').map(l => {
+    const f = l.split(' ')
+    const sep = f.indexOf('-')
+    return { id: Number(f[0]), dev: f[2] ?? '', mountPoint: unescape(f[4] ?? ''), fsType: f[sep + 1] ?? '' }
+  })
+}
+
+/**
+ * CRIU names a file on overlayfs by another mount than the fd's when the fd's mount is not in the
+ * dumped tree's mount namespace (a restored job's output files, opened in the node's namespace):
+ * it takes the last overlay mount of the job's namespace under which the same path is the same
+ * file (criu/mount.c lookup_overlayfs). Returns those mount ids, so the key CRIU looks up is among
+ * ours. Happens when the node's root is an overlay, e.g. in a container.
+ */
+async function overlayAliases (pid: number, mnt: number, s: { dev: bigint, ino: bigint }, path: string): Promise<number[]> {
+  const own = (await mounts('self')).find(m => m.id === mnt)
+  if (own?.fsType !== 'overlay') return []
+  const jobMounts = await mounts(pid)
+  if (jobMounts.some(m => m.id === mnt)) return []
+  const dev = Number(s.dev)
+  const majMin = `${(dev >> 8) & 0xfff}:${(dev & 0xff) | ((dev >> 12) & 0xfff00)}`
+  const rel = relative(own.mountPoint, path)
+  let last: number | undefined
+  for (const m of jobMounts) {
+    if (m.fsType !== 'overlay' || m.dev !== majMin) continue
+    const t = await stat(join(`/proc/${pid}/root`, m.mountPoint, rel), { bigint: true }).catch(() => undefined)
+    if (t !== undefined && t.dev === s.dev && t.ino === s.ino) last = m.id
+  }
+  return last === undefined ? [] : [last]
 }
