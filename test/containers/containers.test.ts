@@ -1,0 +1,114 @@
+/**
+ * Container-host suite: three ssi nodes, each in its own Docker container (own root filesystem
+ * imported from this host's files, own network stack and PID namespace) on an internal Docker
+ * network. Real daemons, real libp2p over the container network, real CRIU inside the containers;
+ * the CLI runs inside the containers (`docker exec`). Needs root, a Docker engine
+ * (scripts/provision-docker.sh) and the CRIU bundle (scripts/provision.sh).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { getContainerRuntimeClient } from 'testcontainers'
+import { eventually } from '../helpers/cluster.js'
+import { ensureNodeImage } from './image.js'
+import { startContainerCluster } from './cluster.js'
+import type { ContainerCluster } from './cluster.js'
+import type { JobInfo, PsResult } from '../../src/api/schema.js'
+
+const lines = (n: number, prefix = ''): string => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}\n`).join('')
+
+describe('container hosts (Docker, real daemons, real CRIU)', () => {
+  let c: ContainerCluster
+
+  const ps = async (node: string): Promise<JobInfo[]> => {
+    const r = await c.ssi(node, ['ps', '--json'])
+    if (r.code !== 0) throw new Error(`ssi ps on ${node}: ${r.stderr}`)
+    return (JSON.parse(r.stdout) as PsResult).jobs
+  }
+  const job = async (node: string, vpid: number): Promise<JobInfo | undefined> => (await ps(node)).find(j => j.vpid === vpid)
+  const logs = async (node: string, vpid: number): Promise<string> => (await c.ssi(node, ['logs', String(vpid)])).stdout
+  /** The job's shell processes (`sh -c <script with marker>`, not its tini) in the node's container. */
+  const processesWith = async (node: string, marker: string): Promise<string[]> =>
+    (await c.exec(node, ['ps', '-eo', 'args'])).stdout.split('\n').filter(l => l.startsWith('sh -c ') && l.includes(marker))
+  const runJob = async (node: string, script: string): Promise<number> => {
+    const r = await c.ssi(node, ['run', '-d', '--node', node, '--', 'sh', '-c', script])
+    expect(r.stderr).toBe('')
+    expect(r.code).toBe(0)
+    return Number(r.stdout.trim())
+  }
+
+  beforeAll(async () => {
+    if (process.getuid?.() !== 0) throw new Error('the container suite needs root (CRIU, cgroups, Docker)')
+    try { await getContainerRuntimeClient() } catch (err) {
+      throw new Error(`the container suite needs a Docker engine: run scripts/provision-docker.sh (${(err as Error).message})`)
+    }
+    const image = await ensureNodeImage()
+    c = await startContainerCluster(image.tag, 3)
+    for (const n of c.nodes) {
+      await eventually(async () => (await c.nodesSeenBy(n)).filter(x => x.state === 'alive').length === 3, 60_000, `3 nodes alive as seen by ${n}`)
+    }
+  }, 240_000)
+
+  afterAll(async () => { await c?.stop() }, 60_000)
+
+  it('every node sees all three alive at their container addresses; hosts share no filesystem', async () => {
+    for (const n of c.nodes) {
+      const seen = await c.nodesSeenBy(n)
+      expect(seen.map(x => [x.name, x.state]).sort()).toEqual([['n1', 'alive'], ['n2', 'alive'], ['n3', 'alive']])
+      for (const peer of seen) expect(peer.addresses.some(a => a.startsWith(`/ip4/${c.ip(peer.name)}/tcp/7000/`))).toBe(true)
+    }
+    expect(new Set(c.nodes.map(n => c.ip(n))).size).toBe(3)
+    expect((await c.exec('n1', ['sh', '-c', 'echo here > /tmp/only-on-n1 && cat /proc/sys/kernel/hostname'])).stdout.trim()).toBe('n1')
+    expect((await c.exec('n2', ['cat', '/tmp/only-on-n1'])).code).not.toBe(0)
+    expect((await c.exec('n2', ['ls', '/var/lib/ssi'])).stdout.split('\n').filter(l => l !== '')).toEqual(['n2'])
+  })
+
+  it('migrates a job n1 -> n2 -> n3 across containers: same vpid, the process really moves, output and exit status kept', async () => {
+    const marker = 'cmig'
+    const script = `${marker}=1; i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo $i; echo e$i >&2; sleep 0.05; done; exit 3`
+    const vpid = await runJob('n1', script)
+    await eventually(async () => (await logs('n1', vpid)).split('\n').length > 10, 20_000, 'first lines')
+    expect(await processesWith('n1', marker)).toHaveLength(1)
+
+    let from = 'n1'
+    for (const to of ['n2', 'n3']) {
+      const r = await c.ssi(from, ['migrate', '--json', String(vpid), to])
+      if (r.code !== 0) expect.fail(`${r.stderr}\n${to}:\n${await c.diagnostics(to)}\n${from}:\n${await c.diagnostics(from)}`)
+      expect(r.stderr).toBe('')
+      expect(r.code).toBe(0)
+      const report = JSON.parse(r.stdout) as Record<string, unknown>
+      expect(report).toMatchObject({ vpid, from, node: to })
+      expect(report.bytes).toBeGreaterThan(0)
+      // The image crossed hosts: the process now lives in the target container only.
+      expect(await processesWith(to, marker)).toHaveLength(1)
+      expect(await processesWith(from, marker)).toHaveLength(0)
+      for (const n of c.nodes) expect(await job(n, vpid)).toMatchObject({ node: to, state: 'running', homeNode: 'n1' })
+      from = to
+    }
+
+    const waited = await c.ssi('n2', ['wait', String(vpid)])
+    expect(waited.code).toBe(3)
+    const out = await c.ssi('n1', ['logs', String(vpid)])
+    expect(out.stdout).toBe(lines(300))
+    expect(out.stderr).toBe(lines(300, 'e'))
+    expect((await ps('n1')).filter(j => j.vpid === vpid)).toHaveLength(1)
+  }, 120_000)
+
+  it('a container killed mid-job is seen dead by the survivors; their jobs and migrations go on', async () => {
+    const victim = 'n3'
+    await runJob(victim, 'sleep 120')
+    const survivorJob = await runJob('n2', 'i=0; while [ $i -lt 100 ]; do i=$((i+1)); echo $i; sleep 0.04; done; exit 5')
+    await eventually(async () => (await logs('n2', survivorJob)).length > 0, 20_000, 'survivor job output')
+
+    await c.kill(victim)
+    for (const n of ['n1', 'n2']) {
+      await eventually(async () => (await c.nodesSeenBy(n)).find(x => x.name === victim)?.state === 'dead', 30_000, `${victim} dead as seen by ${n}`)
+      expect((await c.nodesSeenBy(n)).filter(x => x.state === 'alive').map(x => x.name).sort()).toEqual(['n1', 'n2'].sort())
+    }
+
+    // The survivors still work together: move the surviving job n2 -> n1 and let it finish there.
+    const moved = await c.ssi('n2', ['migrate', String(survivorJob), 'n1'])
+    expect(moved.stderr).toBe('')
+    expect(moved.code).toBe(0)
+    expect((await c.ssi('n1', ['wait', String(survivorJob)])).code).toBe(5)
+    expect(await logs('n2', survivorJob)).toBe(lines(100))
+  }, 120_000)
+})
