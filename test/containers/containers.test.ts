@@ -28,8 +28,9 @@ describe('container hosts (Docker, real daemons, real CRIU)', () => {
   /** The job's shell processes (`sh -c <script with marker>`, not its tini) in the node's container. */
   const processesWith = async (node: string, marker: string): Promise<string[]> =>
     (await c.exec(node, ['ps', '-eo', 'args'])).stdout.split('\n').filter(l => l.startsWith('sh -c ') && l.includes(marker))
-  const runJob = async (node: string, script: string): Promise<number> => {
-    const r = await c.ssi(node, ['run', '-d', '--node', node, '--', 'sh', '-c', script])
+  /** Starts `sh -c script` on `node` through the CLI of `from` (the job's home node). */
+  const runJob = async (node: string, script: string, from = node): Promise<number> => {
+    const r = await c.ssi(from, ['run', '-d', '--node', node, '--', 'sh', '-c', script])
     expect(r.stderr).toBe('')
     expect(r.code).toBe(0)
     return Number(r.stdout.trim())
@@ -92,9 +93,10 @@ describe('container hosts (Docker, real daemons, real CRIU)', () => {
     expect((await ps('n1')).filter(j => j.vpid === vpid)).toHaveLength(1)
   }, 120_000)
 
-  it('a container killed mid-job is seen dead by the survivors; their jobs and migrations go on', async () => {
+  it('a container killed mid-job is seen dead by the survivors; its job is lost, theirs and their migrations go on', async () => {
     const victim = 'n3'
-    await runJob(victim, 'sleep 120')
+    const doomed = await runJob(victim, 'sleep 120', 'n1') // home n1, runs on n3
+    await eventually(async () => (await job('n1', doomed))?.state === 'running', 20_000, 'job on the victim running')
     const survivorJob = await runJob('n2', 'i=0; while [ $i -lt 100 ]; do i=$((i+1)); echo $i; sleep 0.04; done; exit 5')
     await eventually(async () => (await logs('n2', survivorJob)).length > 0, 20_000, 'survivor job output')
 
@@ -103,6 +105,11 @@ describe('container hosts (Docker, real daemons, real CRIU)', () => {
       await eventually(async () => (await c.nodesSeenBy(n)).find(x => x.name === victim)?.state === 'dead', 30_000, `${victim} dead as seen by ${n}`)
       expect((await c.nodesSeenBy(n)).filter(x => x.state === 'alive').map(x => x.name).sort()).toEqual(['n1', 'n2'].sort())
     }
+    // Two of three nodes see n3 dead, a majority: the job's home node marks it lost.
+    for (const n of ['n1', 'n2']) await eventually(async () => (await job(n, doomed))?.state === 'lost', 30_000, `job ${doomed} lost as seen by ${n}`)
+    const waited = await c.ssi('n2', ['wait', String(doomed)])
+    expect(waited.code).toBe(254)
+    expect(waited.stderr).toMatch(new RegExp(`job ${doomed} was lost: node ${victim} died`))
 
     // The survivors still work together: move the surviving job n2 -> n1 and let it finish there.
     const moved = await c.ssi('n2', ['migrate', String(survivorJob), 'n1'])
