@@ -11,6 +11,7 @@
  */
 import { execFile, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { lstat, mkdtemp, readdir, readlink, realpath, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { basename, dirname, join, relative } from 'node:path'
@@ -24,7 +25,7 @@ export const APP_DIR = '/opt/ssi-app'
 const REPO = join(import.meta.dirname, '..', '..')
 
 /** Programs the image must have, looked up on the host's PATH. */
-const PROGRAMS = ['node', 'tini', 'sh', 'dash', 'bash', 'ip', 'tar', 'zstd', 'sleep', 'cat', 'echo', 'env', 'ls', 'kill', 'ps', 'mount', 'umount', 'true', 'false', 'seq', 'head', 'tail', 'id', 'grep', 'find', 'wc', 'mkdir', 'rm', 'hostname']
+const PROGRAMS = ['node', 'tini', 'sh', 'dash', 'bash', 'ip', 'tar', 'zstd', 'sleep', 'cat', 'echo', 'env', 'ls', 'kill', 'ps', 'mount', 'umount', 'true', 'false', 'seq', 'head', 'tail', 'id', 'grep', 'find', 'wc', 'mkdir', 'rm']
 /** Host trees and files copied as they are (the CRIU bundle, accounts). */
 const HOST_TREES = ['/opt/ssi/bin', '/opt/ssi/criu', '/opt/ssi/criu.path', '/etc/passwd', '/etc/group', '/etc/nsswitch.conf']
 /** usrmerge symlinks at / (bin -> usr/bin, ...), kept as links. */
@@ -37,9 +38,9 @@ export class ImageBuildError extends Error {
   override name = 'ImageBuildError'
 }
 
-/** The docker client: Debian's (matches its daemon) if present, else whatever is on PATH (it negotiates). */
+/** The docker client: $SSI_DOCKER, else Debian's (matches its daemon's API), else `docker` on PATH (newer clients negotiate down). */
 export function dockerBin (): string {
-  return process.env.SSI_DOCKER ?? '/usr/bin/docker'
+  return process.env.SSI_DOCKER ?? (existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker')
 }
 
 async function docker (args: string[]): Promise<string> {
