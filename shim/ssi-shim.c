@@ -171,6 +171,9 @@ static void drop_privileges(struct job *j, int errfd) {
   if (setgroups(j->spec.ngroups, j->spec.groups) < 0) child_fail(errfd, "setgroups");
   if (setgid(j->spec.gid) < 0) child_fail(errfd, "setgid");
   if (setuid(j->spec.uid) < 0) child_fail(errfd, "setuid");
+  /* A user's job never gains privileges it did not have: setuid and file-capability binaries run
+   * without them (root's jobs keep what root has). */
+  if (j->spec.uid != 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(errfd, "no_new_privs");
 }
 
 /* Pid 1 of the new PID namespace: becomes tini. Never returns. */

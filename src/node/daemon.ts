@@ -3,9 +3,9 @@
  * starts the libp2p host, membership and the control API, and wires the handlers. Everything that
  * talks to the outside world is created here and handed to the subsystems that need it.
  */
-import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { ControlServer } from './control-server.js'
+import { checkPrivate, checkSocketDir, makePrivateDir } from './permissions.js'
 import { createNodeHost } from './host.js'
 import { clusterPrologue, loadOrCreateIdentity, readClusterKey } from './identity.js'
 import { sampleLoad } from './load.js'
@@ -55,7 +55,11 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     }
   }
   try {
-    await mkdir(node.stateDir, { recursive: true, mode: 0o700 })
+    const loose = await makePrivateDir(node.stateDir)
+    if (loose !== undefined) logger.warn({ stateDir: node.stateDir, mode: loose.toString(8) }, 'state dir was accessible to other users: made it 0700')
+    await checkPrivate(config.keyFile, 'cluster key', 'file')
+    await checkPrivate(join(node.stateDir, 'identity.key'), 'node identity key', 'file')
+    await checkSocketDir(dirname(node.controlSocket))
     const store = await LevelStateStore.open(join(node.stateDir, 'db'))
     cleanups.push(async () => { await store.close() })
     const host = await createNodeHost({

@@ -2,6 +2,7 @@
 import { ownerFromCredentials } from '../caller.js'
 import { exitStatusCode, TERMINAL_STATES } from '../../ssi/jobs/record.js'
 import { parseVpid } from '../../ssi/vpid.js'
+import { JobPermissionError } from '../../ssi/jobs/errors.js'
 import type { ControlServer } from '../control-server.js'
 import type { ClusterJobs } from '../../ssi/jobs/cluster.js'
 import type { JobRecord } from '../../ssi/jobs/record.js'
@@ -53,7 +54,13 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
     }
   })
   control.handle('logs', async (p, ctx) => {
-    await jobs.output(parseVpid(p.vpid), p.follow, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal)
+    const vpid = parseVpid(p.vpid)
+    // A job's output is private to its owner (and root), like the files it writes; ps/inspect are public, like ps(1).
+    if (ctx.caller.uid !== 0) {
+      const { owner } = await jobs.inspect(vpid, ctx.signal)
+      if (owner.uid !== ctx.caller.uid) throw new JobPermissionError(`permission denied: job ${vpid} belongs to ${owner.user} (uid ${owner.uid}); only its owner or root may read its output`)
+    }
+    await jobs.output(vpid, p.follow, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal)
     return {}
   })
 }
