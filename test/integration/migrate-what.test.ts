@@ -3,7 +3,8 @@
  * pipes between its processes, SysV message queues and shared memory in the job's IPC namespace, a
  * file opened with O_APPEND, a TCP listener that keeps accepting on loopback. And what cannot,
  * refused before anything is frozen: io_uring, a GPU device (an established TCP connection to
- * another host: migrate.test.ts). Needs root and CRIU >= 4.2.
+ * another host: migrate.test.ts); and stdin forwarded from `ssi run -i`, refused with the reason.
+ * Needs root and CRIU >= 4.2.
  */
 import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -121,6 +122,15 @@ describe('what can migrate, and what is refused (real daemons, real CRIU)', () =
     expect(existsSync(join(c.dir, 'n1', 'migrations', 'out', String(vpid)))).toBe(false)
     await eventually(async () => (await logs(vpid)).length > before.length, 20_000, 'output continuing')
   }
+
+  it('refuses a job whose stdin is forwarded by ssi run -i, saying why', async () => {
+    const started = await c.call<{ vpid: number }>('n1', 'run', { argv: ['sleep', '60'], env: {}, cwd: '/tmp', node: 'n1', stdin: true, detach: true })
+    leftover.push(started.vpid)
+    const r = await run(['migrate', String(started.vpid), 'n2'])
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(/reads stdin forwarded by `ssi run -i`, which cannot follow it to another node yet: it cannot migrate/)
+    expect(await job(started.vpid)).toMatchObject({ node: 'n1', state: 'running' })
+  }, 60_000)
 
   it('refuses a job using io_uring before freezing it', async () => {
     // libuv (Node 20) submits file system work through io_uring when UV_USE_IO_URING=1.

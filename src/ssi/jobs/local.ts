@@ -198,7 +198,7 @@ export class LocalJobs {
     if (e.record.state !== 'running' || e.runtime === undefined) {
       throw new JobStateError(e.record.state === 'migrating' ? `job ${vpid} is already migrating` : `job ${vpid} is not running (${e.record.state})`)
     }
-    if (e.record.stdin) throw new JobStateError(`job ${vpid} has stdin attached (-i): it cannot migrate yet`)
+    if (e.record.stdin) throw new JobStateError(`job ${vpid} reads stdin forwarded by \`ssi run -i\`, which cannot follow it to another node yet: it cannot migrate (give it input from a file instead)`)
     await this.update(e, transition(e.record, 'migrating'))
     return { record: e.record, runtime: e.runtime }
   }
