@@ -69,7 +69,7 @@ describe('migration failures (real daemons, real CRIU)', () => {
     const vpid = await start(`exec perl -e '$| = 1; my $x = "a" x (256 * 1024 * 1024 + $$); for my $i (1..150) { print "$i\\n"; print STDERR "e$i\\n"; select(undef, undef, undef, 0.03) } exit 4'`)
     const inDir = join(c.dir, 'n2', 'migrations', 'in', String(vpid))
     const n2pid = await c.pid('n2')
-    const migrating = ssi(c.socket('n1'), ['migrate', String(vpid), 'n2'], { timeoutMs: 120_000 })
+    const migrating = ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 120_000 })
     // Kill n2 as soon as some of the images (but not all) are there.
     await eventually(async () => {
       const sizes = await Promise.all((await readdir(inDir)).map(async f => (await stat(join(inDir, f))).size))
@@ -107,7 +107,7 @@ describe('migration failures (real daemons, real CRIU)', () => {
       // 'source-moved' after the target restored it, before the source commits.
       await writeFile(join(dir, 'point'), when === 'before' ? 'source-restoring' : 'source-moved')
       const n1gone = gone('n1')
-      const r = await ssi(c.socket('n1'), ['migrate', String(vpid), 'n2'], { timeoutMs: 120_000 })
+      const r = await ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 120_000 })
       expect(r.code).not.toBe(0)
       await n1gone
       await c.start(['n1'])
@@ -145,7 +145,7 @@ describe('migration failures (real daemons, real CRIU)', () => {
     try { await c.start(['n2']) } finally { delete process.env.SSI_TEST_MIGRATION_HOOK }
     await eventually(async () => (await c?.call<NodeInfo[]>('n1', 'nodes'))?.filter(n => n.state === 'alive').length === 2, 30_000, '2 alive')
     const vpid = await start(counting(200, 8))
-    const r = await ssi(c.socket('n1'), ['migrate', String(vpid), 'n2'], { timeoutMs: 120_000 })
+    const r = await ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 120_000 })
     expect(r.code).not.toBe(0)
     expect(r.stderr).toMatch(/restoring failed: .*; it runs here again/s)
     expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running' })
@@ -161,7 +161,7 @@ describe('migration failures (real daemons, real CRIU)', () => {
   it('corrupted image data is detected and refused; the job resumes on the source with all its output', async () => {
     c = await cluster({ SSI_TEST_FAULTS: 'corrupt-images' })
     const vpid = await start(counting(150, 5))
-    const r = await ssi(c.socket('n1'), ['migrate', String(vpid), 'n2'], { timeoutMs: 120_000 })
+    const r = await ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 120_000 })
     expect(r.code).not.toBe(0)
     expect(r.stderr).toMatch(/transferring failed: .*(sha256 mismatch|corrupt).*; it runs here again/)
     expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running' })
