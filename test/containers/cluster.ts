@@ -114,7 +114,28 @@ async function removeCgroups (cluster: string): Promise<void> {
   }
 }
 
+/**
+ * Removes what an earlier run that was killed before its clean-up left: containers and networks
+ * labelled `ssi.test`, and their clusters' cgroups. Suites run one at a time, so none is in use.
+ */
+export async function removeStaleClusters (): Promise<void> {
+  const client = await getContainerRuntimeClient()
+  const docker = client.container.dockerode
+  const filters = JSON.stringify({ label: ['ssi.test'] })
+  const names = new Set<string>()
+  for (const info of await docker.listContainers({ all: true, filters })) {
+    names.add(info.Labels['ssi.test'] ?? '')
+    await docker.getContainer(info.Id).remove({ force: true }).catch(() => {})
+  }
+  for (const net of await docker.listNetworks({ filters })) {
+    names.add(net.Labels?.['ssi.test'] ?? '')
+    await docker.getNetwork(net.Id).remove().catch(() => {})
+  }
+  for (const n of names) if (n !== '') await removeCgroups(n)
+}
+
 export async function startContainerCluster (image: string, count: number): Promise<ContainerCluster> {
+  await removeStaleClusters()
   const name = `c${Math.random().toString(36).slice(2, 10)}`
   const nodes = Array.from({ length: count }, (_, i) => `n${i + 1}`)
   const removeNetwork = await createNetwork(name)

@@ -62,21 +62,21 @@ describe('container hosts (Docker, real daemons, real CRIU)', () => {
     expect((await c.exec('n2', ['ls', '/var/lib/ssi'])).stdout.split('\n').filter(l => l !== '')).toEqual(['n2'])
   })
 
-  it('migrates a job n1 -> n2 -> n3 across containers: same vpid, the process really moves, output and exit status kept', async () => {
+  it('migrates a job n1 -> n2 -> n3 -> n1 across containers (stop-copy twice, then post-copy): same vpid, the process really moves, output and exit status kept', async () => {
     const marker = 'cmig'
-    const script = `${marker}=1; i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo $i; echo e$i >&2; sleep 0.05; done; exit 3`
+    const script = `${marker}=1; i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo $i; echo e$i >&2; sleep 0.05; done; exit 3`
     const vpid = await runJob('n1', script)
     await eventually(async () => (await logs('n1', vpid)).split('\n').length > 10, 20_000, 'first lines')
     expect(await processesWith('n1', marker)).toHaveLength(1)
 
     let from = 'n1'
-    for (const to of ['n2', 'n3']) {
-      const r = await c.ssi(from, ['migrate', '--json', String(vpid), to])
+    for (const [to, mode] of [['n2', 'stop-copy'], ['n3', 'stop-copy'], ['n1', 'post-copy']] as const) {
+      const r = await c.ssi(from, ['migrate', '--json', '--mode', mode, String(vpid), to])
       if (r.code !== 0) expect.fail(`${r.stderr}\n${to}:\n${await c.diagnostics(to)}\n${from}:\n${await c.diagnostics(from)}`)
-      expect(r.stderr).toBe('')
-      expect(r.code).toBe(0)
+      if (mode === 'stop-copy') expect(r.stderr).toBe('')
+      else expect(r.stderr).toMatch(/page pull complete/)
       const report = JSON.parse(r.stdout) as Record<string, unknown>
-      expect(report).toMatchObject({ vpid, from, node: to })
+      expect(report).toMatchObject({ vpid, from, node: to, mode })
       expect(report.bytes).toBeGreaterThan(0)
       // The image crossed hosts: the process now lives in the target container only.
       expect(await processesWith(to, marker)).toHaveLength(1)
@@ -87,11 +87,11 @@ describe('container hosts (Docker, real daemons, real CRIU)', () => {
 
     const waited = await c.ssi('n2', ['wait', String(vpid)])
     expect(waited.code).toBe(3)
-    const out = await c.ssi('n1', ['logs', String(vpid)])
-    expect(out.stdout).toBe(lines(300))
-    expect(out.stderr).toBe(lines(300, 'e'))
+    const out = await c.ssi('n3', ['logs', String(vpid)])
+    expect(out.stdout).toBe(lines(400))
+    expect(out.stderr).toBe(lines(400, 'e'))
     expect((await ps('n1')).filter(j => j.vpid === vpid)).toHaveLength(1)
-  }, 120_000)
+  }, 150_000)
 
   it('a container killed mid-job is seen dead by the survivors; its job is lost, theirs and their migrations go on', async () => {
     const victim = 'n3'
