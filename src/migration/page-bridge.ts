@@ -49,14 +49,25 @@ async function pumpChannelToSocket (channel: ByteChannel, socket: Socket, count:
   socket.end()
 }
 
+export interface BridgeOptions {
+  /** Running totals. */
+  readonly onBytes?: (stats: BridgeStats) => void
+  /**
+   * Runs on an error before the socket is closed. CRIU's page server takes an EOF as "the target
+   * has every page" and then kills the dumped tree: the source must kill CRIU first.
+   */
+  readonly beforeTeardown?: () => Promise<void>
+}
+
 /**
  * Copies bytes both ways between `socket` and `channel` until both directions have ended; each
- * end's half-close is passed on. Any error tears both down. `onBytes` sees the running totals.
+ * end's half-close is passed on. Any error tears both down.
  */
-export async function bridge (socket: Socket, channel: ByteChannel, signal: AbortSignal, onBytes?: (stats: BridgeStats) => void): Promise<BridgeStats> {
+export async function bridge (socket: Socket, channel: ByteChannel, signal: AbortSignal, opts: BridgeOptions = {}): Promise<BridgeStats> {
+  const { onBytes } = opts
   const stats = { sent: 0, received: 0 }
   const report = (): void => { onBytes?.({ ...stats }) }
-  const onAbort = (): void => { socket.destroy() }
+  const onAbort = (): void => { void (opts.beforeTeardown?.() ?? Promise.resolve()).catch(() => {}).finally(() => { socket.destroy() }) }
   signal.addEventListener('abort', onAbort, { once: true })
   try {
     await Promise.all([
@@ -67,6 +78,7 @@ export async function bridge (socket: Socket, channel: ByteChannel, signal: Abor
   } catch (err) {
     const e = err instanceof Error ? err : new Error(String(err))
     channel.abort(e)
+    await opts.beforeTeardown?.().catch(() => {})
     socket.destroy()
     throw new PageBridgeError(`page transfer broke after ${stats.sent + stats.received} bytes: ${e.message}`, { cause: err })
   } finally {

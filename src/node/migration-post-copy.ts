@@ -52,6 +52,7 @@ interface Outgoing {
   readonly abort: AbortController
   readonly socket: Socket
   readonly hostPid: number
+  readonly served: Promise<void>
 }
 
 interface Incoming {
@@ -101,7 +102,7 @@ export class PostCopyPlumbing {
       await lazy.served.catch(() => {})
       throw err
     }
-    this.out.set(job.vpid, { abort, socket, hostPid: job.hostPid })
+    this.out.set(job.vpid, { abort, socket, hostPid: job.hostPid, served: lazy.served })
     const served = lazy.served.finally(() => { this.out.delete(job.vpid) })
     served.catch(() => {})
     return { dumped: lazy.stdio, served }
@@ -115,16 +116,25 @@ export class PostCopyPlumbing {
     const header = Buffer.alloc(HEADER_BYTES)
     header.writeBigUInt64BE(BigInt(vpid))
     await channel.write(header, signal)
-    const done = bridge(o.socket, channel, AbortSignal.any([signal, o.abort.signal]), onBytes)
+    const done = bridge(o.socket, channel, AbortSignal.any([signal, o.abort.signal]), { onBytes, beforeTeardown: async () => { await this.killDump(o) } })
     done.catch(() => {})
     return { done }
+  }
+
+  /**
+   * Kills CRIU before its page-server connection closes: CRIU takes an EOF there for a finished
+   * transfer and kills the tree, while a killed CRIU lets the tree go on.
+   */
+  private async killDump (o: Outgoing): Promise<void> {
+    o.abort.abort(new PostCopyError('post-copy migration aborted'))
+    await Promise.race([o.served.catch(() => {}), new Promise(resolve => setTimeout(resolve, 5000))])
   }
 
   /** Kills the lazy dump; resolves true once the job's tree runs again here (CRIU let it go). */
   async abortLazy (vpid: number): Promise<boolean> {
     const o = this.out.get(vpid)
     if (o === undefined) return false
-    o.abort.abort(new PostCopyError('post-copy migration aborted'))
+    await this.killDump(o)
     o.socket.destroy()
     for (let i = 0; i < 60; i++) {
       const free = await runsFreely(o.hostPid)

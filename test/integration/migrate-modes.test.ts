@@ -4,7 +4,8 @@
  * refused with the reason before anything is frozen; --json carries the phase times; progress
  * events reach the caller. Needs root, CRIU >= 4.2 with lazy pages, fs.pipe-max-size >= 4 MiB.
  */
-import { chmod, readFile } from 'node:fs/promises'
+import { chmod, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ControlClient } from '../../src/api/client.js'
 import { ssi } from '../helpers/cli.js'
@@ -137,4 +138,34 @@ describe('ssi migrate --mode (real daemons, real CRIU)', () => {
     expect((await run(['wait', String(vpid)], { timeoutMs: 60_000 })).code).toBe(3)
     expect((await run(['logs', String(vpid)])).stdout).toBe(expectedOutput(64, 600))
   })
+})
+
+describe('post-copy rollback (real daemons, real CRIU)', () => {
+  let c: TestCluster | undefined
+  afterAll(async () => { await c?.stop() })
+
+  it('a target that cannot restore lazily: the frozen job runs on its source again with all its output', async () => {
+    c = await makeCluster({ nodes: 2 })
+    await chmod(c.dir, 0o755)
+    await c.start(['n1'])
+    // n2 finds a "criu" that fails: its lazy-pages daemon never starts, after the lazy dump and the images' transfer.
+    const broken = join(c.dir, 'broken-criu')
+    await writeFile(broken, '#!/bin/sh\necho broken >&2\nexit 1\n', { mode: 0o755 })
+    const saved = process.env.SSI_CRIU
+    process.env.SSI_CRIU = broken
+    try { await c.start(['n2']) } finally { if (saved === undefined) delete process.env.SSI_CRIU; else process.env.SSI_CRIU = saved }
+    const sock = c.socket('n1')
+    const run = async (args: string[]): ReturnType<typeof ssi> => await ssi(sock, args, { cwd: '/tmp' })
+    await eventually(async () => (await c?.call<NodeInfo[]>('n1', 'nodes'))?.filter(n => n.state === 'alive').length === 2, 15_000, '2 alive')
+    const started = await run(['run', '-d', '--node', 'n1', '--', ...worker(16, 300)])
+    const vpid = Number(started.stdout.trim())
+    await eventually(async () => (await run(['logs', String(vpid)])).stdout.includes('3\n'), 30_000, 'printing')
+    const r = await run(['migrate', '--mode', 'post-copy', String(vpid), 'n2'])
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(/post-copy migration of job \d+ restoring failed: .*; it runs here again/)
+    const info = (JSON.parse((await run(['ps', '--json'])).stdout) as PsResult).jobs.find(j => j.vpid === vpid)
+    expect(info).toMatchObject({ node: 'n1', state: 'running' })
+    expect((await ssi(sock, ['wait', String(vpid)], { timeoutMs: 60_000 })).code).toBe(3)
+    expect((await run(['logs', String(vpid)])).stdout).toBe(expectedOutput(16, 300))
+  }, 120_000)
 })
