@@ -90,4 +90,29 @@ describe('stop-and-copy migration', () => {
     expect(err.message).toMatch(/restoring it here failed too: no space/)
     expect(log.at(-1)).toBe('lose')
   })
+
+  it('awaits the phase listener before each step (a journal), with the images and dump result from transferring on', async () => {
+    const { source, target, log } = sides()
+    const seen: string[] = []
+    await migrate(source, target, {
+      vpid: 7, target: 'n2', asUid: 0,
+      onPhase: async (p, d) => { await new Promise(resolve => setTimeout(resolve, 5)); log.push(`journal ${p}`); seen.push(`${p} ${d.imagesDir ?? '-'} ${JSON.stringify(d.dumped ?? null)}`) }
+    })
+    expect(log).toEqual(['begin', 'check', 'journal preparing', 'prepare job 7', 'journal dumping', 'checkpoint', 'stage', 'journal transferring', 'send', 'journal restoring', 'restore file[1:2]', 'journal moved', 'commit n2'])
+    expect(seen.slice(2)).toEqual(['transferring /images ["file[1:2]"]', 'restoring /images ["file[1:2]"]', 'moved /images ["file[1:2]"]'])
+  })
+
+  it('does not start a step the listener could not record: a failed journal write before the transfer rolls back', async () => {
+    const { source, target, log } = sides()
+    const onPhase = async (p: MigrationPhase): Promise<void> => { if (p === 'transferring') throw new Error('disk full') }
+    await expect(migrate(source, target, { vpid: 7, target: 'n2', asUid: 0, onPhase })).rejects.toThrow(/disk full; it runs here again/)
+    expect(log).not.toContain('send')
+    expect(log).toContain('rollback file[1:2] transferring failed: disk full')
+  })
+
+  it('never rolls back once the target runs the job, even if the commit fails', async () => {
+    const { source, target, log } = sides({ commit: 'store closed' })
+    await expect(migrate(source, target, { vpid: 7, target: 'n2', asUid: 0 })).rejects.toThrow('store closed')
+    expect(log).toEqual(['begin', 'check', 'prepare job 7', 'checkpoint', 'stage', 'send', 'restore file[1:2]', 'commit n2'])
+  })
 })
