@@ -50,7 +50,7 @@ interface ReceiverReply { readonly ok: boolean, readonly error?: string, readonl
 async function benchHost (stack: Stack, key: Uint8Array): Promise<Libp2p> {
   const privateKey = await generateKeyPair('Ed25519')
   return stack === 'daemon'
-    ? await createNodeHost({ privateKey, listen: '/ip4/127.0.0.1/tcp/0', prologue: clusterPrologue(key, 'bench'), dialTimeoutMs: 5000, gossipHeartbeatMs: 1000 })
+    ? await createNodeHost({ privateKey, listen: '/ip4/127.0.0.1/tcp/0', prologue: clusterPrologue(key, 'bench'), dialTimeoutMs: 5000 })
     : await createLibp2p({ privateKey, addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
 }
 
@@ -334,13 +334,15 @@ async function main (): Promise<void> {
       ...(quick ? [] : await measure(rx, root, 1024, 'random', ['none', 'zstd'], repeats)),
       ...await measure(rx, root, 256, 'mixed', ['none', 'zstd'], repeats)
     ]
-    const best = Math.max(...rows.filter(r => r.path.startsWith('ssi over libp2p (the daemon') && r.dataset === 'random').map(r => r.MBps))
+    const daemonRows = rows.filter(r => r.path.startsWith('ssi over libp2p (the daemon') && r.dataset === 'random' && r.compression === 'none')
+    const largest = Math.max(...daemonRows.map(r => r.MiB))
+    const best = Math.max(...daemonRows.filter(r => r.MiB === largest).map(r => r.MBps))
     console.log(JSON.stringify({
       benchmark: 'transfer',
       platform: { node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, dir: root, zstd: zstdImplementation() },
       note: 'MB/s = 10^6 bytes of image data per second, until the receiver verified all digests. CPU seconds exclude zstd child processes.',
       results: rows,
-      targets: { daemonStackGeq1000MBps: best >= 1000 }
+      targets: { [`daemonStack${largest}MiBGeq1000MBps`]: best >= 1000 }
     }, null, 2))
   } finally {
     rx.stop()

@@ -66,8 +66,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       privateKey: await loadOrCreateIdentity(join(node.stateDir, 'identity.key')),
       listen: node.listen,
       prologue: clusterPrologue(await readClusterKey(config.keyFile), config.name),
-      dialTimeoutMs: config.failureDetection.dialTimeoutMs,
-      gossipHeartbeatMs: config.gossip.heartbeatMs
+      dialTimeoutMs: config.failureDetection.dialTimeoutMs
     })
     cleanups.push(async () => { await host.stop() })
     const shutdown = new AbortController()
@@ -125,8 +124,8 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     await migration.start()
     await localJobs.recover(vpid => migration.isJournalled(vpid))
     await rpc.start()
-    membership.start()
-    cleanups.push(async () => { membership.stop() })
+    await membership.start()
+    cleanups.push(async () => { await membership.stop() })
     void migration.recover(shutdown.signal) // settles migrations a killed daemon left half-done
     // Jobs of a node the majority declares dead are lost (or restored); see src/ssi/failure.
     const failure = new FailureHandler({

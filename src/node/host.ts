@@ -1,18 +1,15 @@
 import '../polyfill.js'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
-import { gossipsub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
-import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Ping } from '@libp2p/ping'
 
 export type HostServices = {
-  pubsub: GossipSub
   identify: Identify
   ping: Ping
 }
@@ -28,12 +25,12 @@ export interface HostInit {
    */
   readonly prologue: Uint8Array
   readonly dialTimeoutMs: number
-  readonly gossipHeartbeatMs: number
 }
 
 /**
  * Creates the node's libp2p host: TCP + Noise (bound to the cluster key through its prologue) +
- * yamux, with identify, ping and gossipsub. Tuned for a LAN cluster where many nodes may share one IP
+ * yamux, with identify and ping (membership runs its own heartbeat links: ./heartbeat-links.ts).
+ * Tuned for a LAN cluster where many nodes may share one IP
  * (see libp2p.md). There is no pnet connection protector: its wasm xsalsa20 capped bulk transfers at
  * ~150 MB/s, while the prologue costs nothing per byte (see README, Security).
  */
@@ -56,19 +53,7 @@ export async function createNodeHost (init: HostInit): Promise<NodeHost> {
     connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
-      ping: ping(),
-      pubsub: gossipsub({
-        emitSelf: false,
-        allowPublishToZeroTopicPeers: true,
-        floodPublish: true,
-        heartbeatInterval: 1000,
-        // A LAN cluster is small and fully connected: flood publishing reaches everyone, so lazy
-        // gossip (IHAVE/IWANT) would only add traffic and CPU.
-        Dlazy: 0,
-        gossipFactor: 0,
-        fallbackToFloodsub: false,
-        scoreParams: { IPColocationFactorWeight: 0 }
-      })
+      ping: ping()
     }
   })
 }

@@ -31,7 +31,7 @@ export function sampleLoad (): LoadSample {
     load1,
     load5,
     load15,
-    cpus: cpus().length,
+    cpus: cpuCount(),
     freeBytes: availableMemory(),
     totalBytes: totalmem()
   }
@@ -45,4 +45,11 @@ function availableMemory (): number {
     if (m != null) return Number(m[1]) * 1024
   } catch { /* fall through */ }
   return freemem()
+}
+
+let cachedCpuCount: number | undefined
+/** os.cpus() parses /proc/cpuinfo and /proc/stat on every call: once is enough for a daemon's life. */
+function cpuCount (): number {
+  cachedCpuCount ??= Math.max(1, cpus().length)
+  return cachedCpuCount
 }

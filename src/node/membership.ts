@@ -1,19 +1,21 @@
 /**
- * Membership and failure detection. Every node gossips a heartbeat (identity + load) on the cluster
- * topic; a peer unheard for `suspectAfterMs` is suspect, for `deadAfterMs` dead. A dropped
- * connection is checked at once by re-dialling: a killed node refuses and is dead within
- * milliseconds, a hung one keeps the TCP port open and is caught by the heartbeat timeout. Dead and
- * not-yet-seen nodes are re-dialled every `redialMs`, so restarted nodes and healed partitions rejoin.
+ * Membership and failure detection. Every node sends a heartbeat (identity + load) to every
+ * connected peer on a long-lived heartbeat link (./heartbeat-links.ts); a peer unheard for
+ * `suspectAfterMs` is suspect, for `deadAfterMs` dead. A dropped connection is checked at once by
+ * re-dialling: a killed node refuses and is dead within milliseconds, a hung one keeps the TCP port
+ * open and is caught by the heartbeat timeout. Dead and not-yet-seen nodes are re-dialled every
+ * `redialMs`, so restarted nodes and healed partitions rejoin. Heartbeats also list the addresses
+ * of the sender's live peers, so a node that only knows a bootstrap address finds everyone.
  */
 import { multiaddr } from '@multiformats/multiaddr'
-import { decodeHeartbeat, encodeHeartbeat, PEER_PROTOCOL_VERSION } from '../protocol/peer.js'
+import { decodeHeartbeat, encodeHeartbeat, MAX_HEARTBEAT_BYTES, MAX_HEARTBEAT_PEERS, PEER_PROTOCOL_VERSION } from '../protocol/peer.js'
+import { HeartbeatLinks } from './heartbeat-links.js'
 import type { Heartbeat } from '../protocol/peer.js'
 import type { FailureDetectionConfig, GossipConfig, NodeConfig } from './config.js'
 import type { NodeHost } from './host.js'
 import type { LoadSample } from './load.js'
 import type { Logger } from './logger.js'
 import type { PeerId } from '@libp2p/interface'
-import type { Message } from '@libp2p/gossipsub'
 
 export type MemberState = 'alive' | 'suspect' | 'dead'
 
@@ -57,7 +59,9 @@ type TrackedMember = MutableMember & { seqSeen: number }
 export class Membership extends EventTarget {
   private readonly members = new Map<string, TrackedMember>()
   private readonly timers: NodeJS.Timeout[] = []
-  private readonly topic: string
+  private readonly links: HeartbeatLinks
+  /** Addresses of live members that peers told us about (discovery beyond the config), with when. */
+  private readonly learned = new Map<string, number>()
   private readonly bootMs: number
   private readonly now: () => number
   private readonly dialing = new Set<string>()
@@ -71,35 +75,39 @@ export class Membership extends EventTarget {
 
   constructor (private readonly host: NodeHost, private readonly init: MembershipInit) {
     super()
-    this.topic = `/ssi/${init.cluster}/heartbeat/${PEER_PROTOCOL_VERSION}`
     this.now = init.now ?? Date.now
     this.bootMs = this.now()
+    this.links = new HeartbeatLinks({
+      host,
+      protocol: `/ssi/${init.cluster}/heartbeat/${PEER_PROTOCOL_VERSION}`,
+      maxFrameBytes: MAX_HEARTBEAT_BYTES,
+      openTimeoutMs: init.failure.dialTimeoutMs,
+      onFrame: this.onFrame,
+      onLinked: this.onLinked,
+      logger: init.logger
+    })
   }
 
-  start (): void {
+  async start (): Promise<void> {
     if (this.started) return
     this.started = true
-    const pubsub = this.host.services.pubsub
-    pubsub.addEventListener('message', this.onMessage)
-    pubsub.addEventListener('subscription-change', this.onSubscriptionChange)
-    pubsub.subscribe(this.topic)
+    await this.links.start()
     this.host.addEventListener('peer:disconnect', this.onDisconnect)
     const { heartbeatMs } = this.init.gossip
-    this.timers.push(setInterval(() => { void this.beat() }, heartbeatMs))
+    this.timers.push(setInterval(() => { this.beat() }, heartbeatMs))
     this.timers.push(setInterval(() => { this.sweep() }, Math.min(100, heartbeatMs)))
     this.timers.push(setInterval(() => { this.redialAll() }, this.init.failure.redialMs))
-    void this.beat()
+    this.beat()
     this.redialAll()
   }
 
-  stop (): void {
+  async stop (): Promise<void> {
     if (!this.started) return
     this.started = false
     this.timers.splice(0).forEach(clearInterval)
     clearTimeout(this.announceSoon)
-    this.host.services.pubsub.removeEventListener('message', this.onMessage)
-    this.host.services.pubsub.removeEventListener('subscription-change', this.onSubscriptionChange)
     this.host.removeEventListener('peer:disconnect', this.onDisconnect)
+    await this.links.stop()
   }
 
   /** Every known member, the local node first. */
@@ -128,7 +136,7 @@ export class Membership extends EventTarget {
     }
   }
 
-  private async beat (): Promise<void> {
+  private beat (): void {
     try {
       // Load averages move slowly: sample at most once a second, announce at every heartbeat.
       if (this.lastLoad === undefined || this.seq % Math.max(1, Math.round(1000 / this.init.gossip.heartbeatMs)) === 0) this.lastLoad = this.init.sampleLoad()
@@ -145,31 +153,48 @@ export class Membership extends EventTarget {
         addresses: self.addresses.slice(0, 16),
         load: self.load,
         memory: self.memory,
-        jobs: self.jobs
+        jobs: self.jobs,
+        peers: this.livePeerAddresses()
       }
-      await this.host.services.pubsub.publish(this.topic, encodeHeartbeat(hb))
+      let frame = encodeHeartbeat(hb)
+      // Never send what receivers would drop: without the peer list it always fits.
+      if (frame.byteLength > MAX_HEARTBEAT_BYTES) frame = encodeHeartbeat({ ...hb, peers: [] })
+      this.links.broadcast(frame)
     } catch (err) {
-      this.init.logger.debug({ err }, 'heartbeat publish failed')
+      this.init.logger.debug({ err }, 'heartbeat send failed')
     }
   }
 
-  /** A peer (re)joined the topic: announce ourselves now rather than at the next heartbeat. */
-  private readonly onSubscriptionChange = (): void => {
-    if (this.announceSoon !== undefined) return
-    this.announceSoon = setTimeout(() => { this.announceSoon = undefined; void this.beat() }, 20)
+  /** Where our live peers listen, for nodes that know only some of them. */
+  private livePeerAddresses (): string[] {
+    const out: string[] = []
+    for (const m of this.members.values()) {
+      const addr = this.addressOf(m)
+      if (m.state === 'alive' && addr !== undefined) out.push(addr)
+      if (out.length === MAX_HEARTBEAT_PEERS) break
+    }
+    return out
   }
 
-  private readonly onMessage = (evt: CustomEvent<Message>): void => {
-    const msg = evt.detail
-    if (msg.topic !== this.topic || msg.type !== 'signed') return
+  /** A new link to a peer: announce ourselves now rather than at the next heartbeat. */
+  private readonly onLinked = (): void => {
+    if (this.announceSoon !== undefined || !this.started) return
+    this.announceSoon = setTimeout(() => { this.announceSoon = undefined; this.beat() }, 20)
+  }
+
+  private readonly onFrame = (frame: Uint8Array, from: PeerId): void => {
     let hb: Heartbeat
     try {
-      hb = decodeHeartbeat(msg.data)
+      hb = decodeHeartbeat(frame)
     } catch (err) {
-      this.init.logger.warn({ err, from: msg.from.toString() }, 'dropped invalid heartbeat')
+      this.init.logger.warn({ err, from: from.toString() }, 'dropped invalid heartbeat')
       return
     }
-    this.accept(hb, msg.from)
+    this.accept(hb, from)
+    const now = this.now()
+    for (const addr of hb.peers ?? []) {
+      if (this.learned.size < 4 * MAX_HEARTBEAT_PEERS || this.learned.has(addr)) this.learned.set(addr, now)
+    }
   }
 
   private accept (hb: Heartbeat, from: PeerId): void {
@@ -258,13 +283,23 @@ export class Membership extends EventTarget {
     })
   }
 
+  private isOwnAddress (addr: string): boolean {
+    return addr === this.init.self.listen || this.host.getMultiaddrs().some(a => { const own = a.toString(); return own === addr || own.startsWith(`${addr}/`) })
+  }
+
   private addressOf (m: Member): string | undefined {
     return this.init.nodes.find(n => n.name === m.name)?.listen ?? m.addresses[0]
   }
 
-  /** Dials every configured node and bootstrap address that has no live connection. */
+  /** Dials every configured, bootstrap and recently learned address that has no live connection. */
   private redialAll (): void {
     const targets = new Set<string>(this.init.bootstrap)
+    const now = this.now()
+    for (const [addr, at] of this.learned) {
+      // Forget what no peer repeated for a while (a node that left), so it is not dialled forever.
+      if (now - at > 10 * this.init.failure.redialMs + this.init.failure.deadAfterMs) this.learned.delete(addr)
+      else if (!this.isOwnAddress(addr)) targets.add(addr)
+    }
     for (const node of this.init.nodes) {
       if (node.name !== this.init.self.name) targets.add(node.listen)
     }

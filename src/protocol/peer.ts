@@ -7,8 +7,10 @@ import { z } from 'zod'
 
 export const PEER_PROTOCOL_VERSION = 1
 
-/** Largest heartbeat we accept; a real one is ~300 bytes. */
-export const MAX_HEARTBEAT_BYTES = 4096
+/** Largest heartbeat we accept; a real one is ~300 bytes plus ~30-80 per listed peer address. */
+export const MAX_HEARTBEAT_BYTES = 16 * 1024
+/** Most peer addresses one heartbeat lists (discovery for nodes that know only a bootstrap node). */
+export const MAX_HEARTBEAT_PEERS = 32
 
 export class PeerMessageError extends Error {
   static override name = 'PeerMessageError'
@@ -35,7 +37,9 @@ export const heartbeatSchema = z.object({
     runQueue: finite, load1: finite, load5: finite, load15: finite, cpus: z.number().int().positive()
   }).strict(),
   memory: z.object({ freeBytes: finite, totalBytes: finite }).strict(),
-  jobs: z.number().int().nonnegative()
+  jobs: z.number().int().nonnegative(),
+  /** Listen addresses of the sender's live peers (added after v1's first release; optional). */
+  peers: z.array(z.string().max(256)).max(MAX_HEARTBEAT_PEERS).optional()
 }).strict()
 
 export type Heartbeat = z.infer<typeof heartbeatSchema>

@@ -20,7 +20,7 @@ const hosts: NodeHost[] = []
 
 async function host (prologue: Uint8Array): Promise<NodeHost> {
   const h = await createNodeHost({
-    privateKey: await generateKeyPair('Ed25519'), listen: '/ip4/127.0.0.1/tcp/0', prologue, dialTimeoutMs: 5000, gossipHeartbeatMs: 1000
+    privateKey: await generateKeyPair('Ed25519'), listen: '/ip4/127.0.0.1/tcp/0', prologue, dialTimeoutMs: 5000
   })
   hosts.push(h)
   return h

@@ -1,5 +1,14 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { lpStream } from '@libp2p/utils'
+import { multiaddr } from '@multiformats/multiaddr'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { eventually, makeCluster } from '../helpers/cluster.js'
+import { createNodeHost } from '../../src/node/host.js'
+import { clusterPrologue, readClusterKey } from '../../src/node/identity.js'
+import { encodeHeartbeat } from '../../src/protocol/peer.js'
+import { eventually, freePort, makeCluster } from '../helpers/cluster.js'
 import type { TestCluster } from '../helpers/cluster.js'
 import type { NodeInfo } from '../../src/api/schema.js'
 
@@ -73,6 +82,55 @@ describe('membership and failure detection (3 real daemons on loopback)', () => 
       }
     } finally {
       await intruder.stop()
+    }
+  })
+
+  it('lets a node that knows only one bootstrap address find every member, and them find it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ssi-test-joiner-'))
+    const joiner = await makeCluster({
+      nodes: 1,
+      dir,
+      name: c.config.name,
+      keyFile: c.config.keyFile,
+      extra: {
+        bootstrap: [c.config.nodes[0]?.listen],
+        nodes: [{ name: 'n9', id: 9, listen: `/ip4/127.0.0.1/tcp/${await freePort()}`, stateDir: join(dir, 'n9'), controlSocket: join(dir, 'n9.sock') }]
+      }
+    })
+    try {
+      await joiner.start()
+      await eventually(async () => (await nodes(joiner, 'n9')).filter(n => n.state === 'alive').length === 4 || undefined, 15_000, 'n9 to see 4 alive')
+      for (const from of ['n2', 'n3']) {
+        await eventually(async () => (await stateOf(c, from, 'n9'))?.state === 'alive', 15_000, `${from} to see n9`)
+      }
+    } finally {
+      await joiner.stop()
+      await rm(dir, { recursive: true, force: true })
+    }
+    await eventually(async () => (await stateOf(c, 'n2', 'n9'))?.state === 'dead', 15_000, 'n9 dead after it stopped')
+  })
+
+  it('drops malformed and oversized heartbeat frames from a key holder and keeps serving', async () => {
+    const prologue = clusterPrologue(await readClusterKey(c.config.keyFile), c.config.name)
+    const fake = await createNodeHost({ privateKey: await generateKeyPair('Ed25519'), listen: '/ip4/127.0.0.1/tcp/0', prologue, dialTimeoutMs: 5000 })
+    try {
+      const protocol = `/ssi/${c.config.name}/heartbeat/1`
+      const target = multiaddr(c.config.nodes[0]?.listen ?? '')
+      const lp = lpStream(await fake.dialProtocol(target, protocol, { signal: AbortSignal.timeout(5000) }))
+      const forged = encodeHeartbeat({
+        v: 1, kind: 'heartbeat', cluster: c.config.name, name: 'n2', id: 2, seq: 1e9, bootMs: 1, sentMs: 1, addresses: [], load: { runQueue: 0, load1: 0, load5: 0, load15: 0, cpus: 1 }, memory: { freeBytes: 0, totalBytes: 1 }, jobs: 0
+      })
+      // Garbage, a wrong schema, and a heartbeat claiming to be the live n2: all dropped.
+      for (const frame of [new Uint8Array([0xc1, 0xff]), encodeHeartbeat({ v: 1 } as never), forged]) await lp.write(frame)
+      // An oversized frame (over MAX_HEARTBEAT_BYTES) resets the stream.
+      await lp.write(new Uint8Array(64 * 1024)).catch(() => {})
+      await new Promise(resolve => setTimeout(resolve, 500))
+      const list = await nodes(c, 'n1')
+      expect(list.map(n => n.peerId)).not.toContain(fake.peerId.toString())
+      expect(list.find(n => n.name === 'n2')?.peerId).not.toBe(fake.peerId.toString())
+      expect(list.filter(n => n.state === 'alive').length).toBe(3)
+    } finally {
+      await fake.stop()
     }
   })
 })

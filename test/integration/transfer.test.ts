@@ -37,7 +37,7 @@ beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'ssi-transfer-it-'))
   const prologue = clusterPrologue(randomBytes(32), 'transfer-test')
   hosts = await Promise.all(['a', 'b'].map(async () => await createNodeHost({
-    privateKey: await generateKeyPair('Ed25519'), listen: '/ip4/127.0.0.1/tcp/0', prologue, dialTimeoutMs: 5000, gossipHeartbeatMs: 1000
+    privateKey: await generateKeyPair('Ed25519'), listen: '/ip4/127.0.0.1/tcp/0', prologue, dialTimeoutMs: 5000
   })))
   const ids: Record<string, string> = { a: hosts[0]!.peerId.toString(), b: hosts[1]!.peerId.toString() }
   const nodeOf = (peer: string): string | undefined => Object.keys(ids).find(n => ids[n] === peer)
