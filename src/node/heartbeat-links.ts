@@ -119,6 +119,7 @@ export class HeartbeatLinks {
         this.init.onFrame(frame.subarray(), connection.remotePeer)
       }
     } catch (err) {
+      this.init.logger.debug({ peer: connection.remotePeer.toString(), err: (err as Error).message }, 'inbound heartbeat link ended')
       if (stream.status === 'open') stream.abort(err as Error)
     } finally {
       this.inbound.delete(stream)

@@ -80,7 +80,9 @@ export class Membership extends EventTarget {
     this.links = new HeartbeatLinks({
       host,
       protocol: `/ssi/${init.cluster}/heartbeat/${PEER_PROTOCOL_VERSION}`,
-      maxFrameBytes: MAX_HEARTBEAT_BYTES,
+      // The link only bounds memory; decodeHeartbeat enforces MAX_HEARTBEAT_BYTES, so an oversized
+      // heartbeat is dropped with a logged reason like any invalid one, and the link stays up.
+      maxFrameBytes: 1024 * 1024,
       openTimeoutMs: init.failure.dialTimeoutMs,
       onFrame: this.onFrame,
       onLinked: this.onLinked,
@@ -190,30 +192,31 @@ export class Membership extends EventTarget {
       this.init.logger.warn({ err, from: from.toString() }, 'dropped invalid heartbeat')
       return
     }
-    this.accept(hb, from)
+    if (!this.accept(hb, from)) return
     const now = this.now()
     for (const addr of hb.peers ?? []) {
       if (this.learned.size < 4 * MAX_HEARTBEAT_PEERS || this.learned.has(addr)) this.learned.set(addr, now)
     }
   }
 
-  private accept (hb: Heartbeat, from: PeerId): void {
+  /** Takes a valid heartbeat into the member table; false if it was refused. */
+  private accept (hb: Heartbeat, from: PeerId): boolean {
     if (hb.cluster !== this.init.cluster || hb.name === this.init.self.name) {
       this.init.logger.warn({ from: from.toString(), name: hb.name, cluster: hb.cluster }, 'heartbeat from a foreign or duplicate node name ignored')
-      return
+      return false
     }
     const known = this.members.get(hb.name)
     const peerId = from.toString()
     const refusal = this.idProblem(hb, known === undefined)
     if (refusal !== undefined) {
       this.init.logger.warn({ from: peerId, name: hb.name, id: hb.id }, `heartbeat ignored: ${refusal}`)
-      return
+      return false
     }
     if (known != null && known.peerId !== peerId && known.state !== 'dead') {
       this.init.logger.warn({ name: hb.name, known: known.peerId, claimed: peerId }, 'two peers claim one node name; keeping the live one')
-      return
+      return false
     }
-    if (known != null && known.peerId === peerId && known.bootMs === hb.bootMs && hb.seq <= known.seqSeen) return
+    if (known != null && known.peerId === peerId && known.bootMs === hb.bootMs && hb.seq <= known.seqSeen) return true
     const previous = known?.state
     const member: TrackedMember = {
       name: hb.name,
@@ -231,6 +234,7 @@ export class Membership extends EventTarget {
     }
     this.members.set(hb.name, member)
     if (previous !== 'alive') this.emitState(member, previous)
+    return true
   }
 
   /**

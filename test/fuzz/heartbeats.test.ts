@@ -1,12 +1,14 @@
 /**
  * Fuzzes membership heartbeats of a real 2-node cluster from a key-holding libp2p node: >= 10,000
- * mutated heartbeats on the cluster's heartbeat topic. Every invalid one must be dropped with a
+ * mutated heartbeats on a heartbeat link (`/ssi/<cluster>/heartbeat/1`, length-prefixed frames). Every invalid one must be dropped with a
  * logged reason (counted in the daemon's log), a valid one must not take another node's name or id,
  * the member table must stay bounded, the real peer must stay alive in the daemon's view, and the
  * daemon must keep answering with bounded memory.
  */
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { lpStream } from '@libp2p/utils'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { decodeHeartbeat, PEER_PROTOCOL_VERSION } from '../../src/protocol/peer.js'
 import { MAX_MEMBERS } from '../../src/node/membership.js'
@@ -68,18 +70,16 @@ describe(`heartbeat fuzz (FUZZ_SEED=${seed})`, () => {
     const rng = new Rng(seed)
     const pid = await cluster.pid('n1')
     const log = join(cluster.config.nodes[0]!.stateDir, 'daemon.log')
-    const topic = `/ssi/${cluster.config.name}/heartbeat/${PEER_PROTOCOL_VERSION}`
-    const pubsub = peer.host.services.pubsub
-    pubsub.subscribe(topic)
-    await eventually(async () => pubsub.getSubscribers(topic).some(p => p.toString() === peer.target), 15_000, 'the daemon in the topic mesh')
+    const protocol = `/ssi/${cluster.config.name}/heartbeat/${PEER_PROTOCOL_VERSION}`
+    const link = lpStream(await peer.host.dialProtocol(peerIdFromString(peer.target), protocol, { signal: AbortSignal.timeout(10_000) }))
     const droppedBefore = await countLog(log, 'dropped invalid heartbeat')
     const rssBefore = await rssBytes(pid)
     let invalid = 0
     for (let i = 0; i < MESSAGES; i++) {
       const data = nextMessage(rng, cluster.config.name, i)
       if (!isValid(data)) invalid++
-      await pubsub.publish(topic, data)
-      if (i % 200 === 0) await new Promise(resolve => setTimeout(resolve, 5)) // let gossip flow
+      await link.write(data)
+      if (i % 200 === 0) await new Promise(resolve => setTimeout(resolve, 5)) // let the daemon keep up
     }
     // Every invalid heartbeat is dropped with a reason in the log.
     const { value: dropped } = await eventually(async () => {

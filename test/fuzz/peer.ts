@@ -27,8 +27,7 @@ export async function fuzzPeer (cluster: TestCluster, node = 'n1'): Promise<Fuzz
     privateKey: await generateKeyPair('Ed25519'),
     listen: '/ip4/127.0.0.1/tcp/0',
     prologue: clusterPrologue(await readClusterKey(cluster.config.keyFile), cluster.config.name),
-    dialTimeoutMs: 5000,
-    gossipHeartbeatMs: 1000
+    dialTimeoutMs: 5000
   })
   const conn = await host.dial(multiaddr(config.listen), { signal: AbortSignal.timeout(10_000) })
   return { host, target: conn.remotePeer.toString(), stop: async () => { await host.stop() } }

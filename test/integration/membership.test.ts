@@ -122,8 +122,9 @@ describe('membership and failure detection (3 real daemons on loopback)', () => 
       })
       // Garbage, a wrong schema, and a heartbeat claiming to be the live n2: all dropped.
       for (const frame of [new Uint8Array([0xc1, 0xff]), encodeHeartbeat({ v: 1 } as never), forged]) await lp.write(frame)
-      // An oversized frame (over MAX_HEARTBEAT_BYTES) resets the stream.
-      await lp.write(new Uint8Array(64 * 1024)).catch(() => {})
+      // Over MAX_HEARTBEAT_BYTES: dropped; over the link's 1 MiB frame limit: the link is reset.
+      await lp.write(new Uint8Array(64 * 1024))
+      await lp.write(new Uint8Array(2 * 1024 * 1024)).catch(() => {})
       await new Promise(resolve => setTimeout(resolve, 500))
       const list = await nodes(c, 'n1')
       expect(list.map(n => n.peerId)).not.toContain(fake.peerId.toString())
