@@ -191,6 +191,13 @@ describe('ssi inspect', () => {
     ])
   })
 
+  it('says how the last migration ended and why', async () => {
+    const migration = { from: 'n1', to: 'n2', outcome: 'rolled-back' as const, atMs: NOW - 3000, detail: 'transferring failed: link down; it runs here again' }
+    const h = harness({ inspect: job({ migration }) })
+    expect(await h.run(['inspect', '1000001'])).toBe(0)
+    expect(h.out.at(-1)).toBe(`migration  n1 -> n2 rolled-back ${new Date(NOW - 3000).toISOString()} (3.0s ago): transferring failed: link down; it runs here again`)
+  })
+
   it('--json prints the raw job', async () => {
     const h = harness({ inspect: job() })
     expect(await h.run(['inspect', '1000001', '--json'])).toBe(0)
