@@ -124,7 +124,7 @@ beforeAll(async () => {
 afterAll(async () => { await cluster?.stop() })
 
 describe(`control socket fuzz (FUZZ_SEED=${seed})`, () => {
-  it(`answers ${FRAMES} malformed frames one by one with errors, stays up, memory bounded`, async () => {
+  it(`answers ${FRAMES} malformed frames with errors, stays up, memory bounded`, async () => {
     const rng = new Rng(seed)
     const valid = validBodies()
     const pid = await cluster.pid('n1')
