@@ -120,7 +120,7 @@ const bytes = z.custom<Uint8Array>(v => v instanceof Uint8Array, 'must be bytes'
 
 const vpidParam = z.union([z.number().int().positive(), z.string().max(20)])
 
-export const jobStateSchema = z.enum(['starting', 'running', 'migrating', 'exited', 'killed', 'oom', 'failed', 'lost', 'moved'])
+export const jobStateSchema = z.enum(['starting', 'running', 'migrating', 'exited', 'killed', 'oom', 'failed', 'lost', 'moved', 'checkpointed'])
 
 export const exitInfoSchema = z.object({
   /** Exit code when the job exited by itself. */
@@ -167,6 +167,15 @@ export const jobInfoSchema = z.object({
     outcome: z.enum(['moved', 'rolled-back', 'lost']),
     atMs: nonNegative,
     detail: z.string().optional()
+  }).optional(),
+  /** Periodic checkpoints (run --checkpoint-every): period, and the last good one (holder node, epoch ms taken). */
+  checkpoint: z.object({
+    everyMs: nonNegative,
+    node: z.string().optional(),
+    takenMs: nonNegative.optional(),
+    dumpMs: nonNegative.optional(),
+    bytes: nonNegative.optional(),
+    error: z.string().optional()
   }).optional()
 })
 
@@ -182,7 +191,9 @@ export const runParamsSchema = z.object({
   /** Forward the client's stdin (input messages). */
   stdin: z.boolean().default(false),
   /** Return as soon as the job has started. */
-  detach: z.boolean().default(false)
+  detach: z.boolean().default(false),
+  /** Checkpoint the job this often (ms), keeping the last good checkpoint on another node. */
+  checkpointEveryMs: z.number().int().min(1000, 'checkpoint period must be at least 1s').max(2 ** 31 - 1).optional()
 })
 
 export const runResultSchema = z.object({
@@ -270,6 +281,39 @@ export const migrateEventSchema = z.discriminatedUnion('kind', [
   })
 ])
 
+/** Checkpoint a job into a directory of the answering node (default: under its state dir). */
+export const checkpointParamsSchema = z.object({
+  vpid: vpidParam,
+  /** Keep the job running after the dump (default: it stops, state 'checkpointed'). */
+  leaveRunning: z.boolean().default(false),
+  /** Absolute path of a new or empty directory on the answering node. */
+  dir: z.string().min(1).max(4096).optional()
+})
+export const checkpointResultSchema = z.object({
+  vpid: z.number().int().positive(),
+  /** Node the job was dumped on. */
+  node: z.string(),
+  /** The checkpoint directory on the answering node. */
+  dir: z.string(),
+  takenMs: nonNegative,
+  dumpMs: nonNegative,
+  transferMs: nonNegative,
+  totalMs: nonNegative,
+  bytes: nonNegative,
+  leftRunning: z.boolean()
+})
+/** Restore a checkpoint directory of the answering node, there or on `node`. */
+export const restoreParamsSchema = z.object({ dir: z.string().min(1).max(4096), node: z.string().min(1).max(64).optional() })
+/** Restore a job from its last periodic checkpoint, on the node holding it or on `node`. */
+export const restoreLastParamsSchema = z.object({ vpid: vpidParam, node: z.string().min(1).max(64).optional() })
+export const restoreResultSchema = z.object({
+  vpid: z.number().int().positive(),
+  node: z.string(),
+  restoreMs: nonNegative,
+  /** When the restored checkpoint was taken (epoch ms). */
+  takenMs: nonNegative
+})
+
 export type JobState = z.infer<typeof jobStateSchema>
 export type ExitInfo = z.infer<typeof exitInfoSchema>
 export type JobInfo = z.infer<typeof jobInfoSchema>
@@ -311,7 +355,10 @@ export const methods = {
   wait: { params: vpidParamsSchema, result: runResultSchema },
   logs: { params: logsParamsSchema, result: z.object({}), event: outputEventSchema },
   inspect: { params: vpidParamsSchema, result: jobInfoSchema },
-  migrate: { params: migrateParamsSchema, result: migrateResultSchema, event: migrateEventSchema }
+  migrate: { params: migrateParamsSchema, result: migrateResultSchema, event: migrateEventSchema },
+  checkpoint: { params: checkpointParamsSchema, result: checkpointResultSchema },
+  restore: { params: restoreParamsSchema, result: restoreResultSchema },
+  restoreLast: { params: restoreLastParamsSchema, result: restoreResultSchema }
 } as const satisfies MethodTable
 
 export type ApiMethods = typeof methods

@@ -16,6 +16,9 @@ import { registerJobHandlers } from './handlers/jobs.js'
 import { Libp2pPeerRpc } from './peer-rpc.js'
 import { Libp2pBulkTransport } from './bulk-transport.js'
 import { MigrationService } from './migration.js'
+import { checkpointsDir, startCheckpoints } from './checkpoint/index.js'
+import type { Checkpoints } from './checkpoint/index.js'
+import { checkpointJobHooks, registerCheckpointHandlers } from './handlers/checkpoint.js'
 import { ClusterJobs } from '../ssi/jobs/cluster.js'
 import { LocalJobs } from '../ssi/jobs/local.js'
 import { createJobRuntime } from '../ssi/jobs/runtime-host.js'
@@ -41,6 +44,8 @@ export interface Daemon {
   readonly store: StateStore
   readonly control: ControlServer
   readonly jobs: ClusterJobs
+  /** Checkpoints; `checkpoints.operations.restoreFromLast(vpid)` is for the node-failure handler. */
+  readonly checkpoints: Checkpoints
   readonly startedMs: number
   stop(): Promise<void>
 }
@@ -62,10 +67,11 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     await checkSocketDir(dirname(node.controlSocket))
     const store = await LevelStateStore.open(join(node.stateDir, 'db'))
     cleanups.push(async () => { await store.close() })
+    const psk = await readClusterKey(config.keyFile)
     const host = await createNodeHost({
       privateKey: await loadOrCreateIdentity(join(node.stateDir, 'identity.key')),
       listen: node.listen,
-      prologue: clusterPrologue(await readClusterKey(config.keyFile), config.name),
+      prologue: clusterPrologue(psk, config.name),
       dialTimeoutMs: config.failureDetection.dialTimeoutMs
     })
     cleanups.push(async () => { await host.stop() })
@@ -122,6 +128,11 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       modes: config.migration
     })
     await migration.start()
+    const checkpoints = await startCheckpoints({
+      selfName: node.name, cluster: config.name, ssiVersion: SSI_VERSION, clusterKey: psk, local: localJobs, runtime, rpc, bulk, view, store, jobs,
+      dir: checkpointsDir(node.stateDir), logger: logger.child({ component: 'checkpoint' })
+    })
+    cleanups.push(async () => { checkpoints.stop() })
     await localJobs.recover(vpid => migration.isJournalled(vpid))
     await rpc.start()
     await membership.start()
@@ -137,9 +148,10 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     const gc = setInterval(() => { void localJobs.collectGarbage() }, 60_000)
     cleanups.push(async () => { clearInterval(gc) })
     const control = new ControlServer({ socketPath: node.controlSocket, logger: logger.child({ component: 'control' }) })
-    const daemon: Daemon = { host, membership, store, control, jobs, startedMs: Date.now(), stop: stopAll }
+    const daemon: Daemon = { host, membership, store, control, jobs, checkpoints, startedMs: Date.now(), stop: stopAll }
     registerClusterHandlers(control, { config, node, daemon })
-    registerJobHandlers(control, jobs, config.jobs)
+    registerJobHandlers(control, jobs, config.jobs, checkpointJobHooks(checkpoints.periodic, rpc))
+    registerCheckpointHandlers(control, checkpoints.operations)
     await control.start()
     cleanups.push(async () => { await control.stop() })
     logger.info({ peerId: host.peerId.toString(), listen: host.getMultiaddrs().map(String), socket: node.controlSocket }, 'node started')

@@ -43,7 +43,8 @@ export function renderJob (job: JobInfo, nowMs: number): string[] {
     ['stdin', job.stdin ? 'forwarded' : 'none'],
     ['host pid', job.hostPid === undefined ? undefined : String(job.hostPid)],
     ['job dir', job.jobDir],
-    ['migration', job.migration === undefined ? undefined : formatMigration(job.migration, nowMs)]
+    ['migration', job.migration === undefined ? undefined : formatMigration(job.migration, nowMs)],
+    ['checkpoint', job.checkpoint === undefined ? undefined : formatCheckpoint(job.checkpoint, nowMs)]
   ]
   return formatKeyValues(pairs.filter((pair): pair is [string, string] => pair[1] !== undefined))
 }
@@ -51,6 +52,12 @@ export function renderJob (job: JobInfo, nowMs: number): string[] {
 /** "n1 -> n2 moved 3s ago" plus why, e.g. "n1 -> n2 rolled-back 1m ago: transferring failed: ...". */
 function formatMigration (m: NonNullable<JobInfo['migration']>, nowMs: number): string {
   return `${m.from} -> ${m.to} ${m.outcome} ${formatTime(m.atMs, nowMs)}${m.detail === undefined ? '' : `: ${m.detail}`}`
+}
+
+/** "every 60s; last on n2 at 2024-...Z (5s ago)". */
+function formatCheckpoint (c: NonNullable<JobInfo['checkpoint']>, nowMs: number): string {
+  const last = c.node === undefined || c.takenMs === undefined ? 'none yet' : `last on ${c.node} at ${formatTime(c.takenMs, nowMs)}`
+  return `every ${c.everyMs / 1000}s; ${last}${c.error === undefined ? '' : `; last attempt failed: ${c.error}`}`
 }
 
 function formatLimits (limits: JobInfo['limits']): string {

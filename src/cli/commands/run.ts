@@ -3,7 +3,7 @@
  * environment and working directory, its output live on this terminal, Ctrl-C reaching it, and its
  * exit status as ssi's.
  */
-import { parseBytes } from '../../util/units.js'
+import { parseBytes, parseDurationMs } from '../../util/units.js'
 import { UsageError } from '../errors.js'
 import { runInForeground } from '../foreground.js'
 import { reportJobEnd } from '../job-result.js'
@@ -22,6 +22,7 @@ export interface RunOptions {
   readonly detach?: boolean
   readonly env?: readonly string[]
   readonly cleanEnv?: boolean
+  readonly checkpointEvery?: string
 }
 
 // The limits the daemon accepts (runParamsSchema; mirrored because the CLI does not load zod).
@@ -53,6 +54,7 @@ export function register (cmd: Command, ctx: CliContext): void {
     .option('-d, --detach', 'print the vpid and return as soon as the job has started')
     .option('-e, --env <name=value>', 'set a variable for the job (repeatable); a bare NAME copies it from here', collect)
     .option('--clean-env', 'do not pass this shell\'s environment (PATH excepted)')
+    .option('--checkpoint-every <duration>', 'checkpoint the job this often (e.g. 60s, 5m), keeping the last good one on another node')
     .passThroughOptions()
     .addHelpText('after', HELP)
     .action(async (argv: string[], opts: RunOptions) => {
@@ -87,7 +89,8 @@ export function buildRunParams (argv: readonly string[], opts: RunOptions, ctx: 
     ...(opts.node === undefined ? {} : { node: opts.node }),
     ...(opts.memory === undefined ? {} : { memoryBytes: parseMemory(opts.memory) }),
     ...(opts.cpus === undefined ? {} : { cpus: parseCpus(opts.cpus) }),
-    ...(opts.pids === undefined ? {} : { pids: parsePids(opts.pids) })
+    ...(opts.pids === undefined ? {} : { pids: parsePids(opts.pids) }),
+    ...(opts.checkpointEvery === undefined ? {} : { checkpointEveryMs: parseCheckpointEvery(opts.checkpointEvery) })
   }
 }
 
@@ -126,6 +129,17 @@ export function parseCpus (text: string): number {
   if (!Number.isFinite(cpus)) throw new UsageError(`--cpus: "${text}" is not a number of cores (examples: 0.5, 2)`)
   if (cpus < MIN_CPUS || cpus > MAX_CPUS) throw new UsageError(`--cpus: ${text} is out of range (${MIN_CPUS} to ${MAX_CPUS})`)
   return cpus
+}
+
+export function parseCheckpointEvery (text: string): number {
+  let ms: number
+  try {
+    ms = parseDurationMs(text)
+  } catch (err) {
+    throw new UsageError(`--checkpoint-every: ${(err as Error).message}`)
+  }
+  if (ms < 1000 || ms > 2 ** 31 - 1) throw new UsageError(`--checkpoint-every: "${text}" is out of range (1s to 24 days)`)
+  return ms
 }
 
 export function parsePids (text: string): number {

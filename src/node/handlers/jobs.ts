@@ -7,11 +7,19 @@ import type { ControlServer } from '../control-server.js'
 import type { ClusterJobs } from '../../ssi/jobs/cluster.js'
 import type { JobRecord } from '../../ssi/jobs/record.js'
 import type { JobsConfig } from '../config.js'
-import type { RunResult } from '../../api/schema.js'
+import type { JobInfo, ParsedParams, RunResult } from '../../api/schema.js'
 import type { MigrationSummary } from '../../protocol/migrate.js'
 import { migrationEventSchema } from '../../protocol/migrate.js'
 
-export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, defaults: JobsConfig): void {
+/** Optional extensions of run and inspect (periodic checkpoints: src/node/handlers/checkpoint.ts). */
+export interface JobHandlerHooks {
+  /** After a job started (before any output): e.g. schedule its periodic checkpoints. */
+  readonly started?: (job: JobRecord, params: ParsedParams<'run'>) => Promise<void>
+  /** Adds fields to `inspect`'s answer. */
+  readonly inspect?: (job: JobInfo, signal: AbortSignal) => Promise<JobInfo>
+}
+
+export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, defaults: JobsConfig, hooks: JobHandlerHooks = {}): void {
   control.handle('run', async (p, ctx) => {
     const owner = await ownerFromCredentials(ctx.caller)
     const limits = {
@@ -20,6 +28,7 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
       pids: p.pids ?? defaults.pids
     }
     const job = await jobs.run({ argv: p.argv, env: p.env, cwd: p.cwd, limits, stdin: p.stdin, node: p.node }, owner, ctx.signal)
+    await hooks.started?.(job, p)
     await ctx.emit({ kind: 'started', vpid: job.vpid, node: job.node })
     if (p.detach) return toRunResult(job)
     // Runs until the client stops sending; it never throws, so nothing needs to await it.
@@ -30,7 +39,10 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
     return toRunResult(final)
   })
   control.handle('ps', async (p, ctx) => await jobs.ps(p, ctx.signal))
-  control.handle('inspect', async (p, ctx) => await jobs.inspect(parseVpid(p.vpid), ctx.signal))
+  control.handle('inspect', async (p, ctx) => {
+    const job = await jobs.inspect(parseVpid(p.vpid), ctx.signal)
+    return hooks.inspect === undefined ? job : await hooks.inspect(job, ctx.signal)
+  })
   control.handle('wait', async (p, ctx) => toRunResult(await jobs.wait(parseVpid(p.vpid), ctx.signal)))
   control.handle('kill', async (p, ctx) => {
     const results = await Promise.all(p.vpids.map(async v => {

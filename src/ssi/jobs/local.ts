@@ -151,7 +151,7 @@ export class LocalJobs {
 
   private async finish (entry: Entry, exit: ExitInfo): Promise<void> {
     // While migrating, the end of the supervised tree is CRIU's doing: the migration decides.
-    if (TERMINAL_STATES.has(entry.record.state) || entry.record.state === 'migrating') return
+    if (TERMINAL_STATES.has(entry.record.state) || entry.record.state === 'migrating' || entry.record.state === 'checkpointed') return
     await this.update(entry, transition(entry.record, stateForExit(exit), { exit, endedMs: Date.now() }))
     if (entry.runtime !== undefined) {
       await this.init.runtime.release(entry.runtime).catch(err => { this.init.logger.warn({ vpid: entry.record.vpid, err: (err as Error).message }, 'cgroup cleanup failed') })
@@ -254,6 +254,28 @@ export class LocalJobs {
     return entry.record
   }
 
+  /**
+   * A checkpoint to disk (begun with beginMigration) ended: the tree was stopped by CRIU after a
+   * good dump (`stopped`), or runs on (--leave-running, or a failed dump).
+   */
+  async endCheckpoint (vpid: number, stopped: boolean): Promise<void> {
+    const e = this.entry(vpid)
+    await this.update(e, transition(e.record, stopped ? 'checkpointed' : 'running'))
+    if (stopped && e.runtime !== undefined) await this.init.runtime.release(e.runtime).catch(() => {})
+    // An exit while 'migrating' was ignored: watch again (a second watcher of a live tree is harmless).
+    if (!stopped) this.watch(e)
+  }
+
+  /** A checkpointed job restored on this node: the same entry, so its waiters keep waiting. */
+  async resumeFromCheckpoint (vpid: number, runtime: RuntimeJob): Promise<JobRecord> {
+    const e = this.entry(vpid)
+    e.runtime = runtime
+    this.cpuSamples.delete(vpid)
+    await this.update(e, transition(e.record, 'running', { hostPid: runtime.hostPid, jobDir: runtime.jobDir }))
+    this.watch(e)
+    return e.record
+  }
+
   /** CPU use since the previous sample (or since start), in percent of one core. */
   private cpuPercent (vpid: number, ns: number): number {
     const now = Date.now()
@@ -272,7 +294,7 @@ export class LocalJobs {
   async signal (vpid: number, sig: NodeJS.Signals, asUid: number): Promise<void> {
     const e = this.entry(vpid)
     this.authorize(e.record, asUid, 'signal')
-    if (TERMINAL_STATES.has(e.record.state) || e.runtime === undefined) {
+    if (TERMINAL_STATES.has(e.record.state) || e.record.state === 'checkpointed' || e.runtime === undefined) {
       throw new JobStateError(`job ${vpid} is not running (${e.record.state})`)
     }
     await this.init.runtime.signal(e.runtime, sig)

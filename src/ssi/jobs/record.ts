@@ -13,19 +13,21 @@ export type JobState =
   | 'failed' // could not be started
   | 'lost' // its node died and it could not be recovered
   | 'moved' // migrated away: `node` says where it runs now (final on this node only)
+  | 'checkpointed' // dumped to disk and stopped (`ssi checkpoint`): `ssi restore` brings it back
 
 export const TERMINAL_STATES: ReadonlySet<JobState> = new Set(['exited', 'killed', 'oom', 'failed', 'lost', 'moved'])
 
 const ALLOWED: Readonly<Record<JobState, readonly JobState[]>> = {
   starting: ['running', 'failed', 'exited', 'killed', 'oom'],
   running: ['exited', 'killed', 'oom', 'migrating', 'lost'],
-  migrating: ['running', 'exited', 'killed', 'oom', 'lost', 'moved'],
+  migrating: ['running', 'exited', 'killed', 'oom', 'lost', 'moved', 'checkpointed'],
   exited: [],
   killed: [],
   oom: [],
   failed: [],
   lost: ['running'],
-  moved: []
+  moved: [],
+  checkpointed: ['running', 'moved', 'lost']
 }
 
 export class InvalidTransitionError extends Error {

@@ -14,7 +14,7 @@ import type { ExitInfo } from './record.js'
 import { LAZY_PIPE_MAX_SIZE } from '../../migration/modes.js'
 import type { MigrationCapabilities } from '../../migration/modes.js'
 import type { LazyPagesDaemon } from '../../migration/criu/index.js'
-import type { DumpedFile, JobRuntime, JobUsage, LazyCheckpoint, RuntimeJob, RuntimeRestoreSpec, RuntimeSpec } from './runtime.js'
+import type { CheckpointOptions, DumpedFile, JobRuntime, JobUsage, LazyCheckpoint, RuntimeJob, RuntimeRestoreSpec, RuntimeSpec } from './runtime.js'
 import type { ExitStatus, JobHandle, JobSpawner, SpawnerLogger } from '../spawner/index.js'
 
 export interface JobRuntimeInit {
@@ -128,11 +128,13 @@ class HostJobRuntime implements JobRuntime {
   }
 
   /** Mounts are the node's (`mnt[]` external), and so are the output files; the cgroup stays here. */
-  async checkpoint (job: RuntimeJob, imagesDir: string, signal?: AbortSignal): Promise<DumpedFile[]> {
+  async checkpoint (job: RuntimeJob, imagesDir: string, signal?: AbortSignal, opts: CheckpointOptions = {}): Promise<DumpedFile[]> {
     // CRIU writes its log and stats-dump (its own phase times) into the work dir: one per dump.
     const criu = new Criu({ criuPath: (await this.criuDriver()).criuPath, workDir: imagesDir })
     const stdio = await this.dumpedStdio(job)
-    await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal })
+    const { leaveRunning, onFrozen } = opts
+    const onNotify = onFrozen === undefined ? undefined : async (script: string): Promise<void> => { if (script === 'post-dump') await onFrozen() }
+    await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal, leaveRunning, onNotify })
     return stdio
   }
 

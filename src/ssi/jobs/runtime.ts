@@ -56,6 +56,11 @@ export interface DumpedFile {
   readonly stream: 'stdout' | 'stderr'
 }
 
+export interface CheckpointOptions {
+  readonly leaveRunning?: boolean
+  readonly onFrozen?: () => Promise<void>
+}
+
 export interface JobRuntime {
   /** Starts the job; resolves once its init runs (the exit may follow at any time). */
   start(spec: RuntimeSpec, signal?: AbortSignal): Promise<RuntimeJob>
@@ -75,8 +80,12 @@ export interface JobRuntime {
   remove(job: RuntimeJob): Promise<void>
   /** Where this node keeps a job's dir and output files (whether or not it exists yet). */
   paths(vpid: number): { readonly jobDir: string, readonly stdout: string, readonly stderr: string }
-  /** Dumps the job's tree into imagesDir (which must exist; CRIU's log and stats-dump go there too); CRIU kills the tree afterwards. */
-  checkpoint(job: RuntimeJob, imagesDir: string, signal?: AbortSignal): Promise<DumpedFile[]>
+  /**
+   * Dumps the job's tree into imagesDir (which must exist; CRIU's log and stats-dump go there too);
+   * CRIU kills the tree afterwards unless `opts.leaveRunning`. `opts.onFrozen` runs after the dump
+   * while the tree is still frozen (e.g. to copy its output files at exactly the dumped point).
+   */
+  checkpoint(job: RuntimeJob, imagesDir: string, signal?: AbortSignal, opts?: CheckpointOptions): Promise<DumpedFile[]>
   /**
    * Restores a dumped job under a new supervisor in `paths(vpid).jobDir`, whose stdout/stderr must
    * already hold the output so far; resolves once the tree runs (then waitExit as for `start`).
