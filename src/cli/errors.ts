@@ -14,3 +14,8 @@ export function parseVpidArg (text: string): number {
   }
   return n
 }
+
+/** `path` made absolute against `cwd` (no node:path: the CLI loads as little as it can). */
+export function absolutePath (cwd: string, path: string): string {
+  return path.startsWith('/') ? path : `${cwd.replace(/\/+$/, '')}/${path}`
+}

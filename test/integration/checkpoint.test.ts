@@ -4,7 +4,7 @@
  * real CRIU. Needs root and CRIU >= 4.2. Jobs run as root: CRIU cannot dump another uid's job in
  * this sandbox (no CAP_SYS_RESOURCE), so authorization is tested with a root job and a non-root caller.
  */
-import { cp, readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { chmod, cp, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ssi } from '../helpers/cli.js'
@@ -55,6 +55,7 @@ describe('ssi checkpoint / restore (real daemons, real CRIU)', () => {
   beforeAll(async () => {
     if (process.getuid?.() !== 0) throw new Error('checkpoint tests need root (CRIU)')
     c = await makeCluster({ nodes: 2 })
+    await chmod(c.dir, 0o755) // the non-root caller must reach the sockets
     await c.start()
     await eventually(async () => (await c.call<NodeInfo[]>('n1', 'nodes')).filter(n => n.state === 'alive').length === 2, 15_000, '2 alive')
   })
@@ -112,7 +113,7 @@ describe('ssi checkpoint / restore (real daemons, real CRIU)', () => {
     // The CLI talks to n2: the dump happens on n1 and the checkpoint travels to n2's disk.
     const denied = await run('n2', ['checkpoint', '--to', join('/tmp', `ssi-denied-${vpid}`), String(vpid)], { uid: OTHER, gid: OTHER })
     expect(denied.code).not.toBe(0)
-    expect(denied.stderr).toMatch(/permission denied/)
+    expect(denied.stderr).toMatch(/permission denied: job \d+ belongs to root \(uid 0\); only its owner or root may checkpoint it/)
     const ck = await run('n2', ['checkpoint', '--leave-running', '--json', '--to', dir, String(vpid)])
     expect(ck.stderr).toBe('')
     const result = JSON.parse(ck.stdout) as { node: string, leftRunning: boolean, transferMs: number }

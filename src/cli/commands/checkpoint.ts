@@ -1,6 +1,5 @@
 /** `ssi checkpoint VPID [--leave-running] [--to DIR]`: dump a job into a directory of this node. */
-import { resolve } from 'node:path'
-import { parseVpidArg } from '../errors.js'
+import { absolutePath, parseVpidArg } from '../errors.js'
 import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
 
@@ -18,7 +17,7 @@ export function register (cmd: Command, ctx: CliContext): void {
     .action(async (vpidText: string, opts: { leaveRunning?: boolean, to?: string }) => {
       const vpid = parseVpidArg(vpidText)
       const client = await ctx.client()
-      const dir = opts.to === undefined ? undefined : resolve(ctx.cwd(), opts.to)
+      const dir = opts.to === undefined ? undefined : absolutePath(ctx.cwd(), opts.to)
       const r = await client.call('checkpoint', { vpid, leaveRunning: opts.leaveRunning === true, ...(dir === undefined ? {} : { dir }) }, { signal: ctx.signal })
       if (ctx.globals().json) {
         ctx.printer.out(JSON.stringify(r, null, 2))

@@ -1,6 +1,5 @@
 /** `ssi restore DIR [--node NODE]` / `ssi restore --last VPID`: bring a checkpointed job back. */
-import { resolve } from 'node:path'
-import { parseVpidArg, UsageError } from '../errors.js'
+import { absolutePath, parseVpidArg, UsageError } from '../errors.js'
 import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
 
@@ -22,7 +21,7 @@ export function register (cmd: Command, ctx: CliContext): void {
       const node = opts.node === undefined ? {} : { node: opts.node }
       const r = opts.last !== undefined
         ? await client.call('restoreLast', { vpid: parseVpidArg(opts.last), ...node }, { signal: ctx.signal })
-        : await client.call('restore', { dir: resolve(ctx.cwd(), dirText ?? ''), ...node }, { signal: ctx.signal })
+        : await client.call('restore', { dir: absolutePath(ctx.cwd(), dirText ?? ''), ...node }, { signal: ctx.signal })
       if (ctx.globals().json) {
         ctx.printer.out(JSON.stringify(r, null, 2))
         return

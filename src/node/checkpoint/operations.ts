@@ -101,10 +101,22 @@ export class CheckpointOperations {
 
   private async restoreVerified (dir: string, body: ManifestBody, target: string, signal: AbortSignal): Promise<RestoreSummary> {
     this.checkTarget(target)
-    await this.refuseIfActive(body.vpid, signal)
-    if (target === this.core.selfName) return await this.core.restoreHere(dir, body, signal)
-    await this.core.push(dir, target, signal)
-    return await this.rpc.call(target, 'ckpt.restoreArrived', { vpid: body.vpid, from: this.core.selfName }, { signal, timeoutMs: 10 * 60_000 }) as RestoreSummary
+    const last = await this.refuseIfActive(body.vpid, signal)
+    let r: RestoreSummary
+    if (target === this.core.selfName) {
+      r = await this.core.restoreHere(dir, body, signal)
+    } else {
+      await this.core.push(dir, target, signal)
+      r = await this.rpc.call(target, 'ckpt.restoreArrived', { vpid: body.vpid, from: this.core.selfName }, { signal, timeoutMs: 10 * 60_000 }) as RestoreSummary
+    }
+    await this.tellPrevious(last, r)
+    return r
+  }
+
+  /** The node the job was last on (if it answered) forgets or forwards it: it runs on r.node now. */
+  private async tellPrevious (last: { node: string } | undefined, r: RestoreSummary): Promise<void> {
+    if (last === undefined || last.node === r.node) return
+    await this.rpc.call(last.node, 'ckpt.restored', { vpid: r.vpid, node: r.node }, { timeoutMs: 5000 }).catch(() => {})
   }
 
   /**
@@ -121,8 +133,10 @@ export class CheckpointOperations {
     if (asUid !== 0 && asUid !== held.ownerUid) throw new JobPermissionError(`permission denied: job ${vpid} belongs to uid ${held.ownerUid}; only its owner or root may restore it`)
     const target = opts.node ?? held.node
     this.checkTarget(target)
-    await this.refuseIfActive(vpid, signal)
-    return await this.rpc.call(held.node, 'ckpt.restoreHeld', { vpid, target, asUid }, { signal, timeoutMs: 10 * 60_000 }) as RestoreSummary
+    const last = await this.refuseIfActive(vpid, signal)
+    const r = await this.rpc.call(held.node, 'ckpt.restoreHeld', { vpid, target, asUid }, { signal, timeoutMs: 10 * 60_000 }) as RestoreSummary
+    await this.tellPrevious(last, r)
+    return r
   }
 
   /** The newest last checkpoint of vpid on any live node. */
@@ -139,12 +153,13 @@ export class CheckpointOperations {
     if (n.state !== 'alive') throw new NoNodeAvailableError(`node ${target} is ${n.state}`)
   }
 
-  /** Refuses to restore a job that runs (as far as a live node says): it would run twice. */
-  private async refuseIfActive (vpid: number, signal: AbortSignal): Promise<void> {
+  /** Refuses to restore a job that runs (as far as a live node says): it would run twice. Returns where it was. */
+  private async refuseIfActive (vpid: number, signal: AbortSignal): Promise<{ node: string } | undefined> {
     const info = await this.jobs.inspect(vpid, signal).catch(() => undefined)
     if (info !== undefined && ACTIVE.has(info.state)) {
       throw new CheckpointStateError(`job ${vpid} is ${info.state} on ${info.node}: restoring it would run it twice (kill it first)`)
     }
+    return info
   }
 }
 

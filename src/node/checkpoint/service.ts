@@ -86,7 +86,7 @@ export class CheckpointCore {
   /** Dumps a job of this node and delivers its checkpoint dir to `p.to`. */
   async dumpHere (p: CkptDumpParams, signal: AbortSignal): Promise<CkptDumpResult> {
     const { local, runtime } = this.init
-    const { record, runtime: job } = await local.beginMigration(p.vpid, p.asUid)
+    const { record, runtime: job } = await local.beginMigration(p.vpid, p.asUid, 'checkpoint')
     const work = this.workPath()
     await mkdir(work, { mode: 0o700 })
     const start = Date.now()
@@ -189,20 +189,19 @@ export class CheckpointCore {
     const restoreMs = Date.now() - start
     if (sameEntry) await local.resumeFromCheckpoint(vpid, job)
     else await local.adoptMigrated({ vpid, owner: body.owner, ...body.job, node: this.selfName, state: 'running', stdin: false }, job)
-    if (!body.leftRunning && body.node !== this.selfName) {
-      // The node that stopped it still shows it 'checkpointed': it moved here now.
-      await this.init.rpc.call(body.node, 'ckpt.restored', { vpid, node: this.selfName }, { timeoutMs: 5000 }).catch(err => {
-        this.init.logger.warn({ vpid, node: body.node, err: (err as Error).message }, 'could not tell the checkpointing node about the restore')
-      })
-    }
     this.init.logger.info({ vpid, takenMs: body.takenMs, restoreMs }, 'job restored from a checkpoint')
     return { vpid, node: this.selfName, restoreMs, takenMs: body.takenMs }
   }
 
-  /** The node that dumped-and-stopped vpid hears that it runs on `node` now. */
+  /**
+   * The node where vpid was last (checkpointed, or ended) hears that it runs on `node` now: a
+   * checkpointed job moved there; the record of an ended one goes (ps lists each vpid once).
+   */
   async markRestoredElsewhere (vpid: number, node: string): Promise<void> {
     const { local } = this.init
-    if (local.has(vpid) && local.get(vpid).state === 'checkpointed') await local.markMoved(vpid, node)
+    if (!local.has(vpid) || node === this.selfName) return
+    if (local.get(vpid).state === 'checkpointed') await local.markMoved(vpid, node)
+    else await local.forget(vpid)
   }
 
   /** Restores what `from` just pushed here, then deletes it. */

@@ -192,9 +192,9 @@ export class LocalJobs {
    * Marks a running job 'migrating' for `asUid` (its owner or root): from now on the end of its
    * tree is not its exit. @throws JobPermissionError, JobStateError (not running, already migrating)
    */
-  async beginMigration (vpid: number, asUid: number): Promise<{ record: JobRecord, runtime: RuntimeJob }> {
+  async beginMigration (vpid: number, asUid: number, action = 'migrate'): Promise<{ record: JobRecord, runtime: RuntimeJob }> {
     const e = this.entry(vpid)
-    this.authorize(e.record, asUid, 'migrate')
+    this.authorize(e.record, asUid, action)
     if (e.record.state !== 'running' || e.runtime === undefined) {
       throw new JobStateError(e.record.state === 'migrating' ? `job ${vpid} is already migrating` : `job ${vpid} is not running (${e.record.state})`)
     }
@@ -274,6 +274,15 @@ export class LocalJobs {
     await this.update(e, transition(e.record, 'running', { hostPid: runtime.hostPid, jobDir: runtime.jobDir }))
     this.watch(e)
     return e.record
+  }
+
+  /** Drops the record (and output) of an ended job that runs elsewhere again, restored from a checkpoint. */
+  async forget (vpid: number): Promise<void> {
+    const e = this.jobs.get(vpid)
+    if (e === undefined || !TERMINAL_STATES.has(e.record.state)) return
+    if (e.runtime !== undefined) await this.init.runtime.remove(e.runtime).catch(() => {})
+    await this.init.store.del(jobKey(vpid))
+    this.jobs.delete(vpid)
   }
 
   /** CPU use since the previous sample (or since start), in percent of one core. */
