@@ -60,6 +60,7 @@ export class LocalJobs {
     for (const { value } of await this.init.store.list<JobRecord>('job/')) {
       const entry = this.track(value)
       if (TERMINAL_STATES.has(value.state)) { entry.resolveEnded(value); continue }
+      if (value.state === 'checkpointed') continue // nothing runs: it waits for `ssi restore`
       const found = await this.init.runtime.adopt(value.vpid)
       if (value.state === 'migrating' && journalled(value.vpid)) {
         entry.runtime = found?.job
