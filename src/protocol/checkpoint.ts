@@ -15,7 +15,9 @@ export const ckptDumpSchema = z.object({
   vpid,
   asUid: z.number().int().nonnegative().max(0xffffffff),
   leaveRunning: z.boolean(),
-  to: node
+  to: node,
+  /** Deadline of dump + delivery on the job's node, ms: past it CRIU is killed and the job runs on. */
+  timeoutMs: z.number().int().positive().max(2 ** 31 - 1).optional()
 }).strict()
 
 /** What `ckpt.dump` answers once `to` has the checkpoint, verified. */
@@ -62,6 +64,8 @@ export interface RestoreSummary {
   readonly restoreMs: number
   /** Epoch ms the restored checkpoint was taken. */
   readonly takenMs: number
+  /** The job's home node (keeps its periodic-checkpoint schedule). */
+  readonly homeNode?: string
 }
 
 export type CkptDumpParams = z.infer<typeof ckptDumpSchema>

@@ -12,6 +12,7 @@ import type { CliOptions } from '../helpers/cli.js'
 import { eventually, makeCluster } from '../helpers/cluster.js'
 import type { TestCluster } from '../helpers/cluster.js'
 import { MANIFEST_FILE, manifestKey, readManifest, writeManifest } from '../../src/migration/checkpoint/manifest.js'
+import { readClusterKey } from '../../src/node/identity.js'
 import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
 
 const OTHER = 65534
@@ -149,7 +150,7 @@ describe('ssi checkpoint / restore (real daemons, real CRIU)', () => {
       await writeFile(m, (await readFile(m, 'utf8')).replace(`"vpid": ${vpid}`, `"vpid": ${vpid + 1}`))
     }, /signature does not match: it was made by another cluster, or altered/)
     await refused('foreign', async d => {
-      const body = await readManifest(d, manifestKey(await readFile(c.config.keyFile)))
+      const body = await readManifest(d, manifestKey(await readClusterKey(c.config.keyFile)))
       const { files: _f, format: _x, ...rest } = body
       await writeManifest(d, manifestKey(new TextEncoder().encode('another cluster key')), rest)
     }, /made by another cluster/)
@@ -181,20 +182,24 @@ describe('ssi checkpoint / restore (real daemons, real CRIU)', () => {
       return (cp?.takenMs ?? 0) > taken1 ? cp : undefined
     }, 15_000, 'a newer periodic checkpoint')
     expect(second.value.node).toBe('n2')
-    const key = manifestKey(await readFile(c.config.keyFile))
+    const key = manifestKey(await readClusterKey(c.config.keyFile))
     expect((await readManifest(held, key)).takenMs).toBeGreaterThanOrEqual(taken1)
     expect((await readdir(join(c.dir, 'n2', 'checkpoints', 'held'))).filter(d => d.startsWith(String(vpid)))).toEqual([String(vpid)])
     expect(await stat(join(c.dir, 'n1', 'checkpoints', 'held', String(vpid))).catch(() => undefined)).toBeUndefined()
     expect((await run('n1', ['inspect', String(vpid)])).stdout).toMatch(/checkpoint\s+every 1s; last on n2 at /)
 
     await run('n1', ['kill', '-KILL', String(vpid)])
-    await run('n1', ['wait', String(vpid)])
+    expect((await run('n1', ['wait', String(vpid)])).code).toBe(137)
     const heldAt = (await readManifest(held, key)).takenMs
     const r = await run('n1', ['restore', '--json', '--last', String(vpid)])
     expect(r.stderr).toBe('')
     expect(JSON.parse(r.stdout)).toMatchObject({ vpid, node: 'n2', takenMs: heldAt })
-    expect(await job(vpid)).toMatchObject({ state: 'running', node: 'n2' })
+    // 'migrating' for the moment of a periodic dump: the schedule goes on for the restored job.
+    expect(await job(vpid)).toMatchObject({ state: expect.stringMatching(/^(running|migrating)$/) as unknown, node: 'n2' })
     const atRestore = await stdoutLines(vpid)
     await eventually(async () => (await stdoutLines(vpid)) > atRestore + 3, 10_000, 'output continuing on n2')
+    // Now on n2, its next checkpoints are kept on n1, and n2 drops the one it held.
+    await eventually(async () => (await inspect(vpid)).checkpoint?.node === 'n1', 15_000, 'checkpoints held by n1')
+    await eventually(async () => await stat(held).then(() => false, () => true), 10_000, 'n2 dropped its copy')
   }, 90_000)
 })

@@ -40,6 +40,7 @@ export async function startCheckpoints (init: CheckpointsInit): Promise<Checkpoi
   operations.registerPeerHandlers()
   const periodic = new PeriodicCheckpoints({ selfName: init.selfName, store: init.store, rpc: init.rpc, view: init.view, jobs: init.jobs, logger: init.logger.child({ component: 'periodic-checkpoints' }) })
   init.rpc.handle('ckpt.info', async p => (await periodic.record(parseParams(ckptVpidSchema, p).vpid)) ?? null)
+  init.rpc.handle('ckpt.resume', async p => { await periodic.resume(parseParams(ckptVpidSchema, p).vpid); return {} })
   await periodic.start()
   return { operations, periodic, stop: () => { periodic.stop() } }
 }

@@ -113,8 +113,12 @@ export class CheckpointOperations {
     return r
   }
 
-  /** The node the job was last on (if it answered) forgets or forwards it: it runs on r.node now. */
+  /**
+   * The node the job was last on (if it answered) forgets or forwards it: it runs on r.node now.
+   * Its home node resumes its periodic checkpoints if it had any (they stop when a job ends).
+   */
   private async tellPrevious (last: { node: string } | undefined, r: RestoreSummary): Promise<void> {
+    if (r.homeNode !== undefined) await this.rpc.call(r.homeNode, 'ckpt.resume', { vpid: r.vpid }, { timeoutMs: 5000 }).catch(() => {})
     if (last === undefined || last.node === r.node) return
     await this.rpc.call(last.node, 'ckpt.restored', { vpid: r.vpid, node: r.node }, { timeoutMs: 5000 }).catch(() => {})
   }

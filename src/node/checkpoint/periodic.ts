@@ -4,7 +4,7 @@
  * live node, which keeps it as the job's last good one (replacing the previous). The home node
  * records each in its store under `ckpt/<vpid>` (PeriodicRecord): which node holds it and when it
  * was taken. A period in which the job is not running (migrating, checkpointed) is skipped; the
- * schedule ends when the job has ended. Timers re-arm after each round, so rounds never overlap.
+ * schedule ends when the job has ended, and resumes when it is restored. Timers re-arm after each round, so rounds never overlap.
  */
 import { TERMINAL_STATES } from '../../ssi/jobs/record.js'
 import type { ClusterJobs } from '../../ssi/jobs/cluster.js'
@@ -37,7 +37,8 @@ export interface PeriodicInit {
   readonly logger: Logger
 }
 
-const ROUND_TIMEOUT_MS = 10 * 60_000
+/** A round's dump + transfer deadline: at least this, or one period if longer. */
+const MIN_ROUND_TIMEOUT_MS = 30_000
 
 export class PeriodicCheckpoints {
   private readonly timers = new Map<number, NodeJS.Timeout>()
@@ -62,6 +63,14 @@ export class PeriodicCheckpoints {
   async schedule (vpid: number, everyMs: number): Promise<void> {
     await this.init.store.put(periodicKey(vpid), { vpid, everyMs } satisfies PeriodicRecord)
     this.arm(vpid, everyMs)
+  }
+
+  /** A job with a schedule was restored: its rounds go on (they stopped if it had ended). */
+  async resume (vpid: number): Promise<void> {
+    const rec = await this.record(vpid)
+    if (rec === undefined) return
+    if (rec.ended === true) await this.init.store.put(periodicKey(vpid), { ...rec, ended: false })
+    this.arm(vpid, rec.everyMs)
   }
 
   async record (vpid: number): Promise<PeriodicRecord | undefined> {
@@ -95,7 +104,8 @@ export class PeriodicCheckpoints {
       return true
     }
     try {
-      const r = await this.init.rpc.call(info.node, 'ckpt.dump', { vpid, asUid: 0, leaveRunning: true, to: holder }, { timeoutMs: ROUND_TIMEOUT_MS }) as CkptDumpResult
+      const timeoutMs = Math.max(MIN_ROUND_TIMEOUT_MS, rec.everyMs)
+      const r = await this.init.rpc.call(info.node, 'ckpt.dump', { vpid, asUid: 0, leaveRunning: true, to: holder, timeoutMs }, { timeoutMs: timeoutMs + 10_000 }) as CkptDumpResult
       await this.init.rpc.call(holder, 'ckpt.keep', { vpid, from: info.node }, { timeoutMs: 2 * 60_000 })
       const { lastError: _e, ...kept } = rec
       await this.init.store.put(periodicKey(vpid), { ...kept, last: { node: holder, takenMs: r.takenMs, dumpMs: r.dumpMs, bytes: r.bytes } } satisfies PeriodicRecord)

@@ -84,8 +84,9 @@ export class CheckpointCore {
   // ---- the job's node -------------------------------------------------------------------------
 
   /** Dumps a job of this node and delivers its checkpoint dir to `p.to`. */
-  async dumpHere (p: CkptDumpParams, signal: AbortSignal): Promise<CkptDumpResult> {
+  async dumpHere (p: CkptDumpParams, callerSignal: AbortSignal): Promise<CkptDumpResult> {
     const { local, runtime } = this.init
+    const signal = p.timeoutMs === undefined ? callerSignal : AbortSignal.any([callerSignal, AbortSignal.timeout(p.timeoutMs)])
     const { record, runtime: job } = await local.beginMigration(p.vpid, p.asUid, 'checkpoint')
     const work = this.workPath()
     await mkdir(work, { mode: 0o700 })
@@ -190,7 +191,7 @@ export class CheckpointCore {
     if (sameEntry) await local.resumeFromCheckpoint(vpid, job)
     else await local.adoptMigrated({ vpid, owner: body.owner, ...body.job, node: this.selfName, state: 'running', stdin: false }, job)
     this.init.logger.info({ vpid, takenMs: body.takenMs, restoreMs }, 'job restored from a checkpoint')
-    return { vpid, node: this.selfName, restoreMs, takenMs: body.takenMs }
+    return { vpid, node: this.selfName, restoreMs, takenMs: body.takenMs, homeNode: body.job.homeNode }
   }
 
   /**
