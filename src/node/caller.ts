@@ -8,7 +8,8 @@ export interface PeerCredentials { readonly uid: number, readonly gid: number, r
  * supplementary groups come from the caller's /proc entry, the name from the passwd database.
  */
 export async function ownerFromCredentials (cred: PeerCredentials): Promise<JobOwner> {
-  return { uid: cred.uid, gid: cred.gid, groups: await supplementaryGroups(cred), user: await userName(cred.uid) }
+  const [groups, user] = await Promise.all([supplementaryGroups(cred), userName(cred.uid)])
+  return { uid: cred.uid, gid: cred.gid, groups, user }
 }
 
 async function supplementaryGroups (cred: PeerCredentials): Promise<number[]> {

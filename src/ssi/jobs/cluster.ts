@@ -57,13 +57,13 @@ export class ClusterJobs {
   async run (req: RunRequest, owner: JobOwner, signal?: AbortSignal): Promise<JobRecord> {
     const node = this.chooseNode(req)
     const vpid = await this.init.allocator.allocate()
-    await this.init.store.put(locKey(vpid), { node, state: 'starting' })
+    await this.init.store.put(locKey(vpid), { vpid, node, state: 'starting' })
     this.recent.add(node)
     const params = { vpid, owner, argv: req.argv, env: req.env, cwd: req.cwd, limits: req.limits, stdin: req.stdin, homeNode: this.init.view.selfName }
     try {
       return await this.init.rpc.call(node, 'job.start', params, { signal }) as JobRecord
     } catch (err) {
-      await this.init.store.put(locKey(vpid), { node, state: 'failed' })
+      await this.init.store.put(locKey(vpid), { vpid, node, state: 'failed' })
       throw err
     }
   }

@@ -114,14 +114,16 @@ export class LocalJobs {
       node: this.init.node, homeNode: p.homeNode, state: 'starting', createdMs: Date.now(), stdin: p.stdin
     }
     const entry = this.track(record)
-    await this.update(entry, record)
+    // The home node recorded where the job goes before it asked for it; it hears of the job's end
+    // (or failure), not of these two steps, which saves two peer calls per start.
+    await this.update(entry, record, false)
     try {
       entry.runtime = await this.init.runtime.start({ ...p, hostname: record.hostname })
     } catch (err) {
       await this.update(entry, transition(record, 'failed', { endedMs: Date.now(), error: (err as Error).message }))
       throw err
     }
-    await this.update(entry, transition(record, 'running', { hostPid: entry.runtime.hostPid, jobDir: entry.runtime.jobDir, startedMs: Date.now() }))
+    await this.update(entry, transition(record, 'running', { hostPid: entry.runtime.hostPid, jobDir: entry.runtime.jobDir, startedMs: Date.now() }), false)
     this.watch(entry)
     return entry.record
   }

@@ -1,7 +1,9 @@
 /**
  * A job's record and lifecycle. The executing node owns the full record (`job/<vpid>` in its store);
- * the home node keeps where the job is (`loc/<vpid>`). Lifecycle moves go through `transition`, so an
- * impossible move (a finished job "starting" again) is an error rather than a silent overwrite.
+ * the home node keeps where the job is (`loc/<vpid>`: its node, and its state as of its start, last
+ * move or end: a started job stays 'starting' there until it ends or moves). Lifecycle moves go
+ * through `transition`, so an impossible move (a finished job "starting" again) is an error rather
+ * than a silent overwrite.
  */
 export type JobState =
   | 'starting' // being spawned on its node
