@@ -193,9 +193,11 @@ export async function sweepStaleNetns (): Promise<string[]> {
     if (ports.length > 0) continue
     await trySh('ip', ['link', 'del', br])
     removed.push(br)
-    const rules = await sh('iptables', ['-w', '-S']).catch(() => '')
-    for (const line of rules.split('\n').filter(l => l.startsWith('-A ') && l.includes(` ${br} `))) {
-      await trySh('iptables', ['-w', '-D', ...line.slice(3).split(' ')])
+    for (const bin of ['iptables', 'iptables-legacy']) {
+      const rules = await sh(bin, ['-w', '-S']).catch(() => '')
+      for (const line of rules.split('\n').filter(l => l.startsWith('-A ') && l.includes(` ${br} `))) {
+        await trySh(bin, ['-w', '-D', ...line.slice(3).split(' ')])
+      }
     }
   }
   return removed

@@ -25,8 +25,14 @@ export async function tryRun (cmd: string, args: readonly string[]): Promise<str
   try { return await run(cmd, args) } catch { return undefined }
 }
 
-/** Runs iptables (waiting for its lock): whether it succeeded; with `must`, a failure throws. */
-export async function ipt (args: readonly string[], must = false): Promise<boolean> {
-  if (must) { await run('iptables', ['-w', ...args]); return true }
-  return await tryRun('iptables', ['-w', ...args]) !== undefined
+/**
+ * The iptables front ends to configure: `iptables` and, when present, `iptables-legacy` too, since
+ * with br_netfilter bridged frames cross the FORWARD hooks of both (Docker may use either).
+ */
+export const IPTABLES = ['iptables', 'iptables-legacy'] as const
+
+/** Runs `bin` (an iptables, waiting for its lock): whether it succeeded; with `must`, a failure throws. */
+export async function ipt (bin: string, args: readonly string[], must = false): Promise<boolean> {
+  if (must) { await run(bin, ['-w', ...args]); return true }
+  return await tryRun(bin, ['-w', ...args]) !== undefined
 }

@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { readdir } from 'node:fs/promises'
-import { ipt, run, tryRun } from './exec.js'
+import { IPTABLES, ipt, run, tryRun } from './exec.js'
 import { removeCgroupPrefix } from './cgroups.js'
 import type { ClusterConfig, NetnsConfig, NodeConfig } from '../config.js'
 
@@ -61,21 +61,24 @@ async function setupBridge (cluster: string, net: NetnsConfig): Promise<void> {
  * DROP: accept traffic between ports of our bridge, before Docker's rules see it.
  */
 async function allowForward (cluster: string, bridge: string): Promise<void> {
-  if (!await ipt(['-S', 'FORWARD'])) return // no iptables here: nothing filters the bridge
   const rule = ['-i', bridge, '-o', bridge, '-m', 'comment', '--comment', ruleComment(cluster), '-j', 'ACCEPT']
-  for (const chain of ['FORWARD', 'DOCKER-USER']) {
-    if (chain === 'DOCKER-USER' && !await ipt(['-S', chain])) continue
-    if (!await ipt(['-C', chain, ...rule])) await ipt(['-I', chain, '1', ...rule], true)
+  for (const bin of IPTABLES) {
+    if (!await ipt(bin, ['-S', 'FORWARD'])) continue // not installed: it filters nothing
+    for (const chain of ['FORWARD', 'DOCKER-USER']) {
+      if (chain === 'DOCKER-USER' && !await ipt(bin, ['-S', chain])) continue
+      if (!await ipt(bin, ['-C', chain, ...rule])) await ipt(bin, ['-I', chain, '1', ...rule], true)
+    }
   }
 }
 
 async function removeForwardRules (cluster: string): Promise<void> {
-  const listing = await tryRun('iptables', ['-w', '-S'])
-  if (listing === undefined) return
   const marker = `--comment ${ruleComment(cluster)} `
-  for (const line of listing.split('\n')) {
-    if (!line.startsWith('-A ') || !`${line} `.includes(marker)) continue
-    await ipt(['-D', ...line.slice(3).split(' ')])
+  for (const bin of IPTABLES) {
+    const listing = await tryRun(bin, ['-w', '-S'])
+    for (const line of (listing ?? '').split('\n')) {
+      if (!line.startsWith('-A ') || !`${line} `.includes(marker)) continue
+      await ipt(bin, ['-D', ...line.slice(3).split(' ')])
+    }
   }
 }
 
