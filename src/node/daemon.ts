@@ -24,6 +24,7 @@ import { LocalJobs } from '../ssi/jobs/local.js'
 import { createJobRuntime } from '../ssi/jobs/runtime-host.js'
 import { VpidAllocator } from '../ssi/vpid.js'
 import { FailureHandler } from '../ssi/failure/handler.js'
+import { hangUpOnDeath } from './dead-peers.js'
 import type { ClusterView } from '../ssi/ports.js'
 import type { ClusterConfig, NodeConfig } from './config.js'
 import type { NodeHost } from './host.js'
@@ -145,6 +146,8 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     })
     failure.start()
     cleanups.push(async () => { failure.stop() })
+    const stopHangUps = hangUpOnDeath(membership, host, logger.child({ component: 'membership' }))
+    cleanups.push(async () => { stopHangUps() })
     const gc = setInterval(() => { void localJobs.collectGarbage() }, 60_000)
     cleanups.push(async () => { clearInterval(gc) })
     const control = new ControlServer({ socketPath: node.controlSocket, logger: logger.child({ component: 'control' }) })
