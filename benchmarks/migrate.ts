@@ -85,7 +85,9 @@ try {
     const raw = await rawCriu(criu, mib)
     await sleep(500)
     for (const mode of modes) {
-      const ssi = await ssiMigrate(client, mib, mode) as { totalMs: number, downtimeMs: number }
+      // A failed run (e.g. a host mount that vanished between dump and restore) is reported, not fatal.
+      const ssi = await ssiMigrate(client, mib, mode).catch((err: unknown) => ({ error: (err as Error).message })) as { totalMs: number, downtimeMs: number, error?: string }
+      if (ssi.error !== undefined) { results.push({ rssMiB: mib, mode, error: ssi.error }); continue }
       results.push({ rssMiB: mib, mode, ssi, rawCriuDumpCopyRestore: raw, ratioToRaw: Math.round(ssi.totalMs / raw.totalMs * 100) / 100, downtimeRatioToRaw: Math.round(ssi.downtimeMs / raw.totalMs * 100) / 100 })
       await sleep(500)
     }
@@ -95,7 +97,7 @@ try {
   await c.stop()
 }
 type Row = { rssMiB: number, mode: string, ratioToRaw: number, ssi: { downtimeMs: number } }
-const rows = results as Row[]
+const rows = (results as Array<Row | { error: string }>).filter((r): r is Row => !('error' in r))
 const stopCopy = rows.filter(r => r.mode === 'stop-copy')
 const postCopy1G = rows.filter(r => r.mode === 'post-copy' && r.rssMiB === 1024)
 console.log(JSON.stringify({
