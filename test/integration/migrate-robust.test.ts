@@ -83,8 +83,7 @@ describe('migration keeps everything (real daemons, real CRIU)', () => {
     await eventually(async () => (await run(['logs', String(vpid)])).stdout.includes('progress 3\n'), 20_000, 'first progress')
     const first = await job(vpid)
     // tini, sh, the generator's subshell and sha256sum.
-    const pids = await innerPids(first?.hostPid ?? -1)
-    expect(pids).toHaveLength(4)
+    const pids = (await innerPids(first?.hostPid ?? -1)).slice(0, 4)
     expect(pids.slice(0, 2)).toEqual([1, 2])
     const following = run(['logs', '-f', String(vpid)], { timeoutMs: 180_000 })
     for (let hop = 1; hop <= 10; hop++) {
@@ -92,8 +91,8 @@ describe('migration keeps everything (real daemons, real CRIU)', () => {
       await migrate(vpid, to)
       const now = await job(vpid)
       expect(now).toMatchObject({ vpid, node: to, state: 'running' })
-      // seq and sleep come and go; the long-lived four keep their pids.
-      expect(await innerPids(now?.hostPid ?? -1)).toEqual(pids)
+      // seq and sleep come and go (a fork not yet exec'd still looks like sh); the long-lived four keep their pids.
+      expect(await innerPids(now?.hostPid ?? -1)).toEqual(expect.arrayContaining(pids))
     }
     await writeFile(go, '')
     const migrated = await run(['wait', String(vpid)], { timeoutMs: 60_000 })
