@@ -81,7 +81,7 @@ describe('netns cluster: nodes as separate hosts, faults injected', () => {
     for (const other of ['n2', 'n3', 'n4']) await c.partition('n1', other)
 
     await eventually(async () => await stateOn('n2', onN1) === 'lost', 30_000, 'job on n1 lost as seen by the majority')
-    expect(await stateOn('n3', onN1)).toBe('lost')
+    expect((await ps('n3')).find(j => j.vpid === onN1)).toMatchObject({ state: 'lost', node: 'n1', homeNode: 'n2', argv: ['sleep', '600'], owner: { uid: 0 } })
     const waited = await cli('n4', ['wait', String(onN1)])
     expect(waited.code).toBe(254)
     expect(waited.stderr).toMatch(new RegExp(`job ${onN1} was lost: node n1 died \\(declared dead by [34] of 4 nodes\\)`))

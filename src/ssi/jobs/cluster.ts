@@ -61,11 +61,22 @@ export class ClusterJobs {
     this.recent.add(node)
     const params = { vpid, owner, argv: req.argv, env: req.env, cwd: req.cwd, limits: req.limits, stdin: req.stdin, homeNode: this.init.view.selfName }
     try {
-      return await this.init.rpc.call(node, 'job.start', params, { signal }) as JobRecord
+      const job = await this.init.rpc.call(node, 'job.start', params, { signal }) as JobRecord
+      await this.keepStartedRecord(job)
+      return job
     } catch (err) {
       await this.init.store.put(locKey(vpid), { vpid, node, state: 'failed' })
       throw err
     }
+  }
+
+  /**
+   * The home keeps the started job's record (a local write, no peer call), so that if its node dies
+   * the job can be listed lost with its command and owner. Unless an update already came in.
+   */
+  private async keepStartedRecord (job: JobRecord): Promise<void> {
+    const loc = await this.init.store.get<{ state: string }>(locKey(job.vpid))
+    if (loc?.state === 'starting') await this.init.store.put(locKey(job.vpid), { vpid: job.vpid, node: job.node, state: job.state, record: job })
   }
 
   private chooseNode (req: RunRequest): string {
