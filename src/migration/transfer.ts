@@ -12,8 +12,8 @@
  *   thread becomes worth its copies once the transport itself exceeds ~1 GB/s.
  * - Throughput is bounded by the libp2p stack, not by this protocol: the in-memory channel moves
  *   ~450-750 MB/s with both sha256s and the files on one thread; a raw libp2p stream with
- *   noise+yamux ~300-550 MB/s between two processes, and with the cluster's pnet (xsalsa20 in
- *   wasm, ~400 MB/s per core plus copies) ~170-250 MB/s; ssi reaches ~45-80 % of each.
+ *   noise+yamux (the daemon's stack since pnet was dropped) ~300-550 MB/s between two processes;
+ *   ssi reaches ~45-80 % of it.
  * - zstd is opt-in (`compress: 'zstd'`; the `zstd` binary on Node 20, zlib's on Node 22.15+).
  *   It pays only when the link is slower than zstd -1 and the image compresses: over the pnet
  *   stack a 75 %-compressible image went 1.0-1.45x as fast (runs vary); on incompressible data it
