@@ -40,20 +40,34 @@ install_engine() {
   log docker "installed docker.io $(dpkg-query -W -f='${Version}' docker.io)"
 }
 
+# A dockerd killed without clean-up (e.g. when the machine's processes were ended) leaves its pid
+# file, and a new dockerd refuses to start while that pid names any live process.
+remove_stale_pidfile() {
+  local pidfile=/var/run/docker.pid pid
+  [[ -f $pidfile ]] || return 0
+  pid=$(cat "$pidfile" 2>/dev/null || true)
+  if [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null || true) == dockerd ]]; then
+    die "dockerd (pid $pid) runs but does not answer on $SOCK"
+  fi
+  rm -f "$pidfile"
+}
+
 start_engine() {
   if engine_up; then
     log docker "engine answers on $SOCK"
     return
   fi
   command -v curl >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+  remove_stale_pidfile
   # setsid + nohup: the engine outlives this script and the test run that started it.
   setsid nohup dockerd "${DOCKERD_FLAGS[@]}" >>"$LOG" 2>&1 </dev/null &
-  local i
+  local pid=$! i
   for i in $(seq 1 150); do
-    engine_up && { log docker "started dockerd (pid $!, log $LOG)"; return; }
+    engine_up && { log docker "started dockerd (pid $pid, log $LOG)"; return; }
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.2
   done
-  die "dockerd did not answer on $SOCK within 30 s; last log lines: $(tail -n 20 "$LOG")"
+  die "dockerd did not answer on $SOCK; last log lines: $(tail -n 20 "$LOG")"
 }
 
 install_engine
