@@ -207,7 +207,7 @@ export class Membership extends EventTarget {
     }
     const known = this.members.get(hb.name)
     const peerId = from.toString()
-    const refusal = this.idProblem(hb, known === undefined)
+    const refusal = this.idProblem(hb, peerId, known === undefined)
     if (refusal !== undefined) {
       this.init.logger.warn({ from: peerId, name: hb.name, id: hb.id }, `heartbeat ignored: ${refusal}`)
       return false
@@ -239,14 +239,17 @@ export class Membership extends EventTarget {
 
   /**
    * Why a heartbeat's name/id may not be taken, if so: node ids prefix vpids (a job's home node is
-   * found by it), so one id must never name two live nodes; and the member table stays bounded.
+   * found by it), so one id must never name two live nodes, nor one peer two; the table stays bounded.
    */
-  private idProblem (hb: Heartbeat, isNew: boolean): string | undefined {
+  private idProblem (hb: Heartbeat, peerId: string, isNew: boolean): string | undefined {
     const configured = this.init.nodes.find(n => n.name === hb.name)
     if (configured !== undefined && configured.id !== hb.id) return `the config gives ${hb.name} id ${configured.id}`
     if (hb.id === this.init.self.id) return `id ${hb.id} is this node's`
     for (const m of this.members.values()) {
-      if (m.id === hb.id && m.name !== hb.name && m.state !== 'dead') return `id ${hb.id} belongs to ${m.name}`
+      if (m.name === hb.name || m.state === 'dead') continue
+      if (m.id === hb.id) return `id ${hb.id} belongs to ${m.name}`
+      // One peer is one node: a second name would die on its own and hang up the peer's connection.
+      if (m.peerId === peerId) return `its peer already is ${m.name}`
     }
     if (isNew && this.members.size >= MAX_MEMBERS) return `the member table is full (${MAX_MEMBERS})`
     return undefined
