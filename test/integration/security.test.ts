@@ -46,7 +46,7 @@ describe('security hardening (2 real daemons)', () => {
   })
 
   it('lets a user kill, migrate or read the output of only their own jobs; inspect and wait are public like ps', async () => {
-    const rootJob = (await run(['run', '-d', '--', 'sh', '-c', 'echo root-secret; sleep 60'])).stdout.trim()
+    const rootJob = (await run(['run', '-d', '--node', 'n1', '--', 'sh', '-c', 'echo root-secret; sleep 60'])).stdout.trim()
     expect(rootJob).toMatch(/^\d+$/)
     for (const args of [['kill', rootJob], ['kill', '-s', 'SIGKILL', rootJob], ['migrate', rootJob, 'n2'], ['logs', rootJob]]) {
       const denied = await run(args, asNobody)
