@@ -68,6 +68,8 @@ export interface DumpOptions extends ImageOptions {
   readonly freezeCgroup?: string
   /** Dump opened-but-unlinked files by linking them back (`--link-remap`). */
   readonly linkRemap?: boolean
+  /** Mount points left out of the images (`--skip-mnt`), whole subtrees only. */
+  readonly skipMounts?: readonly string[]
 }
 
 export interface InheritFd {
@@ -158,7 +160,8 @@ export function dumpWireOpts (o: DumpOptions, p: Plumbing): WireOpts {
     parent_img: o.parentImg,
     ghost_limit: o.ghostLimit,
     freeze_cgroup: o.freezeCgroup,
-    link_remap: o.linkRemap
+    link_remap: o.linkRemap,
+    skip_mnt: o.skipMounts === undefined || o.skipMounts.length === 0 ? undefined : [...o.skipMounts]
   })
 }
 

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { Criu, findCriu } from '../../migration/criu/index.js'
 import { restoreCommand } from '../../migration/restore-command.js'
 import { findExternalFiles } from '../../migration/stdio-files.js'
+import { unusedMounts } from '../../migration/used-mounts.js'
 import { createCgroupManager } from '../cgroups/index.js'
 import { createJobSpawner, JobNotFoundError } from '../spawner/index.js'
 import type { ExitInfo } from './record.js'
@@ -34,14 +35,31 @@ const toExit = (e: ExitStatus): ExitInfo => ({ code: e.code, signal: e.signal, o
 export async function createJobRuntime (init: JobRuntimeInit): Promise<JobRuntime> {
   const cgroups = createCgroupManager({ prefix: `ssi-${init.cluster}-${init.node}`, logger: init.logger })
   const spawner = createJobSpawner({ cgroups, shimPath: init.shimPath, logger: init.logger })
-  return new HostJobRuntime(spawner, init.jobsRoot, init.criuWorkDir ?? join(init.jobsRoot, '..', 'criu'))
+  return new HostJobRuntime(spawner, init.jobsRoot, init.criuWorkDir ?? join(init.jobsRoot, '..', 'criu'), init.logger)
 }
 
 class HostJobRuntime implements JobRuntime {
   private criu: Promise<Criu> | undefined
   private caps: Promise<MigrationCapabilities> | undefined
 
-  constructor (private readonly spawner: JobSpawner, private readonly jobsRoot: string, private readonly criuWorkDir: string) {}
+  constructor (private readonly spawner: JobSpawner, private readonly jobsRoot: string, private readonly criuWorkDir: string, private readonly logger: SpawnerLogger) {}
+
+  /**
+   * Runs a dump leaving out the mounts the job does not use (unusedMounts); if that dump fails,
+   * once more without leaving anything out, so a mount type CRIU cannot skip costs nothing.
+   */
+  private async skippingUnusedMounts<T> (job: RuntimeJob, dump: (skipMounts: string[]) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const skip = await unusedMounts(job.hostPid).catch(() => [] as string[])
+    if (skip.length === 0) return await dump([])
+    this.logger.debug({ vpid: job.vpid, skip }, 'dump leaves out unused mounts')
+    try {
+      return await dump(skip)
+    } catch (err) {
+      if (signal?.aborted === true) throw err
+      this.logger.warn({ vpid: job.vpid, skip, err: String(err) }, 'dump with unused mounts left out failed; retrying with every mount')
+      return await dump([])
+    }
+  }
 
   /** Found on first use, so nodes that never migrate need no CRIU. */
   private async criuDriver (): Promise<Criu> {
@@ -134,7 +152,9 @@ class HostJobRuntime implements JobRuntime {
     const stdio = await this.dumpedStdio(job)
     const { leaveRunning, onFrozen } = opts
     const onNotify = onFrozen === undefined ? undefined : async (script: string): Promise<void> => { if (script === 'post-dump') await onFrozen() }
-    await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal, leaveRunning, onNotify })
+    await this.skippingUnusedMounts(job, async (skipMounts) => {
+      await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal, leaveRunning, onNotify, skipMounts })
+    }, signal)
     return stdio
   }
 
@@ -160,15 +180,19 @@ class HostJobRuntime implements JobRuntime {
   async checkpointLazy (job: RuntimeJob, imagesDir: string, port: number, signal?: AbortSignal): Promise<LazyCheckpoint> {
     const criu = new Criu({ criuPath: (await this.criuDriver()).criuPath, workDir: imagesDir })
     const stdio = await this.dumpedStdio(job)
-    let ready = (): void => {}
-    const serving = new Promise<void>((resolve) => { ready = resolve })
-    const served = criu.dump({
-      pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal,
-      lazyPages: true, pageServer: { address: '127.0.0.1', port },
-      onNotify: (script) => { if (script === 'status-ready') ready() }
-    }).then(() => {})
-    served.catch(() => {})
-    await Promise.race([serving, served.then(() => { throw new Error('the lazy dump ended before its page server was ready') })])
+    const start = async (skipMounts: string[]): Promise<{ served: Promise<void> }> => {
+      let ready = (): void => {}
+      const serving = new Promise<void>((resolve) => { ready = resolve })
+      const served = criu.dump({
+        pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal,
+        lazyPages: true, pageServer: { address: '127.0.0.1', port }, skipMounts,
+        onNotify: (script) => { if (script === 'status-ready') ready() }
+      }).then(() => {})
+      served.catch(() => {})
+      await Promise.race([serving, served.then(() => { throw new Error('the lazy dump ended before its page server was ready') })])
+      return { served }
+    }
+    const { served } = await this.skippingUnusedMounts(job, start, signal)
     return { stdio, served }
   }
 
