@@ -5,7 +5,7 @@
  * need them. Real daemons, real CRIU, real mounts (root needed); every mount made here is undone.
  */
 import { execFile } from 'node:child_process'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -30,6 +30,17 @@ describe('host mounts the job does not use (real daemons, real CRIU, real mounts
   const stdoutLines = async (vpid: number): Promise<number> => (await run('n1', ['logs', String(vpid)])).stdout.split('\n').filter(l => l !== '').length
   const hostPid = async (vpid: number): Promise<number> =>
     (JSON.parse((await run('n1', ['ps', '--json'])).stdout) as PsResult).jobs.find(j => j.vpid === vpid)?.hostPid ?? 0
+  /** Every daemon log of the cluster, concatenated. */
+  const daemonLogs = async (): Promise<string> => {
+    const files = (await readdir(c.dir, { recursive: true })).filter(f => f.endsWith('daemon.log'))
+    return (await Promise.all(files.map(async f => await readFile(join(c.dir, f), 'utf8')))).join('\n')
+  }
+  const skipping = async (): Promise<number> => (await daemonLogs()).split('dump leaves out unused mounts').length - 1
+  /** A dump since `before` left mounts out, and no dump had to fall back to dumping every mount. */
+  const skippedCleanly = async (before: number): Promise<void> => {
+    expect(await skipping()).toBeGreaterThan(before)
+    expect(await daemonLogs()).not.toContain('retrying with every mount')
+  }
   const where = async (vpid: number): Promise<string | undefined> =>
     (JSON.parse((await run('n1', ['ps', '--json'])).stdout) as PsResult).jobs.find(j => j.vpid === vpid)?.node
   const start = async (script: string): Promise<number> => {
@@ -91,6 +102,7 @@ describe('host mounts the job does not use (real daemons, real CRIU, real mounts
     await eventually(async () => (await readFile(`/proc/${await hostPid(vpid)}/mountinfo`, 'utf8')).includes(` ${point}/inner `), 5_000, 'propagated into the job')
     const dir = join(c.dir, 'ck-mnt')
     const waiting = run('n2', ['wait', String(vpid)])
+    const skipsBefore = await skipping()
     const ck = await run('n1', ['checkpoint', '--to', dir, String(vpid)])
     expect(ck.stderr).toBe('')
     await unmountAll() // gone before the restore: the images must not need it
@@ -99,6 +111,7 @@ describe('host mounts the job does not use (real daemons, real CRIU, real mounts
     expect(await where(vpid)).toBe('n2')
     expect((await waiting).code).toBe(3)
     expect((await run('n1', ['logs', String(vpid)])).stdout).toBe(lines(120))
+    await skippedCleanly(skipsBefore)
   }, 90_000)
 
   it('migrates (stop-copy) while a host tmpfs and an nsfs bind mount are mounted; both are gone before the target restores: output intact', async () => {
@@ -117,6 +130,7 @@ describe('host mounts the job does not use (real daemons, real CRIU, real mounts
     // After the images are sent, before the target restores: the host mounts go away.
     await writeFile(join(hookDir, 'on-restoring'), `#!/bin/sh\numount -l ${point} ${nsFile} ${shared} && rm -f ${join(hookDir, 'on-restoring')}\n`, { mode: 0o755 })
     const waiting = run('n2', ['wait', String(vpid)])
+    const skipsBefore = await skipping()
     const moved = await run('n1', ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'])
     expect(moved.stderr).toBe('')
     expect(moved.code).toBe(0)
@@ -124,5 +138,23 @@ describe('host mounts the job does not use (real daemons, real CRIU, real mounts
     expect(await where(vpid)).toBe('n2')
     expect((await waiting).code).toBe(4)
     expect((await run('n1', ['logs', String(vpid)])).stdout).toBe(lines(120))
+    await skippedCleanly(skipsBefore)
+  }, 90_000)
+
+  it('post-copy: the lazy dump leaves the unused host tmpfs out too (no fallback); the job moves with its output', async () => {
+    const shared = await sharedDir()
+    const vpid = await start(SCRIPT(120, 6))
+    const point = join(shared, 'x')
+    await exec('mkdir', [point])
+    await mount(['-t', 'tmpfs', 'ssi-test'], point)
+    await eventually(async () => (await readFile(`/proc/${await hostPid(vpid)}/mountinfo`, 'utf8')).includes(` ${point} `), 5_000, 'propagated into the job')
+    const waiting = run('n2', ['wait', String(vpid)])
+    const skipsBefore = await skipping()
+    const moved = await run('n1', ['migrate', '--mode', 'post-copy', String(vpid), 'n2'])
+    expect(moved.code).toBe(0)
+    expect(await where(vpid)).toBe('n2')
+    expect((await waiting).code).toBe(6)
+    expect((await run('n1', ['logs', String(vpid)])).stdout).toBe(lines(120))
+    await skippedCleanly(skipsBefore)
   }, 90_000)
 })
