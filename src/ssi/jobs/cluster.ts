@@ -168,11 +168,13 @@ export class ClusterJobs {
     let moved: string | undefined
     for (;;) {
       const loc = moved === undefined ? await this.resolve(vpid, signal) : { node: moved }
-      if (loc.lost !== undefined) return loc.lost
+      // Lost is the home's belief; a node back alive (a restart longer than failure detection) knows better.
+      if (loc.lost !== undefined && this.init.view.nodes().find(n => n.name === loc.node)?.state !== 'alive') return loc.lost
       let rec: JobRecord
       try {
         rec = await this.init.rpc.call(loc.node, 'job.wait', { vpid }, { signal, timeoutMs: FOREVER_MS }) as JobRecord
       } catch (err) {
+        if (loc.lost !== undefined && signal?.aborted !== true) return loc.lost
         if (signal?.aborted === true || isNotFound(err)) throw err
         moved = undefined
         await new Promise(resolve => setTimeout(resolve, 500))
