@@ -176,6 +176,13 @@ export const jobInfoSchema = z.object({
     dumpMs: nonNegative.optional(),
     bytes: nonNegative.optional(),
     error: z.string().optional()
+  }).optional(),
+  /** The job was lost with its node and restored from its last periodic checkpoint: it was rolled back to `takenMs`. */
+  recovered: z.object({
+    fromNode: z.string(),
+    node: z.string(),
+    takenMs: nonNegative,
+    atMs: nonNegative
   }).optional()
 })
 

@@ -142,7 +142,14 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     // Jobs of a node the majority declares dead are lost (or restored); see src/ssi/failure.
     const failure = new FailureHandler({
       rpc, view, store, nodes: config.nodes.map(n => n.name), logger: logger.child({ component: 'failure' }),
-      startupGraceMs: 4 * config.failureDetection.deadAfterMs
+      startupGraceMs: 4 * config.failureDetection.deadAfterMs,
+      // A lost job launched with --checkpoint-every is restored once, by its home (this node), from
+      // its newest checkpoint on a live node; jobs without periodic checkpoints stay lost.
+      restore: async (record, signal) => {
+        if (await checkpoints.periodic.record(record.vpid) === undefined) return undefined
+        const r = await checkpoints.operations.restoreFromLast(record.vpid, { signal })
+        return { node: r.node, takenMs: r.takenMs }
+      }
     })
     failure.start()
     cleanups.push(async () => { failure.stop() })

@@ -44,7 +44,8 @@ export function renderJob (job: JobInfo, nowMs: number): string[] {
     ['host pid', job.hostPid === undefined ? undefined : String(job.hostPid)],
     ['job dir', job.jobDir],
     ['migration', job.migration === undefined ? undefined : formatMigration(job.migration, nowMs)],
-    ['checkpoint', job.checkpoint === undefined ? undefined : formatCheckpoint(job.checkpoint, nowMs)]
+    ['checkpoint', job.checkpoint === undefined ? undefined : formatCheckpoint(job.checkpoint, nowMs)],
+    ['recovered', job.recovered === undefined ? undefined : formatRecovery(job.recovered, nowMs)]
   ]
   return formatKeyValues(pairs.filter((pair): pair is [string, string] => pair[1] !== undefined))
 }
@@ -58,6 +59,11 @@ function formatMigration (m: NonNullable<JobInfo['migration']>, nowMs: number): 
 function formatCheckpoint (c: NonNullable<JobInfo['checkpoint']>, nowMs: number): string {
   const last = c.node === undefined || c.takenMs === undefined ? 'none yet' : `last on ${c.node} at ${formatTime(c.takenMs, nowMs)}`
   return `every ${c.everyMs / 1000}s; ${last}${c.error === undefined ? '' : `; last attempt failed: ${c.error}`}`
+}
+
+/** "lost with n3, restored on n1 <ago>: rolled back to <T> (its last checkpoint)". */
+function formatRecovery (r: NonNullable<JobInfo['recovered']>, nowMs: number): string {
+  return `lost with ${r.fromNode}, restored on ${r.node} ${formatTime(r.atMs, nowMs)}: rolled back to ${formatTime(r.takenMs, nowMs)} (its last checkpoint)`
 }
 
 function formatLimits (limits: JobInfo['limits']): string {

@@ -12,10 +12,10 @@ import { z } from 'zod'
 import { parseParams } from '../../protocol/peer.js'
 import { locKey, TERMINAL_STATES } from '../jobs/record.js'
 import { confirmedDead, tallyVotes } from './quorum.js'
-import { lostKey, lostRecord, mayBeRunning } from './lost.js'
+import { lostKey, lostRecord, mayBeRunning, recoveredKey } from './lost.js'
 import type { JobStore } from '../jobs/local.js'
 import type { JobRecord } from '../jobs/record.js'
-import type { LocationRecord } from './lost.js'
+import type { LocationRecord, Recovery } from './lost.js'
 import type { ClusterView, NodeView, PeerRpc } from '../ports.js'
 
 export const SUSPECTS_METHOD = 'failure.suspects'
@@ -26,8 +26,11 @@ export interface FailureLogger {
   warn(obj: object, msg?: string): void
 }
 
-/** Restores a lost job from its last checkpoint on a live node; resolves with the node, or undefined if it has none. */
-export type RestoreHook = (record: JobRecord, signal: AbortSignal) => Promise<string | undefined>
+/**
+ * Restores a lost job from its last checkpoint on a live node; resolves with where it runs and when
+ * the checkpoint was taken, or undefined if the job has no checkpoint.
+ */
+export type RestoreHook = (record: JobRecord, signal: AbortSignal) => Promise<{ node: string, takenMs: number } | undefined>
 
 export interface FailureHandlerInit {
   readonly rpc: PeerRpc
@@ -141,9 +144,11 @@ export class FailureHandler {
   /** Restores a lost job from its checkpoint, once: the home node is the only one that tries. */
   private async restoreOnce (record: JobRecord): Promise<void> {
     try {
-      const node = await this.init.restore?.(record, this.abort.signal)
-      if (node === undefined) return
-      this.init.logger.info({ vpid: record.vpid, node }, 'lost job restored from its checkpoint')
+      const r = await this.init.restore?.(record, this.abort.signal)
+      if (r === undefined) return
+      const recovery: Recovery = { fromNode: record.node, node: r.node, takenMs: r.takenMs, atMs: this.now() }
+      await this.init.store.put(recoveredKey(record.vpid), recovery)
+      this.init.logger.info({ vpid: record.vpid, ...recovery }, 'lost job restored from its checkpoint')
     } catch (err) {
       this.init.logger.warn({ vpid: record.vpid, err: (err as Error).message }, 'could not restore a lost job from its checkpoint')
     }

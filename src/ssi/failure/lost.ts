@@ -9,6 +9,20 @@ import type { JobStore } from '../jobs/local.js'
 import type { JobRecord, JobState } from '../jobs/record.js'
 
 export const lostKey = (vpid: number): string => `lost/${String(vpid).padStart(15, '0')}`
+/** `recovered/<vpid>` on the home node: the job was restored from a checkpoint after its node died. */
+export const recoveredKey = (vpid: number): string => `recovered/${String(vpid).padStart(15, '0')}`
+
+/** A lost job restored from its last periodic checkpoint: it was rolled back to `takenMs`. */
+export interface Recovery {
+  /** The node that died with the job. */
+  readonly fromNode: string
+  /** Where it runs again. */
+  readonly node: string
+  /** Epoch ms the checkpoint was taken: the job's state is that of this moment. */
+  readonly takenMs: number
+  /** Epoch ms of the restore. */
+  readonly atMs: number
+}
 
 /** The home node's location record of a job (`loc/<vpid>`); `record` is the last full record it was told. */
 export interface LocationRecord {

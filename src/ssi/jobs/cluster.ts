@@ -14,6 +14,7 @@ import type { PlacementPolicy } from '../placement.js'
 import type { ClusterView, PeerRpc } from '../ports.js'
 import type { VpidAllocator } from '../vpid.js'
 import type { OutputEvent } from '../../protocol/jobs.js'
+import type { Recovery } from '../failure/lost.js'
 
 /** A wait that may last as long as the job: the longest timer Node allows (~24 days). */
 export const FOREVER_MS = 2 ** 31 - 1
@@ -101,19 +102,29 @@ export class ClusterJobs {
    * Where a vpid is, from its home node's location record; `lost` is its lost record if its node
    * died. When the home node is dead or does not answer, every live node is asked instead.
    */
-  private async resolve (vpid: number, signal?: AbortSignal): Promise<{ node: string, lost?: JobRecord }> {
-    if (this.init.local.has(vpid) && this.init.local.get(vpid).node === this.init.view.selfName) return { node: this.init.view.selfName }
+  private async resolve (vpid: number, signal?: AbortSignal): Promise<{ node: string, lost?: JobRecord, recovered?: Recovery }> {
+    // A job running here is here; a local record of an ended or lost run may be stale (restored elsewhere).
+    if (this.init.local.has(vpid) && this.init.local.get(vpid).node === this.init.view.selfName && !TERMINAL_STATES.has(this.init.local.get(vpid).state)) return { node: this.init.view.selfName }
     const homeId = homeNodeId(vpid)
     const home = this.init.view.nodes().find(n => n.id === homeId)
     if (home !== undefined && home.state !== 'dead') {
       try {
-        const loc = await this.init.rpc.call(home.name, 'loc.get', { vpid }, { signal, timeoutMs: 5000 }) as { node: string, state?: string, lost?: JobRecord }
-        return loc.state === 'lost' && loc.lost !== undefined ? { node: loc.node, lost: loc.lost } : { node: loc.node }
+        const loc = await this.init.rpc.call(home.name, 'loc.get', { vpid }, { signal, timeoutMs: 5000 }) as { node: string, state?: string, lost?: JobRecord, recovered?: Recovery }
+        const where = { node: loc.node, ...(loc.recovered === undefined ? {} : { recovered: loc.recovered }) }
+        if (loc.state !== 'lost' || loc.lost === undefined) return where
+        return await this.isBack(vpid, loc.node, signal) ? where : { ...where, lost: loc.lost }
       } catch (err) {
         if (isNotFound(err) || signal?.aborted === true) throw err
       }
     }
     return { node: await this.findOnLiveNodes(vpid, home?.name ?? `id ${homeId}`, signal) }
+  }
+
+  /** Whether a job its home has as lost runs on its node again (the home may not have reconciled yet). */
+  private async isBack (vpid: number, node: string, signal?: AbortSignal): Promise<boolean> {
+    if (this.init.view.nodes().find(n => n.name === node)?.state !== 'alive') return false
+    const rec = await this.init.rpc.call(node, 'job.get', { vpid }, { signal, timeoutMs: 3000 }).catch(() => undefined) as JobRecord | undefined
+    return rec !== undefined && !TERMINAL_STATES.has(rec.state)
   }
 
   /** Asks every live node for the job: the one running it (or, else, one that ran it last) wins. */
@@ -128,10 +139,11 @@ export class ClusterJobs {
     return best.node
   }
 
-  async inspect (vpid: number, signal?: AbortSignal): Promise<JobSnapshot> {
+  async inspect (vpid: number, signal?: AbortSignal): Promise<JobSnapshot & { recovered?: Recovery }> {
     const loc = await this.resolve(vpid, signal)
     if (loc.lost !== undefined) return { ...loc.lost, cpuPercent: 0, rssBytes: 0 }
-    return await this.init.rpc.call(loc.node, 'job.get', { vpid }, { signal, timeoutMs: 5000 }) as JobSnapshot
+    const job = await this.init.rpc.call(loc.node, 'job.get', { vpid }, { signal, timeoutMs: 5000 }) as JobSnapshot
+    return loc.recovered === undefined ? job : { ...job, recovered: loc.recovered }
   }
 
   /** Every job on every reachable node, filtered, by vpid. Unreachable nodes are reported, not fatal. */

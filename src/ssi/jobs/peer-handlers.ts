@@ -3,7 +3,7 @@ import { parseParams } from '../../protocol/peer.js'
 import { jobOutputSchema, jobSignalSchema, jobStartSchema, jobStdinSchema, locationSetSchema, vpidParamSchema } from '../../protocol/jobs.js'
 import { VpidNotFoundError } from './errors.js'
 import { locKey, TERMINAL_STATES } from './record.js'
-import { listLost, lostKey } from '../failure/lost.js'
+import { listLost, lostKey, recoveredKey } from '../failure/lost.js'
 import type { LocationRecord } from '../failure/lost.js'
 import type { JobState } from './record.js'
 import type { LocalJobs, JobStore } from './local.js'
@@ -39,7 +39,8 @@ export function registerJobPeerHandlers (rpc: PeerRpc, local: LocalJobs, store: 
     const loc = await store.get<LocationRecord>(locKey(vpid))
     if (loc === undefined) throw new VpidNotFoundError(`no job with vpid ${vpid}`)
     const { record: _r, ...where } = loc
-    return loc.state === 'lost' ? { ...where, lost: await store.get(lostKey(vpid)) } : where
+    const recovered = await store.get(recoveredKey(vpid))
+    return { ...where, ...(recovered === undefined ? {} : { recovered }), ...(loc.state === 'lost' ? { lost: await store.get(lostKey(vpid)) } : {}) }
   })
   rpc.handle('loc.set', async p => {
     const loc = parseParams(locationSetSchema, p)
