@@ -62,6 +62,9 @@ interface Incoming {
   daemon?: LazyPagesDaemon
 }
 
+/** How long a killed lazy dump may take to let the job's tree run again here. */
+const ABORT_RESUME_WAIT_MS = 30_000
+
 export class PostCopyError extends Error {
   static override name = 'PostCopyError'
   override name = 'PostCopyError'
@@ -82,6 +85,12 @@ async function runsFreely (pid: number): Promise<boolean | undefined> {
 export class PostCopyPlumbing {
   private readonly out = new Map<number, Outgoing>()
   private readonly inc = new Map<number, Incoming>()
+  /**
+   * Host pid of each job dumped lazily here, kept after its dump ended: a target that fails tears
+   * down the page bridge, which kills the dump (and drops `out`) before the rollback asks whether
+   * the tree runs again. One number per job migrated from here; replaced on its next lazy dump.
+   */
+  private readonly lazyPids = new Map<number, number>()
 
   constructor (private readonly runtime: JobRuntime, private readonly bulk: BulkTransport, private readonly logger: Logger) {}
 
@@ -103,6 +112,7 @@ export class PostCopyPlumbing {
       throw err
     }
     this.out.set(job.vpid, { abort, socket, hostPid: job.hostPid, served: lazy.served })
+    this.lazyPids.set(job.vpid, job.hostPid)
     const served = lazy.served.finally(() => { this.out.delete(job.vpid) })
     served.catch(() => {})
     return { dumped: lazy.stdio, served }
@@ -133,14 +143,20 @@ export class PostCopyPlumbing {
   /** Kills the lazy dump; resolves true once the job's tree runs again here (CRIU let it go). */
   async abortLazy (vpid: number): Promise<boolean> {
     const o = this.out.get(vpid)
-    if (o === undefined) return false
-    await this.killDump(o)
-    o.socket.destroy()
-    for (let i = 0; i < 60; i++) {
-      const free = await runsFreely(o.hostPid)
+    const hostPid = o?.hostPid ?? this.lazyPids.get(vpid)
+    this.lazyPids.delete(vpid)
+    if (hostPid === undefined) return false
+    if (o !== undefined) {
+      await this.killDump(o)
+      o.socket.destroy()
+    }
+    // The tracer's exit lets the tree go; on a loaded node that took over 3 s (seen in CI), so wait long.
+    const deadline = Date.now() + ABORT_RESUME_WAIT_MS
+    while (Date.now() < deadline) {
+      const free = await runsFreely(hostPid)
       if (free === undefined) return false
       if (free) return true
-      await new Promise(resolve => setTimeout(resolve, 50))
+      await new Promise(resolve => setTimeout(resolve, 100))
     }
     return false
   }
