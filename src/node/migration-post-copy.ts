@@ -150,7 +150,7 @@ export class PostCopyPlumbing {
       await this.killDump(o)
       o.socket.destroy()
     }
-    // The tracer's exit lets the tree go; on a loaded node that took over 3 s (seen in CI), so wait long.
+    // The tracer's exit lets the tree go; allow a loaded node time for it (50 ms polls for 3 s were tight).
     const deadline = Date.now() + ABORT_RESUME_WAIT_MS
     while (Date.now() < deadline) {
       const free = await runsFreely(hostPid)
