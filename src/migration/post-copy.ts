@@ -9,12 +9,14 @@
  * complete: if the source dies then, the job is lost (the user is told before it starts).
  */
 import type { BridgeStats } from './page-bridge.js'
+import { PhaseMachine } from './phases.js'
+import type { Transitions } from './phases.js'
 import { MigrationError, NotMigratableError } from './stop-and-copy.js'
 import type { MigrateRequest, MigrationSource, MigrationTarget } from './stop-and-copy.js'
 
 export type PostCopyPhase = 'checking' | 'preparing' | 'dumping' | 'transferring' | 'restoring' | 'pulling' | 'moved' | 'rolling-back' | 'rolled-back' | 'lost'
 
-const NEXT: Readonly<Record<PostCopyPhase, readonly PostCopyPhase[]>> = {
+const NEXT: Transitions<PostCopyPhase> = {
   checking: ['preparing', 'rolled-back'],
   preparing: ['dumping', 'rolled-back'],
   dumping: ['transferring', 'rolling-back'],
@@ -64,20 +66,9 @@ export interface PostCopyRequest extends Omit<MigrateRequest, 'onPhase'> {
   readonly onPageBytes?: (bytes: number) => void
 }
 
-class Phases {
-  phase: PostCopyPhase = 'checking'
-  private mark = Date.now()
-  constructor (private readonly onPhase?: (phase: PostCopyPhase) => void) {}
-
-  to (next: PostCopyPhase): number {
-    if (!NEXT[this.phase].includes(next)) throw new Error(`post-copy migration cannot go from ${this.phase} to ${next}`)
-    const now = Date.now()
-    const spent = now - this.mark
-    this.phase = next
-    this.mark = now
-    this.onPhase?.(next)
-    return spent
-  }
+/** Post-copy's lifecycle (NEXT) on the shared phase machine; the listener only observes. */
+class Phases extends PhaseMachine<PostCopyPhase, undefined> {
+  constructor (onPhase?: (phase: PostCopyPhase) => void) { super('checking', NEXT, undefined, onPhase) }
 }
 
 export async function migratePostCopy<P, D> (source: PostCopySource<P, D>, target: PostCopyTarget<P, D>, req: PostCopyRequest): Promise<PostCopyResult> {
@@ -89,15 +80,15 @@ export async function migratePostCopy<P, D> (source: PostCopySource<P, D>, targe
   try {
     const reasons = await source.check(hostPid)
     if (reasons.length > 0) throw new NotMigratableError(`job ${vpid} cannot migrate: ${reasons.slice(0, 5).join('; ')}`)
-    checkMs = phases.to('preparing')
+    checkMs = await phases.to('preparing')
     await target.prepare(req.target, vpid, payload, signal)
   } catch (err) {
     await target.cancel(req.target, vpid).catch(() => {})
-    phases.to('rolled-back')
+    await phases.to('rolled-back')
     await source.resume(vpid, (err as Error).message)
     throw err
   }
-  phases.to('dumping')
+  await phases.to('dumping')
   return await dumpAndMove(source, target, req, phases, checkMs, signal)
 }
 
@@ -110,8 +101,8 @@ async function dumpAndMove<P, D> (source: PostCopySource<P, D>, target: PostCopy
     lazy = await source.checkpointLazy(vpid, imagesDir, signal)
   } catch (err) {
     await target.cancel(req.target, vpid).catch(() => {})
-    phases.to('rolling-back')
-    phases.to('rolled-back')
+    await phases.to('rolling-back')
+    await phases.to('rolled-back')
     await source.resume(vpid, (err as Error).message)
     throw new MigrationError(`lazy dump of job ${vpid} failed: ${(err as Error).message}`, 'dumping', true, { cause: err })
   }
@@ -119,18 +110,18 @@ async function dumpAndMove<P, D> (source: PostCopySource<P, D>, target: PostCopy
   let times: { dumpMs: number, transferMs: number, restoreMs: number, bytes: number }
   try {
     await source.stageOutput(vpid, imagesDir)
-    const dumpMs = phases.to('transferring')
+    const dumpMs = await phases.to('transferring')
     const { bytes } = await target.send(req.target, imagesDir, signal)
     bridged = await target.bridgePages(req.target, vpid, signal, s => { req.onPageBytes?.(s.sent) })
     bridged.done.catch(() => {})
-    const transferMs = phases.to('restoring')
+    const transferMs = await phases.to('restoring')
     await target.restoreLazy(req.target, vpid, lazy.dumped, signal)
     times = { dumpMs, transferMs, restoreMs: 0, bytes }
   } catch (err) {
     throw await rollBack(source, target, req, phases, err)
   }
   const downtimeMs = Date.now() - downStart
-  times.restoreMs = phases.to('pulling')
+  times.restoreMs = await phases.to('pulling')
   return await pull(source, req, phases, { ...times, checkMs, downtimeMs }, lazy.served, bridged.done, imagesDir)
 }
 
@@ -139,11 +130,11 @@ async function pull<P, D> (source: PostCopySource<P, D>, req: PostCopyRequest, p
   const { vpid } = req
   try {
     const [stats] = await Promise.all([bridged, served])
-    const pullMs = phases.to('moved')
+    const pullMs = await phases.to('moved')
     await source.commit(vpid, req.target, imagesDir)
     return { vpid, target: req.target, ...t, pullMs, pageBytes: stats.sent }
   } catch (err) {
-    phases.to('lost')
+    await phases.to('lost')
     const why = `the page pull failed after the job started on ${req.target}: ${(err as Error).message}`
     await source.lose(vpid, why).catch(() => {})
     throw new MigrationError(`post-copy migration of job ${vpid}: ${why}; the job is lost`, 'transferring', false, { cause: err })
@@ -154,15 +145,15 @@ async function rollBack<P, D> (source: PostCopySource<P, D>, target: PostCopyTar
   const { vpid } = req
   const failedIn = phases.phase === 'transferring' ? 'transferring' : 'restoring'
   await target.cancel(req.target, vpid).catch(() => {})
-  phases.to('rolling-back')
+  await phases.to('rolling-back')
   const why = `${failedIn} failed: ${(err as Error).message}`
   const back = await source.abortLazy(vpid).catch(() => false)
   if (back) {
-    phases.to('rolled-back')
+    await phases.to('rolled-back')
     await source.resume(vpid, why)
     return new MigrationError(`post-copy migration of job ${vpid} ${why}; it runs here again`, failedIn, true, { cause: err })
   }
-  phases.to('lost')
+  await phases.to('lost')
   await source.lose(vpid, `${why}; the frozen job did not resume`).catch(() => {})
   return new MigrationError(`post-copy migration of job ${vpid} ${why}; the frozen job did not resume here: it is lost`, failedIn, false, { cause: err })
 }

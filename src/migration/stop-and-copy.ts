@@ -5,10 +5,12 @@
  * images (rollback), so a job is never lost by a failed migration unless the rollback fails too.
  * Source and target sides are interfaces (phaul's api.go) so both can be wired in one process.
  */
+import { PhaseMachine } from './phases.js'
+import type { Transitions } from './phases.js'
 
 export type MigrationPhase = 'checking' | 'preparing' | 'dumping' | 'transferring' | 'restoring' | 'moved' | 'rolling-back' | 'rolled-back' | 'lost'
 
-const NEXT: Readonly<Record<MigrationPhase, readonly MigrationPhase[]>> = {
+const NEXT: Transitions<MigrationPhase> = {
   checking: ['preparing', 'rolled-back'],
   preparing: ['dumping', 'rolled-back'],
   dumping: ['transferring', 'rolling-back'],
@@ -101,28 +103,9 @@ export interface PhaseDetail<D> {
   readonly dumped?: D
 }
 
-class Phases {
-  phase: MigrationPhase = 'checking'
-  detail: PhaseDetail<unknown> = {}
-  private mark = Date.now()
-  constructor (private readonly onPhase?: MigrateRequest['onPhase']) {}
-
-  /** Moves on (after the listener has seen it); returns the ms spent in the phase left. */
-  async to (next: MigrationPhase, detail?: PhaseDetail<unknown>): Promise<number> {
-    if (!NEXT[this.phase].includes(next)) throw new Error(`migration cannot go from ${this.phase} to ${next}`)
-    const now = Date.now()
-    const spent = now - this.mark
-    this.phase = next
-    this.mark = now
-    if (detail !== undefined) this.detail = detail
-    try {
-      await this.onPhase?.(next, this.detail)
-    } catch (err) {
-      // Only a step forward waits on the listener (e.g. a journal write): an outcome is final anyway.
-      if (FORWARD.has(next)) throw err
-    }
-    return spent
-  }
+/** This module's migration lifecycle (NEXT, FORWARD) on the shared phase machine. */
+class Phases extends PhaseMachine<MigrationPhase, PhaseDetail<unknown>> {
+  constructor (onPhase?: MigrateRequest['onPhase']) { super('checking', NEXT, {}, onPhase, FORWARD) }
 }
 
 export async function migrate<P, D> (source: MigrationSource<P, D>, target: MigrationTarget<P, D>, req: MigrateRequest): Promise<MigrationResult> {
