@@ -51,7 +51,8 @@ export class Libp2pPeerRpc implements PeerRpc {
   async start (): Promise<void> {
     await this.init.host.handle(RPC_PROTOCOL, (stream, connection) => { void this.serve(stream, connection) }, { maxInboundStreams: 1024, maxOutboundStreams: 1024 })
     await this.init.host.handle(RPC_MUX_PROTOCOL, (stream, connection) => {
-      const fromNode = this.init.nodeOf(connection.remotePeer.toString()) ?? connection.remotePeer.toString()
+      const peer = connection.remotePeer.toString()
+      const fromNode = (): string => this.init.nodeOf(peer) ?? peer
       void serveMux({ stream, fromNode, handlers: this.handlers, shutdown: this.init.shutdown, logger: this.init.logger, maxFrame: MAX_RPC_FRAME })
     }, { maxInboundStreams: 64, maxOutboundStreams: 64 })
   }

@@ -151,7 +151,12 @@ export class RpcChannel {
 
 export interface MuxServeInit {
   readonly stream: Stream
-  readonly fromNode: string
+  /**
+   * The caller's node name, asked at each call: the stream lives as long as the connection, and a
+   * stream opened before this node learned the caller's name (e.g. by the caller's join) would
+   * otherwise name it by its PeerId for good, unlike the caller's bulk channels opened later.
+   */
+  readonly fromNode: string | (() => string)
   readonly handlers: ReadonlyMap<string, PeerHandler>
   readonly shutdown: AbortSignal
   readonly logger: Logger
@@ -162,7 +167,8 @@ interface ServedCall { readonly abort: AbortController, credits: number, wake?: 
 
 /** The callee's end of one caller's stream: runs its calls concurrently until the stream ends. */
 export async function serveMux (init: MuxServeInit): Promise<void> {
-  const { stream, fromNode, maxFrame } = init
+  const { stream, maxFrame } = init
+  const fromNode = (): string => typeof init.fromNode === 'string' ? init.fromNode : init.fromNode()
   const lp = lpStream(stream, { maxDataLength: maxFrame, maxBufferSize: 2 * maxFrame + 65_536 })
   const calls = new Map<number, ServedCall>()
   const gone = new AbortController()
@@ -170,7 +176,7 @@ export async function serveMux (init: MuxServeInit): Promise<void> {
   const send = async (frame: Uint8Array, signal: AbortSignal): Promise<void> => { await lp.write(frame, { signal }) }
   try {
     for (;;) {
-      const f = decodeWith(callerFrameSchema, (await lp.read()).subarray(), maxFrame, `rpc frame from ${fromNode}`)
+      const f = decodeWith(callerFrameSchema, (await lp.read()).subarray(), maxFrame, `rpc frame from ${fromNode()}`)
       const call = calls.get(f.id)
       if (f.t === 'cancel') call?.abort.abort(new Error('cancelled by the caller'))
       else if (f.t === 'ack') {
@@ -178,12 +184,12 @@ export async function serveMux (init: MuxServeInit): Promise<void> {
       } else if (call === undefined) {
         const served: ServedCall = { abort: new AbortController(), credits: EVENT_WINDOW }
         calls.set(f.id, served)
-        void runCall(init, f, served, send, AbortSignal.any([served.abort.signal, gone.signal, init.shutdown]), calls.size)
+        void runCall(init, fromNode(), f, served, send, AbortSignal.any([served.abort.signal, gone.signal, init.shutdown]), calls.size)
           .finally(() => { calls.delete(f.id) })
       }
     }
   } catch (err) {
-    if (!gone.signal.aborted) init.logger.debug({ err: (err as Error).message, fromNode }, 'rpc stream ended')
+    if (!gone.signal.aborted) init.logger.debug({ err: (err as Error).message, fromNode: fromNode() }, 'rpc stream ended')
     for (const c of calls.values()) c.abort.abort(new Error('caller went away'))
     if (stream.status === 'open') stream.abort(err as Error)
   }
@@ -191,7 +197,7 @@ export async function serveMux (init: MuxServeInit): Promise<void> {
 
 type Send = (frame: Uint8Array, signal: AbortSignal) => Promise<void>
 
-async function runCall (init: MuxServeInit, req: { id: number, method: string, params: unknown }, served: ServedCall, send: Send, signal: AbortSignal, inFlight: number): Promise<void> {
+async function runCall (init: MuxServeInit, fromNode: string, req: { id: number, method: string, params: unknown }, served: ServedCall, send: Send, signal: AbortSignal, inFlight: number): Promise<void> {
   const { id } = req
   const emit = async (event: unknown): Promise<void> => {
     while (served.credits <= 0) await waitForCredit(served, signal)
@@ -204,10 +210,10 @@ async function runCall (init: MuxServeInit, req: { id: number, method: string, p
     if (inFlight > MAX_CALLS_PER_STREAM) throw named(`more than ${MAX_CALLS_PER_STREAM} calls at once`, 'TooManyCallsError')
     const handler = init.handlers.get(req.method)
     if (handler === undefined) throw named(`unknown peer method ${req.method}`, 'UnknownMethodError')
-    reply = frameOf({ t: 'result', id, result: await handler(req.params, { fromNode: init.fromNode, signal, emit }) }, init.maxFrame)
+    reply = frameOf({ t: 'result', id, result: await handler(req.params, { fromNode, signal, emit }) }, init.maxFrame)
   } catch (err) {
     const e = err as Error
-    init.logger.debug({ err: e.message, fromNode: init.fromNode }, 'peer call failed')
+    init.logger.debug({ err: e.message, fromNode }, 'peer call failed')
     reply = encodeMessage({ t: 'error', id, name: e.name ?? 'Error', message: String(e.message).slice(0, 8000) })
   }
   // A cancelled call's caller has stopped listening; a gone one cannot hear.

@@ -14,9 +14,9 @@ const shutdown = new AbortController()
 const cleanups: Array<() => void> = []
 afterEach(() => { for (const c of cleanups.splice(0)) c() })
 
-async function pair (handlers: Record<string, PeerHandler>, maxFrame = 1024 * 1024): Promise<RpcChannel> {
+async function pair (handlers: Record<string, PeerHandler>, maxFrame = 1024 * 1024, fromNode: string | (() => string) = 'n1'): Promise<RpcChannel> {
   const [outbound, inbound] = await streamPair({ delay: 0 })
-  void serveMux({ stream: inbound, fromNode: 'n1', handlers: new Map(Object.entries(handlers)), shutdown: shutdown.signal, logger: silent as never, maxFrame })
+  void serveMux({ stream: inbound, fromNode, handlers: new Map(Object.entries(handlers)), shutdown: shutdown.signal, logger: silent as never, maxFrame })
   const channel = new RpcChannel(outbound, 'n2', maxFrame)
   cleanups.push(() => { channel.close(new Error('test over')) })
   return channel
@@ -95,5 +95,16 @@ describe('rpc-mux', () => {
     const ch = await pair({ ev: async (_p, ctx) => { for (let i = 0; i < 5; i++) await ctx.emit(i); return 'done' } })
     await expect(ch.call('ev', {}, () => { throw new Error('stdout closed') }, never)).rejects.toThrow('stdout closed')
     expect(PeerCallError).toBeDefined()
+  })
+
+  it('names the caller as known at each call, not as known when its stream opened', async () => {
+    // A node's first call (its join) opens the stream before the callee knows its name; later
+    // calls on that stream must carry the name, as the caller's bulk channels do (else a target
+    // prepared a migration "from <PeerId>" and refused its images "from n1").
+    const membership = new Map<string, string>()
+    const ch = await pair({ who: async (_p, ctx) => ctx.fromNode }, 1024 * 1024, () => membership.get('12D3KooWPeer') ?? '12D3KooWPeer')
+    expect(await ch.call('who', {}, () => {}, never)).toBe('12D3KooWPeer')
+    membership.set('12D3KooWPeer', 'n1') // the join went through
+    expect(await ch.call('who', {}, () => {}, never)).toBe('n1')
   })
 })
