@@ -7,6 +7,9 @@
 import type { Socket } from 'node:net'
 import { readFile } from 'node:fs/promises'
 import { bridge, connectLoopback, freeLoopbackPort, listenLoopbackOnce } from '../migration/page-bridge.js'
+import { prefetchBridge } from '../migration/page-prefetch.js'
+import { readLazyRanges } from '../migration/criu/pagemap.js'
+import type { LazyRange } from '../migration/criu/pagemap.js'
 import type { BridgeStats, LoopbackListener } from '../migration/page-bridge.js'
 import type { BulkTransport, ByteChannel } from '../migration/ports.js'
 import type { LazyPagesDaemon } from '../migration/criu/index.js'
@@ -60,6 +63,7 @@ interface Incoming {
   readonly stop: AbortController
   readonly listener: LoopbackListener
   daemon?: LazyPagesDaemon
+  imagesDir?: string
 }
 
 /** How long a killed lazy dump may take to let the job's tree run again here. */
@@ -179,7 +183,20 @@ export class PostCopyPlumbing {
       entry.listener.accepted,
       new Promise<never>((_resolve, reject) => { signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true }) })
     ])
-    await bridge(socket, rest, signal)
+    const ranges = await this.lazyRanges(vpid, entry.imagesDir)
+    if (ranges === undefined) await bridge(socket, rest, signal)
+    else await prefetchBridge(socket, rest, signal, { ranges })
+  }
+
+  /** What the lazy-pages daemon will pull, to fetch it ahead; undefined: pull as the daemon asks. */
+  private async lazyRanges (vpid: number, imagesDir: string | undefined): Promise<LazyRange[] | undefined> {
+    if (imagesDir === undefined) return undefined
+    try {
+      return await readLazyRanges(imagesDir)
+    } catch (err) {
+      this.logger.warn({ vpid, err: (err as Error).message }, 'post-copy: cannot read the pagemap; pages come only as CRIU asks (slower)')
+      return undefined
+    }
   }
 
   /** Starts the lazy-pages daemon for imagesDir; the lazy restore may follow. */
@@ -187,6 +204,7 @@ export class PostCopyPlumbing {
     const entry = this.inc.get(vpid)
     if (entry === undefined) throw new PostCopyError(`no post-copy migration of job ${vpid} was prepared`)
     if (this.runtime.startLazyPages === undefined) unsupported('run criu lazy-pages')
+    entry.imagesDir = imagesDir
     // No request signal: the daemon must outlive the restore call, until the last page arrived.
     entry.daemon = await this.runtime.startLazyPages(imagesDir, entry.listener.port)
   }
