@@ -2,11 +2,18 @@
  * Spawn benchmark: latency of launching `true` on another node end to end (through the CLI and
  * through the control API), next to `unshare --pid --fork true` and `node -e 0` measured in the same
  * run, and the throughput of launching 1,000 short jobs across 3 nodes.
+ *
+ * The CLI is run as users run it, through bin/ssi (the launcher package.json "bin" names), and also
+ * as `node bin/ssi.cjs`. Node's own start-up is measured twice: with the caller's environment and
+ * without NODE_EXTRA_CA_CERTS, which Node 20 loads before any JavaScript runs and bin/ssi leaves out
+ * (~40 ms where it is set). The CLI and node samples are interleaved, so load that comes and goes
+ * hits both alike; `cliOverNodeMs` is the CLI's p50 minus Node's in the same conditions.
  * Run: npx tsx benchmarks/spawn.ts [--runs N]
  */
 import '../src/polyfill.js'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { ControlClient } from '../src/api/client.js'
 import { summarize } from './lib.js'
@@ -15,7 +22,8 @@ import type { NodeInfo } from '../src/api/schema.js'
 
 process.env.SSI_LOG_LEVEL ??= 'warn'
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1] ?? 200) || 200
-const SSI = fileURLToPath(new URL('../bin/ssi.cjs', import.meta.url))
+const SSI = fileURLToPath(new URL('../bin/ssi', import.meta.url))
+const SSI_CJS = fileURLToPath(new URL('../bin/ssi.cjs', import.meta.url))
 
 /** Whether the cgroup2 mount has favordynmods (scripts/provision.sh): without, each job start waits for an RCU grace period. */
 function cgroupFavorDynmods (): boolean {
@@ -26,15 +34,27 @@ function cgroupFavorDynmods (): boolean {
   }
 }
 
-function timeCommand (cmd: string, args: string[], n: number): number[] {
-  const samples: number[] = []
+interface Timed { readonly cmd: string, readonly args: string[], readonly env?: NodeJS.ProcessEnv }
+
+/** Wall time of each command, n times, the commands taking turns. */
+function timeCommands (commands: Record<string, Timed>, n: number): Record<string, number[]> {
+  const samples: Record<string, number[]> = {}
+  for (const name of Object.keys(commands)) samples[name] = []
   for (let i = 0; i < n; i++) {
-    const t0 = performance.now()
-    const r = spawnSync(cmd, args, { stdio: 'ignore' })
-    samples.push(performance.now() - t0)
-    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}`)
+    for (const [name, { cmd, args, env }] of Object.entries(commands)) {
+      const t0 = performance.now()
+      const r = spawnSync(cmd, args, { stdio: 'ignore', env })
+      samples[name]?.push(performance.now() - t0)
+      if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}`)
+    }
   }
   return samples
+}
+
+const withoutExtraCerts = (): NodeJS.ProcessEnv => {
+  const env = { ...process.env }
+  delete env.NODE_EXTRA_CA_CERTS
+  return env
 }
 
 const c = await makeCluster({ nodes: 3 })
@@ -52,9 +72,17 @@ try {
     api.push(performance.now() - t0)
     if (r.status !== 0) throw new Error(`job exited ${r.status}`)
   }
-  const cli = timeCommand(process.execPath, [SSI, '--socket', c.socket('n1'), 'run', '--node', 'n2', '--', 'true'], runs)
-  const unshare = timeCommand('unshare', ['--pid', '--fork', 'true'], runs)
-  const nodeStart = timeCommand(process.execPath, ['-e', '0'], runs)
+  const loadBefore = loadavg()
+  const cliArgs = ['--socket', c.socket('n1'), 'run', '--node', 'n2', '--', 'true']
+  const t = timeCommands({
+    cli: { cmd: SSI, args: cliArgs },
+    nodeEmpty: { cmd: process.execPath, args: ['-e', '0'] },
+    nodeEmptyNoExtraCerts: { cmd: process.execPath, args: ['-e', '0'], env: withoutExtraCerts() },
+    nodeCliCjs: { cmd: process.execPath, args: [SSI_CJS, ...cliArgs] },
+    unshare: { cmd: 'unshare', args: ['--pid', '--fork', 'true'] }
+  }, runs)
+  const cli = t.cli ?? []
+  const loadAfter = loadavg()
 
   const total = 1000
   const concurrency = 16
@@ -78,6 +106,9 @@ try {
   client.close()
   const apiS = summarize(api)
   const cliS = summarize(cli)
+  const nodeS = summarize(t.nodeEmpty ?? [])
+  const nodeCleanS = summarize(t.nodeEmptyNoExtraCerts ?? [])
+  const round = (x: number): number => Math.round(x * 10) / 10
   const jobsPerSecond = Math.round(total / (launchedMs / 1000))
   console.log(JSON.stringify({
     benchmark: 'spawn',
@@ -85,11 +116,19 @@ try {
     cgroupFavorDynmods: cgroupFavorDynmods(),
     apiRunOtherNodeTrueMs: apiS,
     cliRunOtherNodeTrueMs: cliS,
+    cliOverNodeMs: {
+      p50OverNodeEmpty: round(cliS.p50 - nodeS.p50),
+      p50OverNodeEmptyNoExtraCerts: round(cliS.p50 - nodeCleanS.p50),
+      extraCaCertsSet: process.env.NODE_EXTRA_CA_CERTS !== undefined
+    },
+    cliPlainNodeSsiCjsMs: summarize(t.nodeCliCjs ?? []),
     baselines: {
-      unsharePidForkTrueMs: summarize(unshare),
-      nodeEmptyMs: summarize(nodeStart),
+      unsharePidForkTrueMs: summarize(t.unshare ?? []),
+      nodeEmptyMs: nodeS,
+      nodeEmptyNoExtraCaCertsMs: nodeCleanS,
       measuredElsewhereForComparison: { srunTrueP50Ms: 29, sshControlMasterTrueMs: 7, sshNewConnectionMs: 190 }
     },
+    loadAverage1m: { before: round(loadBefore[0] ?? NaN), after: round(loadAfter[0] ?? NaN) },
     throughput: { jobs: total, concurrency, launchedMs: Math.round(launchedMs), jobsPerSecond, placement: placed },
     targets: {
       apiP50Leq20: apiS.p50 <= 20,

@@ -22,6 +22,13 @@ const process = require('node:process')
 const { pathToFileURL } = require('node:url')
 const vm = require('node:vm')
 
+// bin/ssi (the launcher) started Node without NODE_EXTRA_CA_CERTS: the caller's value goes back
+// before anything reads process.env (`ssi run` passes this environment to the job).
+if (process.env.SSI_SAVED_NODE_EXTRA_CA_CERTS !== undefined) {
+  process.env.NODE_EXTRA_CA_CERTS = process.env.SSI_SAVED_NODE_EXTRA_CA_CERTS
+  delete process.env.SSI_SAVED_NODE_EXTRA_CA_CERTS
+}
+
 const bundle = join(__dirname, '..', 'dist', 'cli-bundle', 'main.cjs')
 const compiled = join(__dirname, '..', 'dist', 'cli', 'main.js')
 

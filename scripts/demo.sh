@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
-ssi() { node bin/ssi.cjs "$@"; }
+ssi() { bin/ssi "$@"; }
 
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
   npm install --no-audit --no-fund  # not `npm ci`: see scripts/test.sh

@@ -28,6 +28,10 @@ describe('the bundled CLI (scripts/bundle-cli.mjs)', () => {
     server.handle('nodes', async () => [node])
     server.handle('run', async (p, ctx) => {
       await ctx.emit({ kind: 'started', vpid: 1000001, node: 'n1' })
+      if (p.argv[0] === 'printenv') {
+        await ctx.emit({ kind: 'output', fd: 1, data: Buffer.from(`${p.env[p.argv[1] ?? ''] ?? '(unset)'}\n`) })
+        return { vpid: 1000001, node: 'n1', state: 'exited', exit: { code: 0, oomKilled: false }, status: 0, limits: {} }
+      }
       await ctx.emit({ kind: 'output', fd: 1, data: Buffer.from(`${p.argv.join(' ')}\n`) })
       await ctx.emit({ kind: 'output', fd: 2, data: Buffer.from(`cwd ${p.cwd}\n`) })
       return { vpid: 1000001, node: 'n1', state: 'exited', exit: { code: 7, oomKilled: false }, status: 7, limits: {} }
@@ -86,5 +90,23 @@ describe('the bundled CLI (scripts/bundle-cli.mjs)', () => {
     const third = await run(process.execPath, [ssi, '--socket', socket, 'nodes'])
     expect(third.stdout).toBe(first.stdout)
     expect((await stat(cache)).mode & 0o777).toBe(0o644)
+  })
+
+  it('bin/ssi starts Node without NODE_EXTRA_CA_CERTS and hands the caller\'s value on to the job', async () => {
+    await mkdir(join(dir, 'bin'), { recursive: true })
+    await copyFile('bin/ssi.cjs', join(dir, 'bin', 'ssi.cjs'))
+    await copyFile('bin/ssi', join(dir, 'bin', 'ssi'))
+    await symlink(join(dir, 'bin', 'ssi'), join(dir, 'ssi-link')) // what npm link makes
+    const missing = join(dir, 'no-such-ca.pem') // Node would warn at start-up had it seen this
+    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: missing }
+    for (const command of [join(dir, 'bin', 'ssi'), join(dir, 'ssi-link')]) {
+      const r = await run(command, ['--socket', join(dir, 'ssi.sock'), 'run', '--', 'printenv', 'NODE_EXTRA_CA_CERTS'], { env })
+      expect(r).toMatchObject({ stdout: `${missing}\n`, stderr: '' })
+      const saved = await run(command, ['--socket', join(dir, 'ssi.sock'), 'run', '--', 'printenv', 'SSI_SAVED_NODE_EXTRA_CA_CERTS'], { env })
+      expect(saved.stdout).toBe('(unset)\n')
+    }
+    const plain = await run(process.execPath, [join(dir, 'bin', 'ssi.cjs'), '--socket', join(dir, 'ssi.sock'), 'run', '--', 'printenv', 'NODE_EXTRA_CA_CERTS'], { env })
+    expect(plain.stdout).toBe(`${missing}\n`)
+    expect(plain.stderr).toContain('extra certs') // the warning the launcher spares
   })
 })
