@@ -2,15 +2,19 @@
  * The `ssi` command line, minus the process: parses argv, loads the one verb module it needs, runs it,
  * and turns any failure into one `ssi: <message>` line and an exit code. main.ts wires it to the real
  * process; tests call runCli with a stub client and a capturing printer.
+ *
+ * A plain `ssi run` (fast-run.ts) is run without loading commander at all, which is why commander
+ * is imported on demand here.
  */
 import { DEFAULT_SOCKET_PATH } from '../api/constants.js'
 import { DaemonAccessDeniedError, DaemonConnectError, DaemonNotRunningError } from '../api/errors.js'
-import { Command as CommandClass, CommanderError } from './commander.js'
 import { UsageError } from './errors.js'
+import { parseFastRun } from './fast-run.js'
 import { streamOutput } from './io.js'
 import { verbs } from './verbs.js'
 import type { ApiClient, CliContext, GlobalOptions, OutputSink, Printer, SignalSource } from './context.js'
 import type { Command } from 'commander'
+import type * as CommanderModule from 'commander'
 
 export const EXIT_OK = 0
 /** The command failed (the daemon returned an error, the job failed to start, ...). */
@@ -46,16 +50,16 @@ export interface CliDeps {
 
 /** Runs `ssi <argv>` and resolves with the exit code. Never throws, never exits the process. */
 export async function runCli (argv: readonly string[], deps: CliDeps): Promise<number> {
-  const program = createProgram(deps)
   let exitCode = EXIT_OK
   let client: Promise<ApiClient> | undefined
-  let verbCommand: Command | undefined
+  let commander: Pick<typeof CommanderModule, 'Command' | 'CommanderError'> | undefined
   const signal = deps.signal ?? new AbortController().signal
-  const globals = (): GlobalOptions => globalsOf(program, verbCommand)
+  const fast = parseFastRun(argv)
+  let globals = (): GlobalOptions => ({ socket: fast?.socket ?? defaultSocket(deps), json: fast?.json === true })
   const ctx: CliContext = {
     printer: deps.printer,
     signal,
-    globals,
+    globals: () => globals(),
     client: async () => await (client ??= deps.connect(globals().socket, signal)),
     now: deps.now ?? Date.now,
     setExitCode: (code) => { exitCode = code },
@@ -68,21 +72,34 @@ export async function runCli (argv: readonly string[], deps: CliDeps): Promise<n
     onSignal: deps.onSignal ?? (() => () => {})
   }
   try {
+    if (fast !== undefined) {
+      const { runJob } = await import('./commands/run.js')
+      await runJob(fast.command, fast.options, ctx)
+      return exitCode
+    }
+    commander = await import('./commander.js')
+    const program = createProgram(commander.Command, deps)
+    let verbCommand: Command | undefined
+    globals = () => globalsOf(program, verbCommand)
     verbCommand = await addVerbs(program, findVerb(argv), ctx)
     await program.parseAsync([...argv], { from: 'user' })
     return exitCode
   } catch (err) {
-    return reportError(err, deps, signal)
+    return reportError(err, deps, signal, commander?.CommanderError)
   } finally {
     if (client !== undefined) (await client.catch(() => undefined))?.close()
   }
 }
 
-function createProgram (deps: CliDeps): Command {
+function defaultSocket (deps: CliDeps): string {
+  return deps.env.SSI_SOCKET ?? DEFAULT_SOCKET_PATH
+}
+
+function createProgram (CommandClass: typeof CommanderModule.Command, deps: CliDeps): Command {
   const trimmed = (write: (text: string) => void) => (text: string): void => { write(text.replace(/\n+$/, '')) }
   return new CommandClass('ssi')
     .description('Run and watch processes on an ssi cluster as if it were one machine.')
-    .option('--socket <path>', 'control socket of the local ssi daemon (env SSI_SOCKET)', deps.env.SSI_SOCKET ?? DEFAULT_SOCKET_PATH)
+    .option('--socket <path>', 'control socket of the local ssi daemon (env SSI_SOCKET)', defaultSocket(deps))
     .option('--json', 'print machine-readable JSON')
     // Options after a verb belong to the verb: `ssi run -- cmd --json` passes --json to cmd. Every
     // verb repeats --socket and --json (addGlobalOptions) so `ssi nodes --json` works too.
@@ -137,8 +154,9 @@ export function findVerb (argv: readonly string[]): string | undefined {
   return undefined
 }
 
-function reportError (err: unknown, deps: CliDeps, signal: AbortSignal): number {
-  if (err instanceof CommanderError) {
+/** `commanderError`: commander's error class, if it was loaded (no commander, no CommanderError). */
+function reportError (err: unknown, deps: CliDeps, signal: AbortSignal, commanderError?: typeof CommanderModule.CommanderError): number {
+  if (commanderError !== undefined && err instanceof commanderError) {
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
       return err.exitCode
     }

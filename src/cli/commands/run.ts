@@ -57,20 +57,23 @@ export function register (cmd: Command, ctx: CliContext): void {
     .option('--checkpoint-every <duration>', 'checkpoint the job this often (e.g. 60s, 5m), keeping the last good one on another node')
     .passThroughOptions()
     .addHelpText('after', HELP)
-    .action(async (argv: string[], opts: RunOptions) => {
-      const params = buildRunParams(argv, opts, ctx)
-      const client = await ctx.client()
-      if (params.detach === true) {
-        const result = await client.call('run', params, { signal: ctx.signal })
-        ctx.printer.out(ctx.globals().json ? JSON.stringify(result, null, 2) : String(result.vpid))
-        if (result.state === 'failed') reportJobEnd(ctx, result)
-        return
-      }
-      const result = await runInForeground(ctx, client, params)
-      if (result === undefined) return // detached by a second Ctrl-C
-      if (ctx.globals().json) ctx.printer.out(JSON.stringify(result, null, 2))
-      reportJobEnd(ctx, result)
-    })
+    .action(async (argv: string[], opts: RunOptions) => { await runJob(argv, opts, ctx) })
+}
+
+/** What `ssi run` does once its argv is parsed (by commander, or by cli/fast-run.ts). */
+export async function runJob (argv: readonly string[], opts: RunOptions, ctx: CliContext): Promise<void> {
+  const params = buildRunParams(argv, opts, ctx)
+  const client = await ctx.client()
+  if (params.detach === true) {
+    const result = await client.call('run', params, { signal: ctx.signal })
+    ctx.printer.out(ctx.globals().json ? JSON.stringify(result, null, 2) : String(result.vpid))
+    if (result.state === 'failed') reportJobEnd(ctx, result)
+    return
+  }
+  const result = await runInForeground(ctx, client, params)
+  if (result === undefined) return // detached by a second Ctrl-C
+  if (ctx.globals().json) ctx.printer.out(JSON.stringify(result, null, 2))
+  reportJobEnd(ctx, result)
 }
 
 function collect (value: string, previous: readonly string[] | undefined): string[] {
