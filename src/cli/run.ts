@@ -79,9 +79,8 @@ export async function runCli (argv: readonly string[], deps: CliDeps): Promise<n
     }
     commander = await import('./commander.js')
     const program = createProgram(commander.Command, deps)
-    let verbCommand: Command | undefined
+    const verbCommand = await addVerbs(program, findVerb(argv), ctx)
     globals = () => globalsOf(program, verbCommand)
-    verbCommand = await addVerbs(program, findVerb(argv), ctx)
     await program.parseAsync([...argv], { from: 'user' })
     return exitCode
   } catch (err) {
