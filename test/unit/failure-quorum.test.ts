@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { confirmedDead, majorityOf, tallyVotes } from '../../src/ssi/failure/quorum.js'
 import { FailureHandler } from '../../src/ssi/failure/handler.js'
 import type { ClusterView, NodeView, PeerHandler, PeerRpc } from '../../src/ssi/ports.js'
+import type { JobRecord } from '../../src/ssi/jobs/record.js'
 
 describe('majority agreement on dead nodes', () => {
   it('needs more than half of the configured cluster', () => {
@@ -25,7 +26,7 @@ describe('majority agreement on dead nodes', () => {
 })
 
 /** A FailureHandler over an in-memory store and scripted peers. */
-function handlerWith (nodes: NodeView[], peerDead: Record<string, string[]>): { handler: FailureHandler, store: Map<string, unknown>, signals: unknown[] } {
+function handlerWith (nodes: NodeView[], peerDead: Record<string, string[]>, peerJobs: Record<string, Array<Partial<JobRecord>>> = {}): { handler: FailureHandler, store: Map<string, unknown>, signals: unknown[] } {
   const store = new Map<string, unknown>()
   const signals: unknown[] = []
   const handlers = new Map<string, PeerHandler>()
@@ -33,6 +34,12 @@ function handlerWith (nodes: NodeView[], peerDead: Record<string, string[]>): { 
     async call (node, method, params) {
       if (method === 'failure.suspects') return { dead: peerDead[node] ?? [] }
       if (method === 'job.signal') { signals.push(params); return {} }
+      if (method === 'job.list') return peerJobs[node] ?? []
+      if (method === 'job.get') {
+        const job = (peerJobs[node] ?? []).find(j => j.vpid === (params as { vpid: number }).vpid)
+        if (job === undefined) throw new Error(`no job with vpid ${(params as { vpid: number }).vpid} on ${node}`)
+        return job
+      }
       throw new Error(`unexpected ${method}`)
     },
     async stream () { throw new Error('no streams') },
@@ -73,5 +80,24 @@ describe('FailureHandler', () => {
     await handler.tick()
     expect(handler.deadNodes()).toEqual([])
     expect(store.get('loc/000000002000001')).toMatchObject({ state: 'running' })
+  })
+
+  it('a rejoined node\'s copy of a job that runs elsewhere now (restored from a checkpoint) is killed', async () => {
+    const job = { vpid: 2000001, homeNode: 'n2', node: 'n1', state: 'running' as const }
+    const { handler, store, signals } = handlerWith([], {}, { n1: [job], n3: [{ ...job, node: 'n3' }] })
+    store.set('loc/000000002000001', { vpid: 2000001, node: 'n3', state: 'running' })
+    await handler.reconcile('n1')
+    expect(signals).toEqual([{ vpid: 2000001, signal: 'SIGKILL', asUid: 0 }])
+    expect(store.get('loc/000000002000001')).toMatchObject({ node: 'n3' })
+  })
+
+  it('a job that moved while its home node was away is not killed when the home node sees its node again', async () => {
+    // Home (n2) last heard "runs on n3"; the job then migrated n3 -> n1 while n2 was down, so n3 only has a 'moved' record.
+    const job = { vpid: 2000001, homeNode: 'n2', node: 'n1', state: 'running' as const }
+    const { handler, store, signals } = handlerWith([], {}, { n1: [job], n3: [{ ...job, node: 'n1', state: 'moved' }] })
+    store.set('loc/000000002000001', { vpid: 2000001, node: 'n3', state: 'running' })
+    await handler.reconcile('n1')
+    expect(signals).toEqual([])
+    expect(store.get('loc/000000002000001')).toMatchObject({ node: 'n1', state: 'running' })
   })
 })

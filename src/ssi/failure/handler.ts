@@ -154,6 +154,12 @@ export class FailureHandler {
     }
   }
 
+  /** Whether `node` says it runs vpid now (an unreachable node or an unknown job: no). */
+  private async runsOn (node: string, vpid: number): Promise<boolean> {
+    const rec = await this.init.rpc.call(node, 'job.get', { vpid }, { timeoutMs: 5000, signal: this.abort.signal }).catch(() => undefined) as JobRecord | undefined
+    return rec !== undefined && rec.node === node && !TERMINAL_STATES.has(rec.state)
+  }
+
   /**
    * `node` is back: for each of its jobs launched here, take back a lost record (the job survived)
    * or, if the job runs elsewhere now (restored from a checkpoint), kill this stale copy.
@@ -170,11 +176,15 @@ export class FailureHandler {
       if (job.homeNode !== this.init.view.selfName || job.node !== node) continue
       const loc = await this.init.store.get<LocationRecord>(locKey(job.vpid))
       if (loc !== undefined && loc.node !== node && mayBeRunning(loc) && !TERMINAL_STATES.has(job.state)) {
-        this.init.logger.warn({ vpid: job.vpid, stale: node, runs: loc.node }, 'killing a stale copy of a job that runs elsewhere now')
-        await this.init.rpc.call(node, 'job.signal', { vpid: job.vpid, signal: 'SIGKILL', asUid: 0 }, { timeoutMs: 5000 }).catch(() => {})
-        continue
-      }
-      if (loc !== undefined && loc.node !== node) continue
+        if (await this.runsOn(loc.node, job.vpid)) {
+          this.init.logger.warn({ vpid: job.vpid, stale: node, runs: loc.node }, 'killing a stale copy of a job that runs elsewhere now')
+          await this.init.rpc.call(node, 'job.signal', { vpid: job.vpid, signal: 'SIGKILL', asUid: 0 }, { timeoutMs: 5000 }).catch(() => {})
+          continue
+        }
+        // Not there: the job migrated while this node could not be told (it was down), so this is
+        // its only copy and the location here is what was stale.
+        this.init.logger.info({ vpid: job.vpid, was: loc.node, node }, 'a job moved while its home node was away: location updated')
+      } else if (loc !== undefined && loc.node !== node) continue
       await this.init.store.put(locKey(job.vpid), { vpid: job.vpid, node, state: job.state, record: job })
       await this.init.store.del(lostKey(job.vpid))
       if (loc?.state === 'lost') this.init.logger.info({ vpid: job.vpid, node, state: job.state }, 'lost job is back with its node')
