@@ -9,19 +9,20 @@ import type { JobRuntime, RuntimeJob } from '../../src/ssi/jobs/runtime.js'
 const owner = { uid: 1000, gid: 1000, groups: [], user: 'ada' }
 const quiet = { info () {}, warn () {} }
 
-/** A runtime whose jobs end when the test says so. */
+/** A runtime whose jobs end when the test says so (a tree that ended stays ended for later watchers). */
 function fakeRuntime (adopted?: { exit?: ExitInfo }): { runtime: JobRuntime, end: (vpid: number, exit: ExitInfo) => void, released: number[] } {
   const enders = new Map<number, (e: ExitInfo) => void>()
+  const exits = new Map<number, ExitInfo>()
   const released: number[] = []
   const job = (vpid: number): RuntimeJob => ({ vpid, jobDir: `/jobs/${vpid}`, hostPid: 100 + vpid })
   const runtime = {
     start: async (spec: { vpid: number }) => job(spec.vpid),
     adopt: async (vpid: number) => (adopted === undefined ? undefined : { job: job(vpid), exit: adopted.exit }),
-    waitExit: async (j: RuntimeJob) => await new Promise<ExitInfo>(resolve => enders.set(j.vpid, resolve)),
+    waitExit: async (j: RuntimeJob) => exits.get(j.vpid) ?? await new Promise<ExitInfo>(resolve => enders.set(j.vpid, resolve)),
     release: async (j: RuntimeJob) => { released.push(j.vpid) },
     usage: async () => undefined
   } as unknown as JobRuntime
-  return { runtime, end: (vpid, exit) => enders.get(vpid)?.(exit), released }
+  return { runtime, end: (vpid, exit) => { exits.set(vpid, exit); enders.get(vpid)?.(exit) }, released }
 }
 
 function localJobs (runtime: JobRuntime, store = new MemoryStateStore(), changes: JobRecord[] = []): LocalJobs {
@@ -65,6 +66,19 @@ describe('LocalJobs and migration', () => {
     expect(local.get(1000001)).toMatchObject({ state: 'running', hostPid: 555 })
     end(1000001, { code: 2, oomKilled: false })
     expect(await local.wait(1000001)).toMatchObject({ state: 'exited', exit: { code: 2 } })
+  })
+
+  it('a job that ended by itself while a dump failed (never dumped, runs on) ends, instead of staying running', async () => {
+    const { runtime, end, released } = fakeRuntime()
+    const local = localJobs(runtime)
+    await local.start(start)
+    await local.beginMigration(1000001, 0)
+    end(1000001, { code: 0, oomKilled: false }) // its last line printed while CRIU was seizing it
+    await tick()
+    expect(local.get(1000001).state).toBe('migrating')
+    await local.resumeAfterMigration(1000001, undefined, 'criu dump failed: Unable to detach from 101: No such process')
+    expect(await local.wait(1000001)).toMatchObject({ state: 'exited', exit: { code: 0 } })
+    expect(released).toEqual([1000001])
   })
 
   it('after a restart mid-migration: running again if the tree is there, lost (home not told) if it is gone', async () => {

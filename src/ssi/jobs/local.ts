@@ -230,7 +230,9 @@ export class LocalJobs {
     e.treeAlive = undefined
     const migration: MigrationNote | undefined = target === undefined ? e.record.migration : { from: this.init.node, to: target, outcome: 'rolled-back', atMs: Date.now(), detail: error }
     await this.update(e, transition(e.record, 'running', { hostPid: e.runtime?.hostPid, migration }))
-    if (runtime !== undefined) this.watch(e)
+    // Also when the tree was never dumped: an exit while 'migrating' was ignored (a job that ended as
+    // CRIU seized it stayed 'running' forever). A second watcher of a live tree is harmless.
+    this.watch(e)
   }
 
   /** The migration failed and even the rollback did: the job is lost. */
