@@ -5,12 +5,12 @@
  * Needs root, tini, gcc and CRIU >= 4.2.
  */
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { parseV1Mounts } from '../../src/ssi/cgroups/index.js'
-import { createJobRuntime } from '../../src/ssi/jobs/runtime-host.js'
+import { parseV1Mounts, removeEmptyCgroupPrefix } from '../../src/ssi/cgroups/index.js'
+import { createJobRuntime, jobCgroupPrefix } from '../../src/ssi/jobs/runtime-host.js'
 import type { JobRuntime } from '../../src/ssi/jobs/runtime.js'
 
 const NODE = `mrt${process.pid}`
@@ -28,11 +28,13 @@ beforeAll(async () => {
   runtime = await createJobRuntime({ cluster: 'rt', node: NODE, jobsRoot: join(root, 'jobs'), logger: quiet })
 })
 
-afterAll(() => {
+afterAll(async () => {
+  // The runtime's cgroup prefix is ssi-<cluster>-<node>; every job cgroup in it is gone by now.
+  await removeEmptyCgroupPrefix(jobCgroupPrefix('rt', NODE))
   const parents = existsSync('/sys/fs/cgroup/cgroup.controllers')
-    ? [`/sys/fs/cgroup/ssi-${NODE}`]
-    : [...new Set(parseV1Mounts(readFileSync('/proc/self/mountinfo', 'utf8')).values())].map(m => `${m}/ssi-${NODE}`)
-  for (const dir of parents) if (existsSync(dir)) rmdirSync(dir)
+    ? ['/sys/fs/cgroup']
+    : [...new Set(parseV1Mounts(readFileSync('/proc/self/mountinfo', 'utf8')).values())]
+  expect(parents.filter(p => existsSync(`${p}/${jobCgroupPrefix('rt', NODE)}`))).toEqual([])
   if (root !== undefined) rmSync(root, { recursive: true, force: true })
 })
 

@@ -1,5 +1,6 @@
 /** Cgroups: the CgroupManager interface, its v1/v2/fake implementations and the host factory. */
 import { existsSync, readFileSync } from 'node:fs'
+import { rmdir } from 'node:fs/promises'
 import { CgroupV1Manager, parseV1Mounts } from './v1.js'
 import { CgroupV2Manager } from './v2.js'
 import type { CgroupLogger, CgroupManager } from './types.js'
@@ -27,4 +28,17 @@ export function createCgroupManager (init: CreateCgroupManagerInit): CgroupManag
   if (version === 2) return new CgroupV2Manager({ root, prefix: init.prefix, logger: init.logger })
   const mounts = parseV1Mounts(readFileSync('/proc/self/mountinfo', 'utf8'), root)
   return new CgroupV1Manager({ mounts, prefix: init.prefix, logger: init.logger })
+}
+
+/**
+ * Removes `<prefix>` from every hierarchy if no job cgroup is left in it (rmdir refuses a cgroup
+ * with children, so a job that outlives its daemon keeps its parent). Managers make the prefix dir on
+ * first use and never remove it, since jobs outlive daemons: the owner calls this when it stops.
+ */
+export async function removeEmptyCgroupPrefix (prefix: string, root = '/sys/fs/cgroup'): Promise<void> {
+  if (prefix === '' || prefix.includes('/') || prefix.startsWith('.')) throw new Error(`not a cgroup prefix: ${prefix}`)
+  const parents = existsSync(`${root}/cgroup.controllers`)
+    ? [root]
+    : [...new Set(parseV1Mounts(readFileSync('/proc/self/mountinfo', 'utf8'), root).values())]
+  await Promise.all(parents.map(async p => { await rmdir(`${p}/${prefix}`).catch(() => {}) }))
 }

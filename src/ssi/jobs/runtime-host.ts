@@ -32,8 +32,11 @@ interface HostRuntimeJob extends RuntimeJob { readonly handle: JobHandle }
 
 const toExit = (e: ExitStatus): ExitInfo => ({ code: e.code, signal: e.signal, oomKilled: e.oomKilled })
 
+/** The dir under each cgroup hierarchy that holds one node's job cgroups. */
+export const jobCgroupPrefix = (cluster: string, node: string): string => `ssi-${cluster}-${node}`
+
 export async function createJobRuntime (init: JobRuntimeInit): Promise<JobRuntime> {
-  const cgroups = createCgroupManager({ prefix: `ssi-${init.cluster}-${init.node}`, logger: init.logger })
+  const cgroups = createCgroupManager({ prefix: jobCgroupPrefix(init.cluster, init.node), logger: init.logger })
   const spawner = createJobSpawner({ cgroups, shimPath: init.shimPath, logger: init.logger })
   return new HostJobRuntime(spawner, init.jobsRoot, init.criuWorkDir ?? join(init.jobsRoot, '..', 'criu'), init.logger)
 }
@@ -98,7 +101,11 @@ class HostJobRuntime implements JobRuntime {
   async adopt (vpid: number): Promise<{ job: RuntimeJob, exit?: ExitInfo } | undefined> {
     try {
       const r = await this.spawner.adopt(join(this.jobsRoot, String(vpid)))
-      if (r.state === 'lost') return undefined
+      if (r.state === 'lost') {
+        // Its shim and init are gone (the node was killed under it): nothing can use its cgroup again.
+        await this.spawner.release(r.handle).catch((err: unknown) => { this.logger.warn({ vpid, err: String(err) }, 'could not remove the cgroup of a lost job') })
+        return undefined
+      }
       return { job: this.wrap(vpid, r.handle), exit: r.state === 'exited' ? toExit(r.exit) : undefined }
     } catch (err) {
       if (err instanceof JobNotFoundError) return undefined
