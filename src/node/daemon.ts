@@ -25,6 +25,8 @@ import { createJobRuntime, jobCgroupPrefix } from '../ssi/jobs/runtime-host.js'
 import { removeEmptyCgroupPrefix } from '../ssi/cgroups/index.js'
 import { VpidAllocator } from '../ssi/vpid.js'
 import { FailureHandler } from '../ssi/failure/handler.js'
+import { Fencer } from '../ssi/failure/fence.js'
+import { CheckpointedElsewhere, localFenceTarget } from './fencing.js'
 import { hangUpOnDeath } from './dead-peers.js'
 import type { ClusterView } from '../ssi/ports.js'
 import type { ClusterConfig, NodeConfig } from './config.js'
@@ -38,6 +40,8 @@ export interface DaemonInit {
   readonly config: ClusterConfig
   readonly node: NodeConfig
   readonly logger: Logger
+  /** How `ssi shutdown` stops this daemon's process (main.ts); without it the verb is refused. */
+  readonly requestShutdown?: (why: string) => void
 }
 
 export interface Daemon {
@@ -132,7 +136,9 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       modes: config.migration
     })
     await migration.start()
+    const checkpointedElsewhere = new CheckpointedElsewhere()
     const checkpoints = await startCheckpoints({
+      onDumpDelivered: (vpid, to, leftRunning) => { checkpointedElsewhere.note(vpid, to, node.name, leftRunning) },
       selfName: node.name, cluster: config.name, ssiVersion: SSI_VERSION, clusterKey: psk, local: localJobs, runtime, rpc, bulk, view, store, jobs,
       dir: checkpointsDir(node.stateDir), logger: logger.child({ component: 'checkpoint' })
     })
@@ -143,9 +149,15 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     cleanups.push(async () => { await membership.stop() })
     void migration.recover(shutdown.signal) // settles migrations a killed daemon left half-done
     // Jobs of a node the majority declares dead are lost (or restored); see src/ssi/failure.
+    const nodeNames = config.nodes.map(n => n.name)
+    const failureLogger = logger.child({ component: 'failure' })
     const failure = new FailureHandler({
-      rpc, view, store, nodes: config.nodes.map(n => n.name), logger: logger.child({ component: 'failure' }),
+      rpc, view, store, nodes: nodeNames, logger: failureLogger,
       startupGraceMs: 4 * config.failureDetection.deadAfterMs,
+      // The minority freezes restorable jobs once its peers turn suspect (src/ssi/failure/fence.ts);
+      // restoring them only this long after the majority's verdict lets it do so first.
+      restoreDelayMs: config.failureDetection.suspectAfterMs + 1000,
+      fencer: new Fencer({ rpc, view, nodes: nodeNames, jobs: localFenceTarget(localJobs, checkpointedElsewhere), logger: failureLogger }),
       // A lost job launched with --checkpoint-every is restored once, by its home (this node), from
       // its newest checkpoint on a live node; jobs without periodic checkpoints stay lost.
       restore: async (record, signal) => {
@@ -162,7 +174,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     cleanups.push(async () => { clearInterval(gc) })
     const control = new ControlServer({ socketPath: node.controlSocket, logger: logger.child({ component: 'control' }) })
     const daemon: Daemon = { host, membership, store, control, jobs, checkpoints, startedMs: Date.now(), stop: stopAll }
-    registerClusterHandlers(control, { config, node, daemon })
+    registerClusterHandlers(control, { config, node, daemon, requestShutdown: init.requestShutdown })
     registerJobHandlers(control, jobs, config.jobs, checkpointJobHooks(checkpoints.periodic, rpc))
     registerCheckpointHandlers(control, checkpoints.operations)
     await control.start()

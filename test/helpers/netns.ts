@@ -9,7 +9,7 @@
  */
 import { execFile, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, readdir, rename, stat } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rename, stat } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import type { ChildProcess } from 'node:child_process'
@@ -70,6 +70,15 @@ export interface NetnsCluster extends TestCluster {
   /** SIGSTOPs every process of the node; `resume` continues them. */
   hang(node: string): Promise<void>
   resume(node: string): Promise<void>
+  /** SIGSTOPs only the node's daemon (its jobs run on); `resume` continues it. */
+  hangDaemon(node: string): Promise<void>
+  /**
+   * Command lines of the processes in the node's network namespace that contain `marker`, leaving
+   * out a child whose parent matches too (a shell's fork before it execs carries the same line).
+   */
+  processesWith(node: string, marker: string): Promise<string[]>
+  /** The same processes' states (/proc/<pid>/stat: 'S' sleeping, 'T' stopped, ...). */
+  processStates(node: string, marker: string): Promise<string[]>
   /** Undoes every partition, isolation, netem and hang. */
   heal(): Promise<void>
 }
@@ -115,12 +124,22 @@ export async function makeNetnsCluster (opts: { nodes: number, extra?: Record<st
     return node
   }
   const nsArgs = (n: string): string[] => [`--net=${NETNS_DIR}/${netnsName(name, n)}`, '--']
-  const faults = { ipt: new Set<string>(), links: new Set<string>(), netem: new Set<string>(), hung: new Set<string>() }
+  const faults = { ipt: new Set<string>(), links: new Set<string>(), netem: new Set<string>(), hung: new Set<string>(), hungDaemons: new Map<string, number>() }
   const delayers = new Map<string, ChildProcess>()
   const signalAll = async (n: string, sig: NodeJS.Signals): Promise<void> => {
     for (const pid of await netnsPids(netnsName(name, n))) {
       try { process.kill(pid, sig) } catch { /* gone */ }
     }
+  }
+  const processRows = async (n: string, marker: string): Promise<Array<{ args: string, state: string }>> => {
+    const rows: Array<{ pid: number, ppid: number, args: string, state: string }> = []
+    for (const pid of await netnsPids(netnsName(name, n))) {
+      const args = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0').join(' ').trim()
+      const raw = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
+      const stat = raw.slice(raw.lastIndexOf(')') + 2).split(' ') // after "pid (comm) ": state, ppid, ...
+      if (args.includes(marker)) rows.push({ pid, ppid: Number(stat[1]), args, state: stat[0] ?? '?' })
+    }
+    return rows.filter(r => !rows.some(p => p.pid === r.ppid))
   }
   const address = (n: string): string => nodeAddress({ ...nodeOf(n), stateDir: '', controlSocket: '' })
   const self: NetnsCluster = {
@@ -153,9 +172,21 @@ export async function makeNetnsCluster (opts: { nodes: number, extra?: Record<st
     async kill (n) { await signalAll(n, 'SIGKILL') },
     async killDaemon (n) { process.kill(await cluster.pid(n), 'SIGKILL') },
     async hang (n) { faults.hung.add(n); await signalAll(n, 'SIGSTOP') },
-    async resume (n) { faults.hung.delete(n); await signalAll(n, 'SIGCONT') },
+    async resume (n) {
+      faults.hung.delete(n)
+      await signalAll(n, 'SIGCONT')
+      faults.hungDaemons.delete(n)
+    },
+    async hangDaemon (n) {
+      const pid = await cluster.pid(n)
+      faults.hungDaemons.set(n, pid)
+      process.kill(pid, 'SIGSTOP')
+    },
+    async processesWith (n, marker) { return (await processRows(n, marker)).map(r => r.args) },
+    async processStates (n, marker) { return (await processRows(n, marker)).map(r => r.state) },
     async heal () {
       for (const n of faults.hung) await signalAll(n, 'SIGCONT')
+      for (const pid of faults.hungDaemons.values()) { try { process.kill(pid, 'SIGCONT') } catch { /* gone */ } }
       for (const n of faults.ipt) {
         await trySh('nsenter', [...nsArgs(n), 'iptables', '-w', '-F', 'INPUT'])
         await trySh('nsenter', [...nsArgs(n), 'iptables', '-w', '-F', 'OUTPUT'])

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { confirmedDead, majorityOf, tallyVotes } from '../../src/ssi/failure/quorum.js'
 import { FailureHandler } from '../../src/ssi/failure/handler.js'
+import type { FailureHandlerInit } from '../../src/ssi/failure/handler.js'
 import type { ClusterView, NodeView, PeerHandler, PeerRpc } from '../../src/ssi/ports.js'
 import type { JobRecord } from '../../src/ssi/jobs/record.js'
 
@@ -26,7 +27,7 @@ describe('majority agreement on dead nodes', () => {
 })
 
 /** A FailureHandler over an in-memory store and scripted peers. */
-function handlerWith (nodes: NodeView[], peerDead: Record<string, string[]>, peerJobs: Record<string, Array<Partial<JobRecord>>> = {}): { handler: FailureHandler, store: Map<string, unknown>, signals: unknown[] } {
+function handlerWith (nodes: NodeView[], peerDead: Record<string, string[]>, peerJobs: Record<string, Array<Partial<JobRecord>>> = {}, extra: Partial<FailureHandlerInit> = {}): { handler: FailureHandler, store: Map<string, unknown>, signals: unknown[] } {
   const store = new Map<string, unknown>()
   const signals: unknown[] = []
   const handlers = new Map<string, PeerHandler>()
@@ -52,7 +53,7 @@ function handlerWith (nodes: NodeView[], peerDead: Record<string, string[]>, pee
     del: async (k: string) => { store.delete(k) },
     list: async <T>(prefix: string) => [...store].filter(([k]) => k.startsWith(prefix)).map(([key, value]) => ({ key, value: value as T }))
   }
-  const handler = new FailureHandler({ rpc, view, store: jobStore, nodes: ['n1', 'n2', 'n3', 'n4'], logger: { info () {}, warn () {} }, startupGraceMs: 0 })
+  const handler = new FailureHandler({ rpc, view, store: jobStore, nodes: ['n1', 'n2', 'n3', 'n4'], logger: { info () {}, warn () {} }, startupGraceMs: 0, ...extra })
   return { handler, store, signals }
 }
 
@@ -99,5 +100,29 @@ describe('FailureHandler', () => {
     await handler.reconcile('n1')
     expect(signals).toEqual([])
     expect(store.get('loc/000000002000001')).toMatchObject({ node: 'n1', state: 'running' })
+  })
+
+  it('restores a lost job only after restoreDelayMs (the fencing head start), and not if its node is back by then', async () => {
+    const nodes = [node('n2', 'alive'), node('n1', 'dead'), node('n3', 'alive'), node('n4', 'alive')]
+    const restored: number[] = []
+    const restore: FailureHandlerInit['restore'] = async r => { restored.push(r.vpid); return { node: 'n3', takenMs: 1 } }
+    const { handler, store } = handlerWith(nodes, { n3: ['n1'], n4: ['n1'] }, {}, { restore, restoreDelayMs: 150 })
+    store.set('loc/000000002000001', { vpid: 2000001, node: 'n1', state: 'running' })
+    await handler.tick()
+    expect(store.get('loc/000000002000001')).toMatchObject({ state: 'lost' })
+    expect(restored).toEqual([])
+    await new Promise(resolve => setTimeout(resolve, 300))
+    expect(restored).toEqual([2000001])
+
+    // Another node dies, then is back within the delay: nothing restored (it reconciles instead).
+    const back = handlerWith(nodes, { n3: ['n1'], n4: ['n1'] }, {}, { restore, restoreDelayMs: 150 })
+    back.store.set('loc/000000002000009', { vpid: 2000009, node: 'n1', state: 'running' })
+    await back.handler.tick()
+    nodes[1] = node('n1', 'alive')
+    await back.handler.tick()
+    await new Promise(resolve => setTimeout(resolve, 300))
+    expect(restored).toEqual([2000001])
+    back.handler.stop()
+    handler.stop()
   })
 })

@@ -45,6 +45,8 @@ export interface CheckpointCoreInit {
   readonly logger: Logger
   /** Largest checkpoint accepted from another node, bytes (default 64 GiB). */
   readonly maxBytes?: number
+  /** Told of each dump of a job here that reached node `to` (fencing: src/node/fencing.ts). */
+  readonly onDumpDelivered?: (vpid: number, to: string, leftRunning: boolean) => void
 }
 
 /** Waits for a dir that the control call says was sent (the transfer may finish just after). */
@@ -104,6 +106,7 @@ export class CheckpointCore {
       const body = await this.sign(work, record, stdio, dumpMs, p.leaveRunning, signal)
       const sent = Date.now()
       await this.deliver(work, p.to, p.vpid, signal)
+      this.init.onDumpDelivered?.(p.vpid, p.to, p.leaveRunning)
       await local.endCheckpoint(p.vpid, !p.leaveRunning)
       const bytes = body.files.reduce((n, f) => n + f.size, 0)
       return { vpid: p.vpid, node: this.selfName, to: p.to, takenMs: body.takenMs, dumpMs, transferMs: Date.now() - sent, bytes, leftRunning: p.leaveRunning }

@@ -17,6 +17,7 @@ import type { JobStore } from '../jobs/local.js'
 import type { JobRecord } from '../jobs/record.js'
 import type { LocationRecord, Recovery } from './lost.js'
 import type { ClusterView, NodeView, PeerRpc } from '../ports.js'
+import type { Fencer } from './fence.js'
 
 export const SUSPECTS_METHOD = 'failure.suspects'
 const suspectsReplySchema = z.object({ dead: z.array(z.string().max(64)).max(4096) }).strict()
@@ -44,6 +45,13 @@ export interface FailureHandlerInit {
   /** ms after start before a configured node never heard from counts as dead. Default 10 000. */
   readonly startupGraceMs?: number
   readonly restore?: RestoreHook
+  /**
+   * ms between declaring a node dead and restoring its jobs elsewhere: the minority side freezes
+   * (fences) those jobs when it sees its peers suspect (fence.ts); this is its head start. Default 0.
+   */
+  readonly restoreDelayMs?: number
+  /** Fences this node's restorable jobs while it sees no majority (fence.ts); ticked with the checks. */
+  readonly fencer?: Fencer
   readonly now?: () => number
 }
 
@@ -91,6 +99,7 @@ export class FailureHandler {
     if (this.ticking) return
     this.ticking = true
     try {
+      await this.init.fencer?.tick(this.abort.signal)
       const nodes = this.init.view.nodes()
       this.noticeRejoins(nodes)
       const pending = this.locallyDead(nodes).filter(n => !this.confirmed.has(n))
@@ -131,14 +140,30 @@ export class FailureHandler {
   private async declareDead (node: string, votes: number): Promise<void> {
     const reason = `node ${node} died (declared dead by ${votes} of ${this.init.nodes.length} nodes)`
     this.init.logger.warn({ node, votes, of: this.init.nodes.length }, 'majority declared a node dead')
+    const lost: JobRecord[] = []
     for (const { value: loc } of await this.init.store.list<LocationRecord>('loc/')) {
       if (loc.node !== node || !mayBeRunning(loc)) continue
       const record = lostRecord(loc, this.init.view.selfName, reason, this.now())
       await this.init.store.put(lostKey(loc.vpid), record)
       await this.init.store.put(locKey(loc.vpid), { ...loc, state: 'lost', record })
       this.init.logger.warn({ vpid: loc.vpid, node }, 'job lost with its node')
-      if (this.init.restore !== undefined) await this.restoreOnce(record)
+      lost.push(record)
     }
+    if (this.init.restore === undefined || lost.length === 0) return
+    // Not awaited: the checks go on meanwhile, so a node back within the delay is noticed.
+    void this.restoreAll(node, lost)
+  }
+
+  /** After the fencing head start, restores the lost jobs of `node` unless it is back by then. */
+  private async restoreAll (node: string, lost: readonly JobRecord[]): Promise<void> {
+    const delay = this.init.restoreDelayMs ?? 0
+    if (delay > 0) await new Promise(resolve => setTimeout(resolve, delay).unref())
+    for (const record of lost) {
+      if (!this.confirmed.has(node) || this.abort.signal.aborted) return // back: reconcile takes the jobs back
+      await this.restoreOnce(record)
+    }
+    // Back during a restore: its copy was not listed as stale when it rejoined; kill it now.
+    if (!this.confirmed.has(node)) await this.reconcile(node)
   }
 
   /** Restores a lost job from its checkpoint, once: the home node is the only one that tries. */

@@ -177,6 +177,11 @@ export class LocalJobs {
 
   get (vpid: number): JobRecord { return this.entry(vpid).record }
 
+  /** Running jobs here (not migrating, not ended), with the host pid of each one's init. */
+  running (): Array<{ record: JobRecord, hostPid: number }> {
+    return [...this.jobs.values()].flatMap(e => e.record.state === 'running' && e.runtime !== undefined ? [{ record: e.record, hostPid: e.runtime.hostPid }] : [])
+  }
+
   async snapshot (vpid: number): Promise<JobSnapshot> {
     const e = this.entry(vpid)
     const usage = e.runtime !== undefined && !TERMINAL_STATES.has(e.record.state) ? await this.init.runtime.usage(e.runtime) : undefined
