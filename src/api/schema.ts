@@ -333,6 +333,9 @@ export type KillResult = z.infer<typeof killResultSchema>
 export type MigrateResult = z.infer<typeof migrateResultSchema>
 export type MigrateEvent = z.infer<typeof migrateEventSchema>
 
+/** `shutdown`: the node whose daemon is stopping. */
+export const shutdownResultSchema = z.object({ node: z.string().max(64) })
+
 // ---- methods ---------------------------------------------------------------------------------
 
 /** What the protocol knows about one method. */
@@ -365,7 +368,9 @@ export const methods = {
   migrate: { params: migrateParamsSchema, result: migrateResultSchema, event: migrateEventSchema },
   checkpoint: { params: checkpointParamsSchema, result: checkpointResultSchema },
   restore: { params: restoreParamsSchema, result: restoreResultSchema },
-  restoreLast: { params: restoreLastParamsSchema, result: restoreResultSchema }
+  restoreLast: { params: restoreLastParamsSchema, result: restoreResultSchema },
+  /** Cluster admin: stops the daemon answering (its jobs run on under their shims). */
+  shutdown: { params: noParams, result: shutdownResultSchema, adminOnly: true }
 } as const satisfies MethodTable
 
 export type ApiMethods = typeof methods

@@ -25,6 +25,7 @@ export const verbs: readonly VerbEntry[] = [
   { name: 'status', summary: 'show the cluster, this node and its members at a glance', load: async () => await import('./commands/status.js') },
   { name: 'nodes', summary: 'list the nodes of the cluster with their state, load and memory', load: async () => await import('./commands/nodes.js') },
   { name: 'cluster', summary: 'start (up) or stop (down) every node of a local cluster config', load: async () => await import('./commands/cluster.js') },
+  { name: 'shutdown', summary: 'stop the daemon of this node (root only); its jobs run on', load: async () => await import('./commands/shutdown.js') },
   { name: 'daemon', summary: 'run one node of a cluster in the foreground', load: async () => await import('./commands/daemon.js') },
   { name: 'keygen', summary: 'write a new cluster key file', load: async () => await import('./commands/keygen.js') }
 ]

@@ -24,12 +24,17 @@ export async function runDaemon (argv: string[]): Promise<void> {
   const config = await loadClusterConfig(values.config)
   const node = findNode(config, values.node)
   const logger = createLogger(node.name, values['log-level'] ?? 'info')
-  const daemon = await startDaemon({ config, node, logger })
+  let requested = (why: string): void => { logger.warn({ why }, 'shutdown requested before the daemon was up: ignored') }
+  const daemon = await startDaemon({ config, node, logger, requestShutdown: why => { requested(why) } })
   await new Promise<void>(resolve => {
-    const shutdown = (sig: string): void => {
-      logger.info({ signal: sig }, 'shutting down')
+    let stopping = false
+    const shutdown = (why: string): void => {
+      if (stopping) return
+      stopping = true
+      logger.info({ why }, 'shutting down')
       void daemon.stop().finally(resolve)
     }
+    requested = shutdown
     process.once('SIGTERM', () => { shutdown('SIGTERM') })
     process.once('SIGINT', () => { shutdown('SIGINT') })
   })

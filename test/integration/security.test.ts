@@ -69,6 +69,25 @@ describe('security hardening (2 real daemons)', () => {
     expect((await run(['kill', own], asNobody)).code).toBe(0)
   })
 
+  it('lets only root call cluster-admin verbs (shutdown): others get a clear refusal and the daemon serves on', async () => {
+    for (const who of [asNobody, { uid: OTHER, gid: OTHER, cwd: '/tmp' }]) {
+      const denied = await ssi(c.socket('n2'), ['shutdown'], who)
+      expect(denied.code).not.toBe(0)
+      expect(denied.stderr).toMatch(new RegExp(`shutdown may only be called by root \\(caller uid ${who.uid ?? -1}\\)`))
+    }
+    expect((await ssi(c.socket('n2'), ['status'], asNobody)).code).toBe(0)
+    // Root may: the daemon stops, the job it runs does not, and the restarted daemon re-adopts it.
+    const job = (await ssi(c.socket('n2'), ['run', '-d', '--node', 'n2', '--', 'sleep', '60'])).stdout.trim()
+    const pid = await c.pid('n2')
+    const stopped = await ssi(c.socket('n2'), ['shutdown'])
+    expect(stopped.stderr).toBe('')
+    expect(stopped.stdout).toMatch(/the daemon of n2 is stopping; its jobs run on/)
+    await eventually(async () => { try { process.kill(pid, 0); return false } catch { return true } }, 15_000, 'the n2 daemon gone')
+    await c.start(['n2'])
+    expect(JSON.parse((await run(['--json', 'inspect', job])).stdout)).toMatchObject({ node: 'n2', state: 'running' })
+    expect((await run(['kill', '-s', 'SIGKILL', job])).code).toBe(0)
+  })
+
   it('runs a user\'s job with NoNewPrivs and no capabilities: a setuid-root binary does not make it root', async () => {
     const dir = join(c.dir, 'suid')
     await mkdir(dir, { mode: 0o755 })

@@ -9,12 +9,31 @@ export interface ClusterHandlerDeps {
   readonly config: ClusterConfig
   readonly node: NodeConfig
   readonly daemon: Daemon
+  /** Stops the daemon process (as SIGTERM does); absent where the daemon is not a process of its own. */
+  readonly requestShutdown?: (why: string) => void
 }
 
-/** Control-API handlers about the cluster itself: `status` and `nodes`. */
+/** ms between answering `shutdown` and stopping, so that the answer reaches the caller. */
+const SHUTDOWN_REPLY_MS = 100
+
+/**
+ * Control-API handlers about the cluster itself: `status`, `nodes`, and the cluster-admin
+ * `shutdown` (root only: adminOnly in the schema, enforced by the server before this runs).
+ */
 export function registerClusterHandlers (control: ControlServer, deps: ClusterHandlerDeps): void {
   control.handle('nodes', async () => deps.daemon.membership.list().map(toNodeInfo))
   control.handle('status', async () => status(deps))
+  control.handle('shutdown', async (_p, ctx) => {
+    const request = deps.requestShutdown
+    if (request === undefined) throw new ShutdownUnsupportedError('this daemon runs inside another program: stop it there')
+    setTimeout(() => { request(`ssi shutdown by uid ${ctx.caller.uid} (pid ${ctx.caller.pid})`) }, SHUTDOWN_REPLY_MS)
+    return { node: deps.node.name }
+  })
+}
+
+export class ShutdownUnsupportedError extends Error {
+  static override name = 'ShutdownUnsupportedError'
+  override name = 'ShutdownUnsupportedError'
 }
 
 function toNodeInfo (m: Member): NodeInfo {
