@@ -28,6 +28,13 @@ process.env.TESTCONTAINERS_HOST_OVERRIDE ??= 'localhost'
 const PORT = 7000
 const CONFIG = '/etc/ssi/cluster.yaml'
 const START_FLAG = '/etc/ssi/start'
+/**
+ * The daemons' migration test hook (src/node/migration-hooks.ts): a migration that reaches point P
+ * while /tmp/hook-P exists in the container removes it, creates /tmp/hook-P.reached and waits there
+ * (50 s), so a test can kill a node at that exact point; other points pass at once.
+ */
+const HOOK = '/etc/ssi/hook'
+const HOOK_SCRIPT = '#!/bin/sh\nif [ -e /tmp/hook-$1 ]; then rm -f /tmp/hook-$1; : > /tmp/hook-$1.reached; sleep 50; fi\nexit 0\n'
 const SSID = `exec node ${DAEMON_NODE_FLAGS.join(' ')} ${APP_DIR}/bin/ssid.js --config ${CONFIG} --node "$SSI_NODE" >/var/log/ssid.log 2>&1`
 const ENTRY = `while [ ! -e ${START_FLAG} ]; do sleep 0.05; done; ${SSID}`
 
@@ -38,7 +45,7 @@ class NodeContainer extends GenericContainer {
     this.withName(`${network}-${node}`)
       .withHostname(node)
       .withNetworkMode(network)
-      .withEnvironment({ SSI_NODE: node, SSI_LOG_LEVEL: 'debug', UV_USE_IO_URING: '0' })
+      .withEnvironment({ SSI_NODE: node, SSI_LOG_LEVEL: 'debug', UV_USE_IO_URING: '0', SSI_TEST_MIGRATION_HOOK: HOOK })
       .withEntrypoint(['/usr/bin/tini', '-g', '--'])
       .withCommand(['sh', '-c', ENTRY])
       .withAddedCapabilities('ALL')
@@ -157,6 +164,7 @@ export async function startContainerCluster (image: string, count: number): Prom
       await c.copyContentToContainer([
         { content: key, target: '/etc/ssi/cluster.key', mode: 0o600 },
         { content: config, target: CONFIG, mode: 0o644 },
+        { content: HOOK_SCRIPT, target: HOOK, mode: 0o755 },
         { content: '', target: START_FLAG }
       ])
     }

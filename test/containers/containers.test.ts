@@ -44,6 +44,17 @@ describe('container hosts (Docker, real daemons, real CRIU)', () => {
     return Number(r.stdout.trim())
   }
 
+  /** Makes the next migration on `node` wait at hook `point`; the returned function resolves once it is there. */
+  const pauseAt = async (node: string, point: string): Promise<() => Promise<void>> => {
+    expect((await c.exec(node, ['sh', '-c', `: > /tmp/hook-${point}`])).code).toBe(0)
+    return async () => { await eventually(async () => (await c.exec(node, ['ls', `/tmp/hook-${point}.reached`])).code === 0, 60_000, `migration at ${point} on ${node}`) }
+  }
+  /** The job's output is 1..N (N > 10): none lost, none repeated. */
+  const counted = (out: string): void => {
+    expect(out).toBe(lines(out.split('\n').length - 1))
+    expect(out.split('\n').length).toBeGreaterThan(10)
+  }
+
   beforeAll(async () => {
     if (process.getuid?.() !== 0) throw new Error('the container suite needs root (CRIU, cgroups, Docker)')
     try { await getContainerRuntimeClient() } catch (err) {
@@ -116,7 +127,16 @@ describe('container hosts (Docker, real daemons, real CRIU)', () => {
     const survivorJob = await runJob('n2', 'i=0; while [ ! -e /tmp/stop ]; do i=$((i+1)); echo $i; sleep 0.05; done; exit 5')
     await eventually(async () => (await logs('n2', survivorJob)).length > 0, 20_000, 'survivor job output')
 
+    // A third job is in the middle of a migration from the victim to n2 when the victim dies:
+    // dumped there, images sent, not yet restored on n2.
+    const inFlight = await runJob(victim, 'cinflight=1; i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done', 'n1')
+    await eventually(async () => (await logs('n1', inFlight)).length > 0, 20_000, 'in-flight job output')
+    const reached = await pauseAt(victim, 'source-restoring')
+    const migrating = c.ssi('n1', ['migrate', '--mode', 'stop-copy', String(inFlight), 'n2'])
+    await reached()
+
     await c.kill(victim)
+    expect((await migrating).code).not.toBe(0)
     for (const n of ['n1', 'n2']) {
       await eventually(async () => (await c.nodesSeenBy(n)).find(x => x.name === victim)?.state === 'dead', 30_000, `${victim} dead as seen by ${n}`)
       expect((await c.nodesSeenBy(n)).filter(x => x.state === 'alive').map(x => x.name).sort()).toEqual(['n1', 'n2'].sort())
@@ -126,6 +146,10 @@ describe('container hosts (Docker, real daemons, real CRIU)', () => {
     const waited = await c.ssi('n2', ['wait', String(doomed)])
     expect(waited.code).toBe(254)
     expect(waited.stderr).toMatch(new RegExp(`job ${doomed} was lost: node ${victim} died`))
+    // The job caught mid-migration is lost with its source, and runs nowhere: n2 never restored it.
+    for (const n of ['n1', 'n2']) await eventually(async () => (await job(n, inFlight))?.state === 'lost', 30_000, `job ${inFlight} lost as seen by ${n}`)
+    expect((await c.ssi('n1', ['wait', String(inFlight)])).code).toBe(254)
+    for (const n of ['n1', 'n2']) expect(await processesWith(n, 'cinflight')).toHaveLength(0)
 
     // The survivors still work together: move the surviving job n2 -> n1 and let it finish there.
     const moved = await c.ssi('n2', ['migrate', String(survivorJob), 'n1'])
@@ -137,8 +161,26 @@ describe('container hosts (Docker, real daemons, real CRIU)', () => {
     expect((await job('n2', survivorJob))?.state).toBe('running')
     expect((await c.exec('n1', ['sh', '-c', 'echo > /tmp/stop'])).code).toBe(0)
     expect((await c.ssi('n1', ['wait', String(survivorJob)])).code).toBe(5)
-    const out = await logs('n2', survivorJob)
-    expect(out).toBe(lines(out.split('\n').length - 1)) // 1..N, none lost or repeated
-    expect(out.split('\n').length).toBeGreaterThan(10)
+    counted(await logs('n2', survivorJob))
+  }, 120_000)
+
+  it('a target container killed after restoring a migrating job, before confirming: the source runs it on, once, output whole', async () => {
+    // n3 died in the test before; n1 and n2 are left.
+    const vpid = await runJob('n1', 'ctgt=1; i=0; while [ ! -e /tmp/ctgt-stop ]; do i=$((i+1)); echo $i; sleep 0.05; done; exit 6')
+    await eventually(async () => (await logs('n1', vpid)).length > 0, 20_000, 'first lines')
+    const reached = await pauseAt('n2', 'target-restored')
+    const migrating = c.ssi('n1', ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'])
+    await reached()
+    expect(await processesWith('n2', 'ctgt')).toHaveLength(1) // restored there, not confirmed
+    expect(await processesWith('n1', 'ctgt')).toHaveLength(0)
+    await c.kill('n2')
+    const r = await migrating
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(/restoring failed: .*; it runs here again/s)
+    expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running', migration: { from: 'n1', to: 'n2', outcome: 'rolled-back' } })
+    expect(await processesWith('n1', 'ctgt')).toHaveLength(1)
+    expect((await c.exec('n1', ['sh', '-c', 'echo > /tmp/ctgt-stop'])).code).toBe(0)
+    expect((await c.ssi('n1', ['wait', String(vpid)])).code).toBe(6)
+    counted(await logs('n1', vpid))
   }, 120_000)
 })
