@@ -5,6 +5,7 @@ import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
+import { useLazyYamuxWindowUpdates } from './yamux-window.js'
 import type { Identify } from '@libp2p/identify'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Ping } from '@libp2p/ping'
@@ -35,6 +36,7 @@ export interface HostInit {
  * ~150 MB/s, while the prologue costs nothing per byte (see README, Security).
  */
 export async function createNodeHost (init: HostInit): Promise<NodeHost> {
+  useLazyYamuxWindowUpdates()
   return await createLibp2p({
     privateKey: init.privateKey,
     addresses: { listen: [init.listen] },
