@@ -9,8 +9,10 @@
  */
 import { multiaddr } from '@multiformats/multiaddr'
 import { decodeHeartbeat, encodeHeartbeat, MAX_HEARTBEAT_BYTES, MAX_HEARTBEAT_PEERS, PEER_PROTOCOL_VERSION } from '../protocol/peer.js'
+import { alignedInterval } from './aligned-timer.js'
 import { HeartbeatLinks } from './heartbeat-links.js'
 import type { Heartbeat } from '../protocol/peer.js'
+import type { AlignedTimer } from './aligned-timer.js'
 import type { FailureDetectionConfig, GossipConfig, NodeConfig } from './config.js'
 import type { NodeHost } from './host.js'
 import type { LoadSample } from './load.js'
@@ -58,7 +60,10 @@ type TrackedMember = MutableMember & { seqSeen: number }
 
 export class Membership extends EventTarget {
   private readonly members = new Map<string, TrackedMember>()
-  private readonly timers: NodeJS.Timeout[] = []
+  private readonly timers: AlignedTimer[] = []
+  /** The one sweep timer, armed for the earliest moment a member can change state (`sweepDue`). */
+  private sweepTimer: NodeJS.Timeout | undefined
+  private sweepDue = Infinity
   private readonly links: HeartbeatLinks
   /** Addresses of live members that peers told us about (discovery beyond the config), with when. */
   private readonly learned = new Map<string, number>()
@@ -95,10 +100,10 @@ export class Membership extends EventTarget {
     this.started = true
     await this.links.start()
     this.host.addEventListener('peer:disconnect', this.onDisconnect)
-    const { heartbeatMs } = this.init.gossip
-    this.timers.push(setInterval(() => { this.beat() }, heartbeatMs))
-    this.timers.push(setInterval(() => { this.sweep() }, Math.min(100, heartbeatMs)))
-    this.timers.push(setInterval(() => { this.redialAll() }, this.init.failure.redialMs))
+    // Heartbeats and re-dials on wall-clock multiples: peers' heartbeats then arrive together and an
+    // idle daemon wakes about once a period (./aligned-timer.ts). Sweeps run when a deadline is due.
+    this.timers.push(alignedInterval(this.init.gossip.heartbeatMs, () => { this.beat() }, this.now))
+    this.timers.push(alignedInterval(this.init.failure.redialMs, () => { this.redialAll() }, this.now))
     this.beat()
     this.redialAll()
   }
@@ -106,7 +111,9 @@ export class Membership extends EventTarget {
   async stop (): Promise<void> {
     if (!this.started) return
     this.started = false
-    this.timers.splice(0).forEach(clearInterval)
+    this.timers.splice(0).forEach(t => { t.stop() })
+    clearTimeout(this.sweepTimer)
+    this.sweepTimer = undefined
     clearTimeout(this.announceSoon)
     this.host.removeEventListener('peer:disconnect', this.onDisconnect)
     await this.links.stop()
@@ -234,6 +241,7 @@ export class Membership extends EventTarget {
     }
     this.members.set(hb.name, member)
     if (previous !== 'alive') this.emitState(member, previous)
+    if (member.lastSeenMs + this.init.failure.suspectAfterMs < this.sweepDue) this.armSweep()
     return true
   }
 
@@ -264,6 +272,25 @@ export class Membership extends EventTarget {
       if (m.state === 'dead' || next === m.state) continue
       this.setState(m, next)
     }
+    this.armSweep()
+  }
+
+  /**
+   * Arms the sweep for the earliest moment a member can turn suspect or dead. Heartbeats keep
+   * pushing that moment back, so an idle daemon sweeps about once a period instead of polling,
+   * and a silent peer is caught at its deadline exactly (a polling sweep added up to its interval).
+   */
+  private armSweep (): void {
+    clearTimeout(this.sweepTimer)
+    this.sweepTimer = undefined
+    this.sweepDue = Infinity
+    if (!this.started) return
+    const { suspectAfterMs, deadAfterMs } = this.init.failure
+    for (const m of this.members.values()) {
+      if (m.state !== 'dead') this.sweepDue = Math.min(this.sweepDue, m.lastSeenMs + (m.state === 'alive' ? suspectAfterMs : deadAfterMs))
+    }
+    if (this.sweepDue === Infinity) return
+    this.sweepTimer = setTimeout(() => { this.sweep() }, Math.max(0, this.sweepDue - this.now()) + 1)
   }
 
   private setState (m: MutableMember, state: MemberState): void {
