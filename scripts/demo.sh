@@ -41,4 +41,4 @@ step "ssi ps --state running"
 ssi ps --state running
 step "ssi logs $VPID   # the output from before and after the move, same vpid"
 ssi logs "$VPID"
-printf '\nThe cluster keeps running. Stop it with: node bin/ssi.cjs cluster down %s\n' "$CONFIG"
+printf '\nThe cluster keeps running. Stop it with: bin/ssi cluster down %s\n' "$CONFIG"
