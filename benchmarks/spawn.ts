@@ -36,19 +36,33 @@ function cgroupFavorDynmods (): boolean {
 
 interface Timed { readonly cmd: string, readonly args: string[], readonly env?: NodeJS.ProcessEnv }
 
-/** Wall time of each command, n times, the commands taking turns. */
-function timeCommands (commands: Record<string, Timed>, n: number): Record<string, number[]> {
-  const samples: Record<string, number[]> = {}
-  for (const name of Object.keys(commands)) samples[name] = []
+/** CPU ms (user + system) of this process's waited-for children so far (cutime + cstime, in 10 ms ticks). */
+function childrenCpuMs (): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[13]) + Number(fields[14])) * 10 // USER_HZ = 100
+}
+
+/**
+ * Wall time of each command, n times, the commands taking turns; and the mean CPU time of each
+ * (user + system, the command's whole process tree), which load on the machine hardly changes.
+ */
+function timeCommands (commands: Record<string, Timed>, n: number): { wall: Record<string, number[]>, cpuMs: Record<string, number> } {
+  const wall: Record<string, number[]> = {}
+  const cpu: Record<string, number> = {}
+  for (const name of Object.keys(commands)) { wall[name] = []; cpu[name] = 0 }
   for (let i = 0; i < n; i++) {
     for (const [name, { cmd, args, env }] of Object.entries(commands)) {
+      const c0 = childrenCpuMs()
       const t0 = performance.now()
       const r = spawnSync(cmd, args, { stdio: 'ignore', env })
-      samples[name]?.push(performance.now() - t0)
+      wall[name]?.push(performance.now() - t0)
+      cpu[name] = (cpu[name] ?? 0) + childrenCpuMs() - c0
       if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}`)
     }
   }
-  return samples
+  const cpuMs = Object.fromEntries(Object.entries(cpu).map(([name, total]) => [name, Math.round(total / n * 10) / 10]))
+  return { wall, cpuMs }
 }
 
 const withoutExtraCerts = (): NodeJS.ProcessEnv => {
@@ -81,7 +95,7 @@ try {
     nodeCliCjs: { cmd: process.execPath, args: [SSI_CJS, ...cliArgs] },
     unshare: { cmd: 'unshare', args: ['--pid', '--fork', 'true'] }
   }, runs)
-  const cli = t.cli ?? []
+  const cli = t.wall.cli ?? []
   const loadAfter = loadavg()
 
   const total = 1000
@@ -106,8 +120,8 @@ try {
   client.close()
   const apiS = summarize(api)
   const cliS = summarize(cli)
-  const nodeS = summarize(t.nodeEmpty ?? [])
-  const nodeCleanS = summarize(t.nodeEmptyNoExtraCerts ?? [])
+  const nodeS = summarize(t.wall.nodeEmpty ?? [])
+  const nodeCleanS = summarize(t.wall.nodeEmptyNoExtraCerts ?? [])
   const round = (x: number): number => Math.round(x * 10) / 10
   const jobsPerSecond = Math.round(total / (launchedMs / 1000))
   console.log(JSON.stringify({
@@ -121,9 +135,11 @@ try {
       p50OverNodeEmptyNoExtraCerts: round(cliS.p50 - nodeCleanS.p50),
       extraCaCertsSet: process.env.NODE_EXTRA_CA_CERTS !== undefined
     },
-    cliPlainNodeSsiCjsMs: summarize(t.nodeCliCjs ?? []),
+    cliPlainNodeSsiCjsMs: summarize(t.wall.nodeCliCjs ?? []),
+    // Mean CPU ms per run (±0.1: 10 ms ticks over all runs): what the CLI costs whatever the load.
+    cpuMsPerRun: t.cpuMs,
     baselines: {
-      unsharePidForkTrueMs: summarize(t.unshare ?? []),
+      unsharePidForkTrueMs: summarize(t.wall.unshare ?? []),
       nodeEmptyMs: nodeS,
       nodeEmptyNoExtraCaCertsMs: nodeCleanS,
       measuredElsewhereForComparison: { srunTrueP50Ms: 29, sshControlMasterTrueMs: 7, sshNewConnectionMs: 190 }
