@@ -7,6 +7,8 @@ import type { CliContext } from './context.js'
 const OOM_STATUS = 128 + 9
 /** Exit status of `ssi run`/`ssi wait` for a job lost with its node: distinct from any status a job can end with by itself or a signal. */
 export const LOST_STATUS = 254
+/** Exit status of `ssi run`/`ssi wait` for a job ssi could not start (run.ts EXIT_SSI_ERROR; not imported: run.ts imports verbs lazily). */
+export const FAILED_STATUS = 125
 
 /** Prints why the job ended, if that is news (OOM, could not run, lost), and makes its status the exit code. */
 export function reportJobEnd (ctx: CliContext, result: RunResult): void {
@@ -30,6 +32,7 @@ export function jobEndMessage (result: RunResult): string | undefined {
 /** The shell-style status as a process exit code (0-255). */
 export function exitCodeOf (result: RunResult): number {
   if (result.state === 'lost') return LOST_STATUS
+  if (result.state === 'failed') return FAILED_STATUS
   if (isOom(result) && result.status === 0) return OOM_STATUS
   return Number.isInteger(result.status) && result.status >= 0 && result.status <= 255 ? result.status : 255
 }

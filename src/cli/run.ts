@@ -25,6 +25,16 @@ export const EXIT_USAGE = 2
 export const EXIT_NO_DAEMON = 3
 /** Interrupted by SIGINT. */
 export const EXIT_INTERRUPTED = 130
+/**
+ * ssi itself failed (bad arguments, unknown node, no daemon, the job could not be started) in a verb
+ * whose exit status is otherwise the job's (`run`, `wait`): docker/podman's convention, so a script
+ * can tell "the job exited 1" from "ssi failed". 126/127 (cannot invoke / not found) come from the
+ * job's init, as from a shell.
+ */
+export const EXIT_SSI_ERROR = 125
+
+/** Verbs that exit with the job's status, so that their own failures must not look like one. */
+const JOB_STATUS_VERBS = new Set(['run', 'wait'])
 
 export interface CliDeps {
   readonly printer: Printer
@@ -84,7 +94,9 @@ export async function runCli (argv: readonly string[], deps: CliDeps): Promise<n
     await program.parseAsync([...argv], { from: 'user' })
     return exitCode
   } catch (err) {
-    return reportError(err, deps, signal, commander?.CommanderError)
+    const code = reportError(err, deps, signal, commander?.CommanderError)
+    const verb = fast !== undefined ? 'run' : findVerb(argv)
+    return verb !== undefined && JOB_STATUS_VERBS.has(verb) && code !== EXIT_INTERRUPTED ? EXIT_SSI_ERROR : code
   } finally {
     if (client !== undefined) (await client.catch(() => undefined))?.close()
   }

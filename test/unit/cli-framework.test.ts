@@ -3,7 +3,7 @@ import { dirname, join, relative, resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { DaemonNotRunningError, RemoteError } from '../../src/api/errors.js'
 import { formatAgo, formatBytes, formatCommand, formatDuration, formatLimitBytes, formatLoad, shortAddresses, shortPeerId, truncate } from '../../src/cli/format.js'
-import { EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_NO_DAEMON, EXIT_USAGE, findVerb, runCli } from '../../src/cli/run.js'
+import { EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_NO_DAEMON, EXIT_SSI_ERROR, EXIT_USAGE, findVerb, runCli } from '../../src/cli/run.js'
 import { formatKeyValues, formatTable } from '../../src/cli/table.js'
 import { verbs } from '../../src/cli/verbs.js'
 import type { ApiClient, Printer } from '../../src/cli/context.js'
@@ -61,6 +61,18 @@ describe('ssi: errors become one line on stderr and an exit code', () => {
     const excess = await run(['status', 'extra'], never)
     expect(excess.code).toBe(EXIT_USAGE)
     expect(excess.err).toHaveLength(1)
+  })
+
+  it('run and wait, which exit with a job\'s status: every ssi error is 125 instead of 1/2/3', async () => {
+    const noDaemon = { connectError: new DaemonNotRunningError('/run/ssi/ssi.sock') }
+    expect((await run(['run', '--', 'true'], never, noDaemon)).code).toBe(EXIT_SSI_ERROR)
+    expect((await run(['wait', '1000001'], never, noDaemon)).code).toBe(EXIT_SSI_ERROR)
+    const unknownNode = await run(['run', '-d', '--node', 'n9', '--', 'true'], async () => { throw new RemoteError('UnknownNodeError', 'unknown node "n9"') })
+    expect(unknownNode).toMatchObject({ code: EXIT_SSI_ERROR, err: ['ssi: unknown node "n9"'] })
+    expect((await run(['run', '--frobnicate', '--', 'true'], never)).code).toBe(EXIT_SSI_ERROR)
+    // Other verbs keep 1/2/3.
+    expect((await run(['ps', '--frobnicate'], never)).code).toBe(EXIT_USAGE)
+    expect((await run(['ps'], never, noDaemon)).code).toBe(EXIT_NO_DAEMON)
   })
 
   it('an interrupt (SIGINT) during a call → "interrupted", exit 130', async () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { RemoteError } from '../../src/api/errors.js'
 import { renderPs } from '../../src/cli/commands/ps.js'
 import { parseSignal } from '../../src/cli/signals.js'
-import { EXIT_USAGE } from '../../src/cli/run.js'
+import { EXIT_SSI_ERROR, EXIT_USAGE } from '../../src/cli/run.js'
 import { bytes, harness, NOW } from './cli-harness.js'
 import type { JobInfo, RunResult } from '../../src/api/schema.js'
 import type { StubStream } from './cli-harness.js'
@@ -129,11 +129,11 @@ describe('ssi wait', () => {
     expect(JSON.parse(h.out.join('\n'))).toMatchObject({ status: 137, state: 'oom' })
   })
 
-  it('a bad vpid is a usage error; an unknown one is the daemon\'s error, exit 1', async () => {
+  it('a bad vpid or an unknown one: ssi\'s error, exit 125 (never a job status)', async () => {
     const bad = harness()
-    expect(await bad.run(['wait', '12x'])).toBe(EXIT_USAGE)
+    expect(await bad.run(['wait', '12x'])).toBe(EXIT_SSI_ERROR)
     const unknown = harness({ wait: new RemoteError('VpidNotFoundError', 'no process 1000009 in the cluster') })
-    expect(await unknown.run(['wait', '1000009'])).toBe(1)
+    expect(await unknown.run(['wait', '1000009'])).toBe(EXIT_SSI_ERROR)
     expect(unknown.err).toEqual(['ssi: no process 1000009 in the cluster'])
   })
 })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { EXIT_USAGE } from '../../src/cli/run.js'
+import { EXIT_SSI_ERROR } from '../../src/cli/run.js'
 import { bytes, harness, waitFor } from './cli-harness.js'
 import type { RunResult } from '../../src/api/schema.js'
 import type { StubStream } from './cli-harness.js'
@@ -74,16 +74,16 @@ describe('ssi run: params', () => {
     ]
     for (const [options, message] of cases) {
       const h = harness()
-      expect(await h.run(['run', ...options, '--', 'true'])).toBe(EXIT_USAGE)
+      expect(await h.run(['run', ...options, '--', 'true'])).toBe(EXIT_SSI_ERROR)
       expect(h.err).toHaveLength(1)
       expect(h.err[0]).toMatch(message)
       expect(h.connects).toBe(0)
     }
   })
 
-  it('no command: usage error, exit 2', async () => {
+  it('no command: usage error, exit 125 (ssi\'s own error, never a job status)', async () => {
     const h = harness()
-    expect(await h.run(['run'])).toBe(EXIT_USAGE)
+    expect(await h.run(['run'])).toBe(EXIT_SSI_ERROR)
     expect(h.err).toEqual(["ssi: missing required argument 'command'"])
   })
 
@@ -139,7 +139,7 @@ describe('ssi run: output and exit status', () => {
   it('a job that failed to start or was lost: the reason on stderr, its status', async () => {
     const h = harness()
     h.onStream = script([], ended({ state: 'failed', exit: undefined, status: 255, error: 'cgroup: no such controller cpu' }))
-    expect(await h.run(['run', '--', 'job'])).toBe(255)
+    expect(await h.run(['run', '--', 'job'])).toBe(EXIT_SSI_ERROR)
     expect(h.err).toEqual(['ssi: job 1000001 failed: cgroup: no such controller cpu'])
   })
 
@@ -170,7 +170,7 @@ describe('ssi run: output and exit status', () => {
 
   it('-d when the job could not be started: the vpid, the reason, its status', async () => {
     const h = harness({ run: ended({ state: 'failed', exit: undefined, status: 255, error: 'no such directory /x' }) })
-    expect(await h.run(['run', '-d', '--', 'true'])).toBe(255)
+    expect(await h.run(['run', '-d', '--', 'true'])).toBe(EXIT_SSI_ERROR)
     expect(h.out).toEqual(['1000001'])
     expect(h.err).toEqual(['ssi: job 1000001 failed: no such directory /x'])
   })

@@ -41,7 +41,9 @@ signal N ended it). A job the kernel killed for exceeding --memory gets one line
 137. Ctrl-C, SIGTERM, SIGHUP and SIGQUIT are forwarded to the job; a second Ctrl-C within 1 s is
 forwarded too and then detaches (exit 130): the job may still be running (ssi ps, ssi kill VPID).
 
-Exit status: the job's; 2 for bad arguments, 3 when no daemon answers, 1 for other ssi errors.`
+Exit status: the job's (126: the command cannot be run, 127: not found, as from a shell); 125 when
+ssi itself fails (bad arguments, unknown node, no daemon, the job could not be started); 254 when the
+job was lost with its node; 130 when a second Ctrl-C detached.`
 
 export function register (cmd: Command, ctx: CliContext): void {
   cmd.usage('[options] [--] <command> [args...]')

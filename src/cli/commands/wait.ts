@@ -7,7 +7,9 @@ import type { CliContext } from '../context.js'
 export function register (cmd: Command, ctx: CliContext): void {
   cmd.argument('<vpid>', 'the job to wait for')
     .addHelpText('after', '\nPrints nothing (--json: the result) and exits with the job\'s status: its exit code, or 128+N\n' +
-      'when signal N ended it. A job killed for exceeding its memory limit gets one line on stderr.')
+      'when signal N ended it. A job killed for exceeding its memory limit gets one line on stderr.\n' +
+      '125 when ssi itself fails (bad vpid, unknown job, no daemon) or could not start the job; 254 when\n' +
+      'the job was lost with its node.')
     .action(async (vpidText: string) => {
       const vpid = parseVpidArg(vpidText)
       const client = await ctx.client()
