@@ -70,6 +70,8 @@ const nonNegative = z.number().finite().nonnegative()
 const nodeId = z.number().int().min(1).max(65_535)
 
 export const memberStateSchema = z.enum(['alive', 'suspect', 'dead'])
+/** A node in `nodes`: a member's state, or `unknown` for a configured node not heard from since this daemon started. */
+export const nodeStateSchema = z.enum(['alive', 'suspect', 'dead', 'unknown'])
 
 export const nodeLoadSchema = z.object({
   /** Runnable tasks right now (procs_running). */
@@ -77,23 +79,25 @@ export const nodeLoadSchema = z.object({
   load1: nonNegative,
   load5: nonNegative,
   load15: nonNegative,
-  cpus: z.number().int().positive()
+  /** 0 for a node in state `unknown` (never heard from). */
+  cpus: count
 })
 
 export const nodeInfoSchema = z.object({
   name: z.string(),
   id: nodeId,
   peerId: z.string(),
-  /** libp2p multiaddrs the node listens on. */
+  /** libp2p multiaddrs the node listens on (for `unknown`: its configured listen address). */
   addresses: z.array(z.string()),
-  state: memberStateSchema,
+  /** `unknown`: configured but never heard from; peerId is '', load, memory and jobs are 0. */
+  state: nodeStateSchema,
   /** True for the node that answered. */
   self: z.boolean(),
   load: nodeLoadSchema,
   memory: z.object({ freeBytes: nonNegative, totalBytes: nonNegative }),
   /** Jobs running on the node. */
   jobs: count,
-  /** Epoch ms of the last heartbeat received from it; for `self`: now. */
+  /** Epoch ms of the last heartbeat received from it; for `self`: now; 0 for `unknown`. */
   lastSeenMs: nonNegative
 })
 
@@ -109,6 +113,7 @@ export const statusResultSchema = z.object({
 })
 
 export type MemberState = z.infer<typeof memberStateSchema>
+export type NodeState = z.infer<typeof nodeStateSchema>
 export type NodeLoad = z.infer<typeof nodeLoadSchema>
 export type NodeInfo = z.infer<typeof nodeInfoSchema>
 export type StatusResult = z.infer<typeof statusResultSchema>

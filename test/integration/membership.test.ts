@@ -69,6 +69,20 @@ describe('membership and failure detection (3 real daemons on loopback)', () => 
     await eventually(async () => (await stateOf(c, 'n1', 'n2'))?.state === 'alive', 15_000, 'n2 alive after SIGCONT')
   })
 
+  it('lists a configured node never heard from as unknown (the whole cluster shows)', async () => {
+    const partial = await makeCluster({ nodes: 2 })
+    try {
+      await partial.start(['n1'])
+      const list = await nodes(partial, 'n1')
+      expect(list.map(n => [n.name, n.state])).toEqual([['n1', 'alive'], ['n2', 'unknown']])
+      expect(list[1]).toMatchObject({ peerId: '', addresses: [partial.config.nodes[1]?.listen], lastSeenMs: 0, self: false })
+      await partial.start(['n2'])
+      await eventually(async () => (await stateOf(partial, 'n1', 'n2'))?.state === 'alive', 15_000, 'n2 alive once started')
+    } finally {
+      await partial.stop()
+    }
+  })
+
   it('keeps out a node holding a different cluster key', async () => {
     const intruder = await makeCluster({ nodes: 1, name: 'test', extra: { bootstrap: c.config.nodes.map(n => n.listen) } })
     try {

@@ -21,6 +21,10 @@ const nodes: NodeInfo[] = [
     name: 'n1', id: 1, peerId: '12D3KooWHbQxLAbCdEfGh1111', addresses: ['/ip4/127.0.0.1/tcp/7001', '/ip4/10.0.0.1/tcp/7001'],
     state: 'alive', self: true, load: { runQueue: 0, load1: 0.05, load5: 0.1, load15: 0.2, cpus: 2 },
     memory: { freeBytes: 1.2 * 1024 ** 3, totalBytes: 3.8 * 1024 ** 3 }, jobs: 0, lastSeenMs: NOW
+  },
+  {
+    name: 'n3', id: 3, peerId: '', addresses: ['/ip4/127.0.0.1/tcp/7003'], state: 'unknown', self: false,
+    load: { runQueue: 0, load1: 0, load5: 0, load15: 0, cpus: 0 }, memory: { freeBytes: 0, totalBytes: 0 }, jobs: 0, lastSeenMs: 0
   }
 ]
 
@@ -72,7 +76,8 @@ describe('ssi nodes', () => {
     expect(h.out).toEqual([
       'NAME  ID  PEER       ADDRESS                     STATE    LOAD            RUNQ  MEM FREE/TOTAL   JOBS  LAST SEEN',
       'n1     1  …EfGh1111  /ip4/127.0.0.1/tcp/7001 +1  alive    0.05/0.10/0.20  0/2   1.2 GiB/3.8 GiB     0  self',
-      'n2     2  …EfGh2222  /ip4/127.0.0.1/tcp/7002     suspect  1.50/1.25/1.00  3/4   512 MiB/8.0 GiB    12  4.2s ago'
+      'n2     2  …EfGh2222  /ip4/127.0.0.1/tcp/7002     suspect  1.50/1.25/1.00  3/4   512 MiB/8.0 GiB    12  4.2s ago',
+      'n3     3  -          /ip4/127.0.0.1/tcp/7003     unknown  -               -     -                   -  never'
     ])
     expect(h.calls).toMatchObject([{ method: 'nodes', params: {} }])
     expect(h.calls[0]?.options?.signal).toBeInstanceOf(AbortSignal)
@@ -133,10 +138,10 @@ describe('ssi against a real control server', () => {
       const printer: Printer = { out: t => { out.push(t) }, err: t => { err.push(t) } }
       const connect = async (path: string): Promise<ApiClient> => await ControlClient.connect(path)
       expect(await runCli(['--socket', socketPath, 'nodes'], { printer, env: {}, connect, now: () => NOW })).toBe(0)
-      expect(out).toHaveLength(3)
+      expect(out).toHaveLength(4)
       expect(out[1]).toMatch(/^n1 +1 /)
       expect(await runCli(['--socket', socketPath, 'status', '--json'], { printer: { out: t => { out.push(t) }, err: t => { err.push(t) } }, env: {}, connect })).toBe(0)
-      expect(JSON.parse(out.slice(3).join('\n'))).toEqual(status)
+      expect(JSON.parse(out.slice(4).join('\n'))).toEqual(status)
       expect(err).toEqual([])
       await waitFor(() => server.connectionCount === 0) // the CLI closed its connections
     } finally {

@@ -19,9 +19,12 @@ export function register (cmd: Command, ctx: CliContext): void {
 
 const HEADER = ['NAME', 'ID', 'PEER', 'ADDRESS', 'STATE', 'LOAD', 'RUNQ', 'MEM FREE/TOTAL', 'JOBS', 'LAST SEEN']
 
-/** Table lines, nodes by id. RUNQ is runnable tasks / cpus; LAST SEEN says "self" for this node. */
+/**
+ * Table lines, nodes by id. RUNQ is runnable tasks / cpus; LAST SEEN says "self" for this node and
+ * "never" for a configured node not heard from since the daemon started (state unknown).
+ */
 export function renderNodes (nodes: readonly NodeInfo[], nowMs: number): string[] {
-  const rows = [...nodes].sort((a, b) => a.id - b.id).map(node => [
+  const rows = [...nodes].sort((a, b) => a.id - b.id).map(node => node.state === 'unknown' ? unknownRow(node) : [
     node.name,
     String(node.id),
     shortPeerId(node.peerId),
@@ -34,4 +37,8 @@ export function renderNodes (nodes: readonly NodeInfo[], nowMs: number): string[
     node.self ? 'self' : formatAgo(node.lastSeenMs, nowMs)
   ])
   return formatTable(HEADER, rows, { rightAlign: [1, 8] })
+}
+
+function unknownRow (node: NodeInfo): string[] {
+  return [node.name, String(node.id), '-', shortAddresses(node.addresses), node.state, '-', '-', '-', '-', 'never']
 }

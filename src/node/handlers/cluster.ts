@@ -21,7 +21,7 @@ const SHUTDOWN_REPLY_MS = 100
  * `shutdown` (root only: adminOnly in the schema, enforced by the server before this runs).
  */
 export function registerClusterHandlers (control: ControlServer, deps: ClusterHandlerDeps): void {
-  control.handle('nodes', async () => deps.daemon.membership.list().map(toNodeInfo))
+  control.handle('nodes', async () => listNodes(deps))
   control.handle('status', async () => status(deps))
   control.handle('shutdown', async (_p, ctx) => {
     const request = deps.requestShutdown
@@ -34,6 +34,29 @@ export function registerClusterHandlers (control: ControlServer, deps: ClusterHa
 export class ShutdownUnsupportedError extends Error {
   static override name = 'ShutdownUnsupportedError'
   override name = 'ShutdownUnsupportedError'
+}
+
+/** Every member, then every configured node never heard from (`unknown`), so the whole cluster shows. */
+function listNodes (deps: ClusterHandlerDeps): NodeInfo[] {
+  const members = deps.daemon.membership.list()
+  const seen = new Set(members.map(m => m.name))
+  const unseen = deps.config.nodes.filter(n => !seen.has(n.name)).sort((a, b) => a.id - b.id).map(unknownNode)
+  return [...members.map(toNodeInfo), ...unseen]
+}
+
+function unknownNode (n: NodeConfig): NodeInfo {
+  return {
+    name: n.name,
+    id: n.id,
+    peerId: '',
+    addresses: [n.listen],
+    state: 'unknown',
+    self: false,
+    load: { runQueue: 0, load1: 0, load5: 0, load15: 0, cpus: 0 },
+    memory: { freeBytes: 0, totalBytes: 0 },
+    jobs: 0,
+    lastSeenMs: 0
+  }
 }
 
 function toNodeInfo (m: Member): NodeInfo {
