@@ -25,6 +25,8 @@
 export { sendImageDir } from './transfer/send.js'
 export type { SendOptions, TransferSummary } from './transfer/send.js'
 export { receiveImageDir, DEFAULT_MAX_FILES } from './transfer/receive.js'
+export { recheckImages } from './transfer/recheck.js'
+export type { ExpectedImage } from './transfer/recheck.js'
 export type { ReceiveOptions, ReceiveSummary } from './transfer/receive.js'
 export { ImageTransferError, ImageIntegrityError } from './transfer/errors.js'
 export type { TransferErrorCode } from './transfer/errors.js'

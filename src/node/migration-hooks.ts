@@ -1,8 +1,10 @@
 /**
  * Fault injection for migration tests, off unless the daemon's environment asks for it:
  * - SSI_TEST_MIGRATION_HOOK=<executable>: run as `<hook> source-<phase> <vpid> <target>` before
- *   each phase of an outgoing migration, and as `<hook> target-restored <vpid> <source>` on a target
- *   once the job runs there but before it is adopted and confirmed; awaited, a non-zero exit fails
+ *   each phase of an outgoing migration, as `<hook> target-received <vpid> <source>` on a target
+ *   once the images arrived, before they are re-checked and restored, and as `<hook> target-restored
+ *   <vpid> <source>` on a target once the job runs there but before it is adopted and confirmed;
+ *   awaited, a non-zero exit fails
  *   that step. Tests use it to kill a daemon at an exact point (the hook's parent is the daemon).
  * - SSI_TEST_FAULTS=corrupt-images: the source flips one byte of image data on the wire (after
  *   hashing it), as a faulty link or NIC would.

@@ -14,7 +14,7 @@ import { MigrationJournal } from '../migration/journal.js'
 import { migrate } from '../migration/stop-and-copy.js'
 import { migrationTestHooks } from './migration-hooks.js'
 import { recoverMigrations } from './migration-recovery.js'
-import { IMAGES_PROTOCOL, receiveImageDir, sendImageDir } from '../migration/transfer.js'
+import { IMAGES_PROTOCOL, receiveImageDir, recheckImages, sendImageDir } from '../migration/transfer.js'
 import { migratePrepareSchema, migrateRestoreSchema, migrateStartSchema, migrateVpidSchema } from '../protocol/migrate.js'
 import { JobStateError } from '../ssi/jobs/errors.js'
 import type { JournalStore, TargetHolds } from '../migration/journal.js'
@@ -22,6 +22,7 @@ import type { MigrationPhase, MigrationSource, MigrationTarget, PhaseDetail } fr
 import type { MigrationTestHooks } from './migration-hooks.js'
 import type { BulkTransport } from '../migration/ports.js'
 import type { MigratePrepareParams, MigrationSummary } from '../protocol/migrate.js'
+import type { ReceiveSummary } from '../migration/transfer.js'
 import type { LocalJobs } from '../ssi/jobs/local.js'
 import type { JobRecord } from '../ssi/jobs/record.js'
 import type { DumpedFile, JobRuntime, RuntimeJob } from '../ssi/jobs/runtime.js'
@@ -73,7 +74,7 @@ interface Incoming {
   readonly prepared: MigratePrepareParams
   readonly dir: string
   readonly expiry: NodeJS.Timeout
-  received?: Promise<void>
+  received?: Promise<ReceiveSummary>
   restoring?: boolean
 }
 
@@ -157,11 +158,11 @@ export class MigrationService {
     })
     rpc.handle('migrate.cancel', async (p, ctx) => { await this.cancelIn(parseParams(migrateVpidSchema, p).vpid, ctx.fromNode); return {} })
     await this.init.bulk.handle(IMAGES_PROTOCOL, async (channel, fromNode, signal) => {
-      const received: Promise<void> = receiveImageDir(channel, label => {
+      const received: Promise<ReceiveSummary> = receiveImageDir(channel, label => {
         const inc = this.awaitingImages(fromNode, label)
         inc.received = received
         return inc.dir
-      }, { maxTotalBytes: this.init.maxImageBytes ?? 64 * 2 ** 30, signal }).then(() => {})
+      }, { maxTotalBytes: this.init.maxImageBytes ?? 64 * 2 ** 30, signal })
       received.catch(() => {})
       await received
     })
@@ -377,7 +378,9 @@ export class MigrationService {
   private async restoreIn (vpid: number, stdio: DumpedFile[], from: string, signal: AbortSignal): Promise<void> {
     const inc = this.incomingFrom(vpid, from)
     if (inc.received === undefined) throw new JobStateError(`the images of job ${vpid} did not arrive`)
-    await inc.received
+    await this.hooks.run('target-received', vpid, from)
+    // What is restored must be what arrived intact: on-disk corruption since then fails here (the source rolls back).
+    await recheckImages(inc.dir, (await inc.received).images, signal)
     signal.throwIfAborted()
     const { runtime, local } = this.init
     const paths = runtime.paths(vpid)

@@ -202,4 +202,24 @@ describe('ssi checkpoint / restore (real daemons, real CRIU)', () => {
     await eventually(async () => (await inspect(vpid)).checkpoint?.node === 'n1', 15_000, 'checkpoints held by n1')
     await eventually(async () => await stat(held).then(() => false, () => true), 10_000, 'n2 dropped its copy')
   }, 90_000)
+
+  it('a held checkpoint corrupted on disk is refused by restore --last right before `criu restore`; the job stays ended', async () => {
+    const vpid = await start('n1', SCRIPT(3000, 0), ['--checkpoint-every', '1s'])
+    const held = join(c.dir, 'n2', 'checkpoints', 'held', String(vpid))
+    await eventually(async () => (await inspect(vpid)).checkpoint?.takenMs !== undefined, 15_000, 'a periodic checkpoint')
+    await run('n1', ['kill', '-KILL', String(vpid)])
+    expect((await run('n1', ['wait', String(vpid)])).code).toBe(137)
+    await new Promise(resolve => setTimeout(resolve, 1500)) // a round in flight at the kill lands first
+    const key = manifestKey(await readClusterKey(c.config.keyFile))
+    const pages = (await readManifest(held, key)).files.filter(f => f.name.startsWith('pages-')).sort((a, b) => b.size - a.size)[0]
+    expect(pages).toBeDefined()
+    const path = join(held, pages?.name ?? '')
+    const bytes = await readFile(path)
+    bytes[64] = (bytes[64] ?? 0) ^ 0xff // same size, one byte changed: only a checksum sees it
+    await writeFile(path, bytes)
+    const r = await run('n1', ['restore', '--last', String(vpid)])
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(new RegExp(`changed on disk after they arrived: ${pages?.name ?? ''} is corrupt \\(sha256 mismatch\\)`))
+    expect(await job(vpid)).toMatchObject({ state: 'killed' })
+  }, 60_000)
 })

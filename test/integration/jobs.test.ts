@@ -2,7 +2,8 @@
  * The cluster process namespace end to end: a real 3-node cluster (separate daemon processes, real
  * libp2p), jobs launched through the real CLI, isolated in real namespaces and cgroups.
  */
-import { chmod } from 'node:fs/promises'
+import { chmod, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ssi } from '../helpers/cli.js'
 import type { CliOptions } from '../helpers/cli.js'
@@ -101,7 +102,9 @@ describe('cluster process namespace (3 real daemons)', () => {
     const unknownNode = await run(['run', '--node', 'n9', '--', 'true'])
     expect(unknownNode.stderr).toMatch(/unknown node "n9"/)
     expect(unknownNode.code).toBe(125) // ssi's own error, never a job status
-    const notExecutable = await run(['run', '--', '/etc/hostname'])
+    const plainFile = join(c.dir, 'not-executable')
+    await writeFile(plainFile, 'echo hi\n', { mode: 0o644 })
+    const notExecutable = await run(['run', '--', plainFile])
     expect(notExecutable.code).toBe(126)
     const notFound = await run(['run', '--', 'no-such-command-xyz'])
     expect(notFound.code).toBe(127)

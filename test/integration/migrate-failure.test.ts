@@ -1,7 +1,8 @@
 /**
  * Migration when things break, on real daemons and real CRIU: the target daemon SIGKILLed in the
  * middle of the image transfer, the source daemon SIGKILLed before and after the target restored
- * the job (its journal lets the restarted source settle it), and image data corrupted on the wire.
+ * the job (its journal lets the restarted source settle it), image data corrupted on the wire and
+ * on the target's disk after it arrived.
  * Each time the job ends up on exactly one node with all its output and its exit status.
  * Daemons are killed at exact points through SSI_TEST_MIGRATION_HOOK (src/node/migration-hooks.ts).
  * Needs root and CRIU >= 4.2.
@@ -157,6 +158,28 @@ describe('migration failures (real daemons, real CRIU)', () => {
     expect((await ssi(c.socket('n1'), ['wait', String(vpid)], { timeoutMs: 60_000 })).code).toBe(8)
     expect((await ssi(c.socket('n1'), ['logs', String(vpid)])).stdout).toBe(lines(200))
   }, 180_000)
+
+  it('images corrupted on the target\'s disk after they arrived are refused before `criu restore`; the job resumes on the source', async () => {
+    const dir = await mkdtemp('/tmp/ssi-hook-')
+    hookDirs.push(dir)
+    const hook = join(dir, 'hook')
+    c = await makeCluster({ nodes: 2 })
+    // On the target (n2), once the images are in: overwrite 8 bytes of the largest image in place.
+    await writeFile(hook, `#!/bin/sh\nif [ "$1" = target-received ]; then f=$(ls -S "${c.dir}"/n2/migrations/in/$2/*.img | head -1); printf 'CORRUPT!' | dd of="$f" bs=1 seek=64 conv=notrunc 2>/dev/null; echo "$f" > ${dir}/corrupted; fi\nexit 0\n`, { mode: 0o755 })
+    await c.start(['n1'])
+    process.env.SSI_TEST_MIGRATION_HOOK = hook
+    try { await c.start(['n2']) } finally { delete process.env.SSI_TEST_MIGRATION_HOOK }
+    await eventually(async () => (await c?.call<NodeInfo[]>('n1', 'nodes'))?.filter(n => n.state === 'alive').length === 2, 30_000, '2 alive')
+    const vpid = await start(counting(150, 6))
+    const r = await ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 120_000 })
+    expect(r.code).not.toBe(0)
+    expect(existsSync(join(dir, 'corrupted'))).toBe(true)
+    expect(r.stderr).toMatch(/changed on disk after they arrived: .*\.img is corrupt \(sha256 mismatch\).*; it runs here again/)
+    expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running' })
+    expect((await ssi(c.socket('n1'), ['wait', String(vpid)], { timeoutMs: 60_000 })).code).toBe(6)
+    const logs: CliResult = await ssi(c.socket('n1'), ['logs', String(vpid)])
+    expect(logs.stdout).toBe(lines(150))
+  }, 120_000)
 
   it('corrupted image data is detected and refused; the job resumes on the source with all its output', async () => {
     c = await cluster({ SSI_TEST_FAULTS: 'corrupt-images' })

@@ -18,7 +18,7 @@ import { join } from 'node:path'
 import { CheckpointInvalidError, CheckpointStateError } from '../../migration/checkpoint/errors.js'
 import { readManifest, STAGED_OUTPUT, writeManifest } from '../../migration/checkpoint/manifest.js'
 import type { ManifestBody } from '../../migration/checkpoint/manifest.js'
-import { receiveImageDir, sendImageDir } from '../../migration/transfer.js'
+import { receiveImageDir, recheckImages, sendImageDir } from '../../migration/transfer.js'
 import type { BulkTransport } from '../../migration/ports.js'
 import { CHECKPOINT_PROTOCOL } from '../../protocol/checkpoint.js'
 import type { CkptDumpParams, CkptDumpResult, HeldCheckpoint, RestoreSummary } from '../../protocol/checkpoint.js'
@@ -183,6 +183,9 @@ export class CheckpointCore {
     const { vpid } = body
     const sameEntry = local.has(vpid) && local.get(vpid).state === 'checkpointed'
     if (!sameEntry && !local.canReceive(vpid)) throw new JobStateError(`job ${vpid} already runs on ${this.selfName}`)
+    // Verified on arrival (or when copied in); re-checked here so that the disk between then and
+    // `criu restore` cannot hand CRIU corrupt images: the job then stays as it was.
+    await recheckImages(dir, body.files, signal)
     const paths = runtime.paths(vpid)
     await rm(paths.jobDir, { recursive: true, force: true })
     await mkdir(paths.jobDir, { recursive: true, mode: 0o711 })
