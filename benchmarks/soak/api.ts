@@ -26,7 +26,7 @@ export class NodeApi {
     const out: Record<1 | 2, Buffer[]> = { 1: [], 2: [] }
     try {
       const call = c.stream('logs', { vpid, follow: false }, { timeoutMs: 30_000 })
-      for await (const e of call) out[e.fd].push(Buffer.from(e.data))
+      for await (const e of call) if (e.kind === 'output') out[e.fd].push(Buffer.from(e.data))
       await call.result
       return { stdout: Buffer.concat(out[1]).toString(), stderr: Buffer.concat(out[2]).toString() }
     } finally { c.close() }

@@ -220,10 +220,14 @@ export const runResultSchema = z.object({
 })
 
 export const outputEventSchema = z.object({ kind: z.literal('output'), fd: z.union([z.literal(1), z.literal(2)]), data: bytes })
+/** A followed job was stopped by `ssi checkpoint`: where the checkpoint went; following goes on until it is restored and ends. */
+export const checkpointedEventSchema = z.object({ kind: z.literal('checkpointed'), vpid: z.number().int().positive(), node: z.string(), dir: z.string().optional(), atMs: nonNegative })
 export const runEventSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('started'), vpid: z.number().int().positive(), node: z.string() }),
-  outputEventSchema
+  outputEventSchema,
+  checkpointedEventSchema
 ])
+export const logsEventSchema = z.discriminatedUnion('kind', [outputEventSchema, checkpointedEventSchema])
 /** Input of an attached `run`: stdin bytes, end of stdin, or a signal to forward (e.g. Ctrl-C). */
 export const runInputSchema = z.object({
   stdin: bytes.optional(),
@@ -368,7 +372,7 @@ export const methods = {
   ps: { params: psParamsSchema, result: psResultSchema },
   kill: { params: killParamsSchema, result: killResultSchema },
   wait: { params: vpidParamsSchema, result: runResultSchema },
-  logs: { params: logsParamsSchema, result: z.object({}), event: outputEventSchema },
+  logs: { params: logsParamsSchema, result: z.object({}), event: logsEventSchema },
   inspect: { params: vpidParamsSchema, result: jobInfoSchema },
   migrate: { params: migrateParamsSchema, result: migrateResultSchema, event: migrateEventSchema },
   checkpoint: { params: checkpointParamsSchema, result: checkpointResultSchema },

@@ -4,6 +4,7 @@
  * the CLI, which keeps streaming until the job ends. A second Ctrl-C within DETACH_WINDOW_MS is
  * forwarded too and then detaches.
  */
+import { checkpointedMessage } from './job-result.js'
 import type { StreamingCall } from '../api/client.js'
 import type { MethodParams, RunEvent, RunInput, RunResult } from '../api/schema.js'
 import type { ApiClient, CliContext } from './context.js'
@@ -54,6 +55,7 @@ class ForegroundJob {
   async onEvent (event: RunEvent): Promise<void> {
     if (event.kind === 'started') this.vpid = event.vpid
     else if (event.kind === 'output') await this.ctx.output.write(event.fd, event.data)
+    else if (event.kind === 'checkpointed') this.ctx.printer.err(`ssi: ${checkpointedMessage(event)}`)
     // Other kinds come from a newer daemon (kinds are only appended): nothing to show.
   }
 

@@ -29,6 +29,13 @@ export function jobEndMessage (result: RunResult): string | undefined {
   return undefined
 }
 
+/** The line a follower (`logs -f`, attached `run`) prints when the job stops for a checkpoint; it then follows on. */
+export function checkpointedMessage (e: { readonly vpid: number, readonly node: string, readonly dir?: string }): string {
+  const where = e.dir === undefined ? `on ${e.node}` : `into ${e.dir} on ${e.node}`
+  const how = e.dir === undefined ? 'ssi restore' : `ssi restore ${e.dir}`
+  return `job ${e.vpid} was checkpointed (stopped) ${where}; still following: its output continues here once it is restored (${how})`
+}
+
 /** The shell-style status as a process exit code (0-255). */
 export function exitCodeOf (result: RunResult): number {
   if (result.state === 'lost') return LOST_STATUS

@@ -17,7 +17,9 @@ export const ckptDumpSchema = z.object({
   leaveRunning: z.boolean(),
   to: node,
   /** Deadline of dump + delivery on the job's node, ms: past it CRIU is killed and the job runs on. */
-  timeoutMs: z.number().int().positive().max(2 ** 31 - 1).optional()
+  timeoutMs: z.number().int().positive().max(2 ** 31 - 1).optional(),
+  /** Where `to` will put the checkpoint, for the job's record (`ssi logs -f` tells the user). */
+  dir: z.string().max(4096).optional()
 }).strict()
 
 /** What `ckpt.dump` answers once `to` has the checkpoint, verified. */

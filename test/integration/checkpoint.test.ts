@@ -71,6 +71,7 @@ describe('ssi checkpoint / restore (real daemons, real CRIU)', () => {
     const before = await treeNsPids((await job(vpid))?.hostPid ?? 0)
     const dir = join(c.dir, 'ck-same')
     const following = run('n1', ['wait', String(vpid)]) // started before the checkpoint: must get the final status
+    const tailing = run('n1', ['logs', '-f', String(vpid)]) // ...and all the output, also from after the restore
     const ck = await run('n1', ['checkpoint', '--json', '--to', dir, String(vpid)])
     expect(ck.stderr).toBe('')
     expect(JSON.parse(ck.stdout)).toMatchObject({ vpid, node: 'n1', dir, leftRunning: false })
@@ -87,6 +88,9 @@ describe('ssi checkpoint / restore (real daemons, real CRIU)', () => {
     expect(info).toMatchObject({ state: 'running', node: 'n1' })
     expect(await treeNsPids(info?.hostPid ?? 0)).toEqual(before)
     expect((await following).code).toBe(4)
+    const tailed = await tailing
+    expect(tailed.stdout).toBe(lines(150))
+    expect(tailed.stderr).toContain(`ssi: job ${vpid} was checkpointed (stopped) into ${dir} on n1;`)
     const logs = await run('n1', ['logs', String(vpid)])
     expect(logs.stdout).toBe(lines(150))
     expect(logs.stderr).toBe(lines(150, 'e'))
@@ -106,6 +110,36 @@ describe('ssi checkpoint / restore (real daemons, real CRIU)', () => {
     expect((await run('n1', ['ps', '--json'])).stdout.match(new RegExp(`"vpid": ${vpid},`, 'g'))).toHaveLength(1)
     expect((await waiting).code).toBe(5)
     expect((await run('n1', ['logs', String(vpid)])).stdout).toBe(lines(120))
+  }, 60_000)
+
+  it('logs -f and an attached run say where a checkpoint stopped the job, follow on, and get the output after the restore (on another node)', async () => {
+    const script = SCRIPT(200, 3)
+    let attachedEnded = false
+    const attached = run('n1', ['run', '--node', 'n1', '--', 'sh', '-c', script]).finally(() => { attachedEnded = true })
+    const vpid = await eventually(async () => (JSON.parse((await run('n1', ['ps', '--json'])).stdout) as PsResult).jobs.find(j => j.argv.join(' ').includes(script) && j.state === 'running')?.vpid, 10_000, 'attached job running')
+    leftover.push(vpid.value)
+    await eventually(async () => (await stdoutLines(vpid.value)) >= 5, 10_000, 'first lines')
+    let followEnded = false
+    const following = run('n2', ['logs', '-f', String(vpid.value)]).finally(() => { followEnded = true })
+    const dir = join(c.dir, 'ck-follow')
+    expect((await run('n1', ['checkpoint', '--to', dir, String(vpid.value)])).code).toBe(0)
+    await new Promise(resolve => setTimeout(resolve, 2500))
+    expect(followEnded).toBe(false) // not over: the job is only stopped
+    expect(attachedEnded).toBe(false)
+    expect((await run('n2', ['restore', '--node', 'n2', dir])).stderr).toBe('')
+    const followed = await following
+    const note = `ssi: job ${vpid.value} was checkpointed (stopped) into ${dir} on n1; still following: its output continues here once it is restored (ssi restore ${dir})\n`
+    expect(followed.code).toBe(0)
+    expect(followed.stdout).toBe(lines(200))
+    expect(followed.stderr).toContain(note)
+    expect(followed.stderr.replace(note, '')).toBe(lines(200, 'e'))
+    const att = await attached
+    expect(att.code).toBe(3)
+    expect(att.stdout).toBe(lines(200))
+    expect(att.stderr).toContain(note)
+    expect(att.stderr.replace(note, '')).toBe(lines(200, 'e'))
+    const again = await run('n1', ['logs', '-f', String(vpid.value)])
+    expect(again.stdout).toBe(lines(200))
   }, 60_000)
 
   it('--leave-running from another node; restoring a running job, a corrupt, altered or foreign checkpoint, or as non-owner is refused', async () => {

@@ -153,6 +153,19 @@ describe('ssi logs', () => {
     expect(h.calls[1]?.params).toEqual({ vpid: 1000001, follow: false })
   })
 
+  it('-f: a job stopped by a checkpoint gets one line on stderr saying where, and following goes on', async () => {
+    const h = harness()
+    h.onStream = (s: StubStream) => {
+      s.emit({ kind: 'output', fd: 1, data: bytes('before\n') })
+      s.emit({ kind: 'checkpointed', vpid: 1000001, node: 'n2', dir: '/tmp/ck', atMs: 1 })
+      s.emit({ kind: 'output', fd: 1, data: bytes('after\n') })
+      s.finish({})
+    }
+    expect(await h.run(['logs', '-f', '1000001'])).toBe(0)
+    expect(h.stdout()).toBe('before\nafter\n')
+    expect(h.err).toEqual(['ssi: job 1000001 was checkpointed (stopped) into /tmp/ck on n2; still following: its output continues here once it is restored (ssi restore /tmp/ck)'])
+  })
+
   it('Ctrl-C ends `logs -f` quietly with 130', async () => {
     const interrupt = new AbortController()
     const h = harness()

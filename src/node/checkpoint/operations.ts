@@ -68,7 +68,7 @@ export class CheckpointOperations {
     const created = await prepareDest(dest, caller)
     let r: CkptDumpResult
     try {
-      r = await this.rpc.call(node, 'ckpt.dump', { vpid, asUid: caller.uid, leaveRunning, to: this.core.selfName }, { signal, timeoutMs: DUMP_TIMEOUT_MS }) as CkptDumpResult
+      r = await this.rpc.call(node, 'ckpt.dump', { vpid, asUid: caller.uid, leaveRunning, to: this.core.selfName, dir: dest }, { signal, timeoutMs: DUMP_TIMEOUT_MS }) as CkptDumpResult
     } catch (err) {
       if (created) await rmdir(dest).catch(() => {})
       throw err

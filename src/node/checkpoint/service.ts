@@ -107,7 +107,7 @@ export class CheckpointCore {
       const sent = Date.now()
       await this.deliver(work, p.to, p.vpid, signal)
       this.init.onDumpDelivered?.(p.vpid, p.to, p.leaveRunning)
-      await local.endCheckpoint(p.vpid, !p.leaveRunning)
+      await local.endCheckpoint(p.vpid, !p.leaveRunning, { node: p.to, ...(p.dir === undefined ? {} : { dir: p.dir }), atMs: body.takenMs })
       const bytes = body.files.reduce((n, f) => n + f.size, 0)
       return { vpid: p.vpid, node: this.selfName, to: p.to, takenMs: body.takenMs, dumpMs, transferMs: Date.now() - sent, bytes, leftRunning: p.leaveRunning }
     } catch (err) {

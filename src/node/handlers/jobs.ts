@@ -33,7 +33,7 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
     if (p.detach) return toRunResult(job)
     // Runs until the client stops sending; it never throws, so nothing needs to await it.
     void forwardInputs(jobs, job, ctx.caller.uid, ctx.inputs)
-    const last = await jobs.output(job.vpid, true, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal, job.node)
+    const last = await jobs.output(job.vpid, true, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal, job.node, async (rec) => { await ctx.emit(checkpointedEvent(rec)) })
     // The output's end normally brings the final record along; otherwise (lost, moved) wait for it.
     const final = last !== undefined && isFinal(last) ? last : await jobs.wait(job.vpid, ctx.signal)
     return toRunResult(final)
@@ -72,9 +72,15 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
       const { owner } = await jobs.inspect(vpid, ctx.signal)
       if (owner.uid !== ctx.caller.uid) throw new JobPermissionError(`permission denied: job ${vpid} belongs to ${owner.user} (uid ${owner.uid}); only its owner or root may read its output`)
     }
-    await jobs.output(vpid, p.follow, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal)
+    await jobs.output(vpid, p.follow, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal, undefined, async (rec) => { await ctx.emit(checkpointedEvent(rec)) })
     return {}
   })
+}
+
+/** What a follower is told when the job stops for a checkpoint (the record's note, else its node now). */
+function checkpointedEvent (rec: JobRecord): { kind: 'checkpointed', vpid: number, node: string, dir?: string, atMs: number } {
+  const to = rec.checkpointedTo
+  return { kind: 'checkpointed', vpid: rec.vpid, node: to?.node ?? rec.node, ...(to?.dir === undefined ? {} : { dir: to.dir }), atMs: to?.atMs ?? Date.now() }
 }
 
 /** Relays the attached client's stdin and signals (Ctrl-C) to the job until the client stops sending. */

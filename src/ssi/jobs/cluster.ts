@@ -18,6 +18,8 @@ import type { Recovery } from '../failure/lost.js'
 
 /** A wait that may last as long as the job: the longest timer Node allows (~24 days). */
 export const FOREVER_MS = 2 ** 31 - 1
+/** How often a follower of a checkpointed (stopped) job asks whether it was restored. */
+const RESTORE_POLL_MS = 1000
 
 export interface RunRequest {
   readonly argv: readonly string[]
@@ -203,8 +205,10 @@ export class ClusterJobs {
    * Resolves with the job's record as its node knew it when the output ended: with `follow`, its
    * final record (unless it was lost meanwhile), so an attached caller needs no `wait` after it.
    * `knownNode`: where the job runs, when the caller knows (saves asking its home node).
+   * A follower of a job stopped by a checkpoint hears of it (`onCheckpointed`) and follows on: the
+   * job is not over, and its output continues (same offsets) once `ssi restore` brings it back.
    */
-  async output (vpid: number, follow: boolean, onChunk: (e: OutputEvent) => Promise<void> | void, signal?: AbortSignal, knownNode?: string): Promise<JobRecord | undefined> {
+  async output (vpid: number, follow: boolean, onChunk: (e: OutputEvent) => Promise<void> | void, signal?: AbortSignal, knownNode?: string, onCheckpointed?: (rec: JobRecord) => Promise<void> | void): Promise<JobRecord | undefined> {
     // A migrated job's output files start with a copy of what it wrote before: offsets carry over.
     const offsets = { 1: 0, 2: 0 }
     let node = knownNode ?? await this.locate(vpid, signal)
@@ -221,8 +225,27 @@ export class ClusterJobs {
       // Older nodes answer without the record: ask for it.
       const rec: JobRecord | undefined = (done as { record?: JobRecord } | undefined)?.record ??
         await this.init.rpc.call(node, 'job.get', { vpid }, { signal, timeoutMs: 5000 }).catch(() => undefined) as JobRecord | undefined
+      if (rec?.state === 'checkpointed' && follow) {
+        await onCheckpointed?.(rec)
+        node = await this.waitRestored(node, vpid, signal)
+        continue
+      }
       if (rec === undefined || (rec.state !== 'moved' && rec.state !== 'migrating')) return rec
       node = rec.state === 'moved' ? rec.node : await this.waitMoved(node, vpid, signal)
+    }
+  }
+
+  /** Where a job checkpointed (stopped) on `node` runs again once restored: there, or where it moved. */
+  private async waitRestored (node: string, vpid: number, signal?: AbortSignal): Promise<string> {
+    for (;;) {
+      await new Promise(resolve => setTimeout(resolve, RESTORE_POLL_MS))
+      signal?.throwIfAborted()
+      const rec = await this.init.rpc.call(node, 'job.get', { vpid }, { signal, timeoutMs: 5000 }).catch((err: unknown) => {
+        if (signal?.aborted === true || isNotFound(err)) throw err
+        return undefined // its node restarting: ask again
+      }) as JobRecord | undefined
+      if (rec === undefined || rec.state === 'checkpointed') continue
+      return rec.state === 'moved' ? rec.node : node
     }
   }
 

@@ -5,7 +5,7 @@
  */
 import { JobPermissionError, JobStateError, VpidNotFoundError } from './errors.js'
 import { TERMINAL_STATES, jobKey, stateForExit, transition } from './record.js'
-import type { ExitInfo, JobRecord, MigrationNote } from './record.js'
+import type { CheckpointNote, ExitInfo, JobRecord, MigrationNote } from './record.js'
 import type { JobRuntime, RuntimeJob } from './runtime.js'
 import type { JobStartParams } from '../../protocol/jobs.js'
 
@@ -268,9 +268,9 @@ export class LocalJobs {
    * A checkpoint to disk (begun with beginMigration) ended: the tree was stopped by CRIU after a
    * good dump (`stopped`), or runs on (--leave-running, or a failed dump).
    */
-  async endCheckpoint (vpid: number, stopped: boolean): Promise<void> {
+  async endCheckpoint (vpid: number, stopped: boolean, to?: CheckpointNote): Promise<void> {
     const e = this.entry(vpid)
-    await this.update(e, transition(e.record, stopped ? 'checkpointed' : 'running'))
+    await this.update(e, transition(e.record, stopped ? 'checkpointed' : 'running', stopped && to !== undefined ? { checkpointedTo: to } : {}))
     if (stopped && e.runtime !== undefined) await this.init.runtime.release(e.runtime).catch(() => {})
     // An exit while 'migrating' was ignored: watch again (a second watcher of a live tree is harmless).
     if (!stopped) this.watch(e)
@@ -333,7 +333,7 @@ export class LocalJobs {
    */
   async settled (vpid: number, signal?: AbortSignal): Promise<JobRecord> {
     const e = this.entry(vpid)
-    if (TERMINAL_STATES.has(e.record.state) || e.record.state === 'migrating') return e.record
+    if (TERMINAL_STATES.has(e.record.state) || e.record.state === 'migrating' || e.record.state === 'checkpointed') return e.record
     return await this.wait(vpid, signal)
   }
 

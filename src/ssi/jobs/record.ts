@@ -82,6 +82,15 @@ export interface JobRecord {
   readonly stdin: boolean
   /** How its last migration ended (on the node that ran it last). */
   readonly migration?: MigrationNote
+  /** Where its last stopping checkpoint went (`ssi checkpoint` without --leave-running). */
+  readonly checkpointedTo?: CheckpointNote
+}
+
+/** A checkpoint that stopped the job: the node holding it, its dir there if known, when. */
+export interface CheckpointNote {
+  readonly node: string
+  readonly dir?: string
+  readonly atMs: number
 }
 
 /** The outcome of a job's last migration, for `ssi inspect`. */
