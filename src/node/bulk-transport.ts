@@ -6,19 +6,35 @@
  * a pause), and a read ends on 'end', never on 'remoteCloseWrite'.
  */
 import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
 import { ChannelClosedError } from '../migration/ports.js'
 import { NodeUnavailableError } from '../ssi/ports.js'
+import { acceptDirect, connectDirect, DIRECT_SUFFIX } from './direct/handshake.js'
 import type { BulkHandler, BulkTransport, ByteChannel } from '../migration/ports.js'
 import type { Logger } from './logger.js'
-import type { Libp2p, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
+import type { DirectResult } from './direct/handshake.js'
+import type { Connection, Libp2p, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
 
 /** Bytes a paused stream may still receive: yamux's largest window (16 MiB) plus headroom. */
 export const BULK_MAX_READ_BUFFER = 32 * 1024 * 1024
 /** Bytes a reader queues before it pauses the stream; it resumes below a quarter of this. */
 export const BULK_READ_HIGH_WATER = 8 * 1024 * 1024
 
+/**
+ * Direct bulk connections (./direct/): for these protocols, channels run over a one-time TCP
+ * connection of AES-256-GCM records negotiated over the libp2p stream, instead of over the stream
+ * itself (noise+yamux cost about twice the CPU per byte). Either end without it, or a failed
+ * connect, falls back to the stream.
+ */
+export interface DirectInit {
+  readonly protocols: readonly string[]
+  /** The IP to bind one-time ports on: the daemon's libp2p listen IP (undefined: never offer). */
+  readonly bindHost: string | undefined
+}
+
 export interface BulkTransportInit {
-  readonly host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol'>
+  readonly host: Pick<Libp2p, 'handle' | 'unhandle' | 'dialProtocol' | 'dial'>
   /** Resolves a node name to its current PeerId string, or undefined if unknown. */
   readonly peerOf: (node: string) => string | undefined
   /** Resolves a PeerId string to a node name, or undefined for a peer not (yet) known. */
@@ -29,6 +45,7 @@ export interface BulkTransportInit {
   /** Concurrent incoming channels per connection and protocol (default 16). */
   readonly maxInboundStreams?: number
   readonly readHighWater?: number
+  readonly direct?: DirectInit
 }
 
 export class Libp2pBulkTransport implements BulkTransport {
@@ -39,8 +56,17 @@ export class Libp2pBulkTransport implements BulkTransport {
     if (peer === undefined) throw new NodeUnavailableError(`node ${node} is not a known live member of the cluster`)
     const dialSignal = AbortSignal.any([signal, this.init.shutdown])
     try {
-      const stream = await this.init.host.dialProtocol(peerIdFromString(peer), protocol, { signal: dialSignal })
-      return new Libp2pByteChannel(stream, this.init.readHighWater)
+      if (!this.usesDirect(protocol)) {
+        const stream = await this.init.host.dialProtocol(peerIdFromString(peer), protocol, { signal: dialSignal })
+        return new Libp2pByteChannel(stream, this.init.readHighWater)
+      }
+      const connection = await this.init.host.dial(peerIdFromString(peer), { signal: dialSignal })
+      const stream = await connection.newStream([protocol + DIRECT_SUFFIX, protocol], { signal: dialSignal })
+      if (stream.protocol !== protocol + DIRECT_SUFFIX) return new Libp2pByteChannel(stream, this.init.readHighWater)
+      return this.toChannel(await connectDirect(stream, ipOf(connection), dialSignal).catch((err: unknown) => {
+        stream.abort(err instanceof Error ? err : new Error(String(err)))
+        throw err
+      }))
     } catch (err) {
       if (signal.aborted) throw signal.reason
       throw new NodeUnavailableError(`cannot open ${protocol} to node ${node}: ${(err as Error).message}`, { cause: err })
@@ -51,25 +77,55 @@ export class Libp2pBulkTransport implements BulkTransport {
     const limit = this.init.maxInboundStreams ?? 16
     await this.init.host.handle(protocol, (stream, connection) => {
       const peer = connection.remotePeer.toString()
-      void this.serve(stream, this.init.nodeOf(peer) ?? peer, handler)
+      void this.serve(new Libp2pByteChannel(stream, this.init.readHighWater), this.init.nodeOf(peer) ?? peer, handler)
+    }, { maxInboundStreams: limit, maxOutboundStreams: limit, force: true })
+    if (!this.usesDirect(protocol)) return
+    await this.init.host.handle(protocol + DIRECT_SUFFIX, (stream, connection) => {
+      const peer = connection.remotePeer.toString()
+      const fromNode = this.init.nodeOf(peer) ?? peer
+      acceptDirect(stream, this.init.direct?.bindHost, this.init.shutdown).then(
+        r => { void this.serve(this.toChannel(r), fromNode, handler) },
+        (err: unknown) => {
+          this.init.logger?.debug({ protocol, fromNode, err: (err as Error).message }, 'direct bulk handshake failed')
+          stream.abort(err instanceof Error ? err : new Error(String(err)))
+        })
     }, { maxInboundStreams: limit, maxOutboundStreams: limit, force: true })
   }
 
   async unhandle (protocol: string): Promise<void> {
     await this.init.host.unhandle(protocol)
+    if (this.usesDirect(protocol)) await this.init.host.unhandle(protocol + DIRECT_SUFFIX)
   }
 
-  private async serve (stream: Stream, fromNode: string, handler: BulkHandler): Promise<void> {
-    const channel = new Libp2pByteChannel(stream, this.init.readHighWater)
+  private usesDirect (protocol: string): boolean {
+    return this.init.direct?.protocols.includes(protocol) === true
+  }
+
+  private toChannel (r: DirectResult): ByteChannel {
+    return r.kind === 'direct' ? r.channel : new Libp2pByteChannel(r.stream, this.init.readHighWater)
+  }
+
+  private async serve (channel: ByteChannel, fromNode: string, handler: BulkHandler): Promise<void> {
     try {
       await handler(channel, fromNode, this.init.shutdown)
       // The stream is released once the remote closes its side too (or by its inactivity timeout).
       await channel.closeWrite(AbortSignal.timeout(10_000))
     } catch (err) {
-      this.init.logger?.debug({ protocol: stream.protocol, fromNode, err: (err as Error).message }, 'bulk channel handler failed')
+      this.init.logger?.debug({ fromNode, err: (err as Error).message }, 'bulk channel handler failed')
       channel.abort(err instanceof Error ? err : new Error(String(err)))
     }
   }
+}
+
+/** The IP address a connection reached its peer at, if it runs over IP. */
+function ipOf (connection: Pick<Connection, 'remoteAddr'>): string | undefined {
+  return ipOfAddr(connection.remoteAddr)
+}
+
+/** The IP of a multiaddr (e.g. a daemon's listen address: where to bind one-time direct ports). */
+export function ipOfAddr (addr: Multiaddr | string): string | undefined {
+  const ma = typeof addr === 'string' ? multiaddr(addr) : addr
+  return ma.getComponents().find(c => c.name === 'ip4' || c.name === 'ip6')?.value
 }
 
 /** A ByteChannel over one libp2p stream. */

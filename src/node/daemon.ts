@@ -14,7 +14,9 @@ import { LevelStateStore } from './store.js'
 import { registerClusterHandlers } from './handlers/cluster.js'
 import { registerJobHandlers } from './handlers/jobs.js'
 import { Libp2pPeerRpc } from './peer-rpc.js'
-import { Libp2pBulkTransport } from './bulk-transport.js'
+import { Libp2pBulkTransport, ipOfAddr } from './bulk-transport.js'
+import { IMAGES_PROTOCOL } from '../protocol/images.js'
+import { CHECKPOINT_PROTOCOL } from '../protocol/checkpoint.js'
 import { MigrationService } from './migration.js'
 import { checkpointsDir, startCheckpoints } from './checkpoint/index.js'
 import type { Checkpoints } from './checkpoint/index.js'
@@ -129,7 +131,9 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       peerOf: name => { const m = membership.get(name); return m !== undefined && m.state !== 'dead' ? m.peerId : undefined },
       nodeOf: peerId => membership.list().find(m => m.peerId === peerId)?.name,
       shutdown: shutdown.signal,
-      logger: logger.child({ component: 'bulk' })
+      logger: logger.child({ component: 'bulk' }),
+      // Image dirs travel over direct AES-GCM connections on the listen IP (fallback: libp2p).
+      direct: { protocols: [IMAGES_PROTOCOL, CHECKPOINT_PROTOCOL], bindHost: ipOfAddr(node.listen) }
     })
     const migration = new MigrationService({
       selfName: node.name, local: localJobs, runtime, rpc, bulk, dir: join(node.stateDir, 'migrations'), logger: logger.child({ component: 'migration' }), store,

@@ -1,7 +1,8 @@
 /**
  * Image transfer over real libp2p: two hosts (createNodeHost: TCP + noise bound to the cluster key + yamux) in this
  * process on 127.0.0.1 with the same cluster key. A ByteChannel compliance suite runs against the
- * libp2p channel and the in-memory fake; then whole image dirs travel between the hosts.
+ * libp2p channel, the direct AES-GCM TCP channel negotiated over it, and the in-memory fake; then
+ * whole image dirs travel between the hosts over both, and the direct path's fallbacks are checked.
  */
 import { createHash, randomBytes, randomFillSync } from 'node:crypto'
 import { createReadStream } from 'node:fs'
@@ -14,7 +15,8 @@ import { ChannelClosedError } from '../../src/migration/ports.js'
 import {
   IMAGES_PROTOCOL, ImageIntegrityError, ImageTransferError, createMemoryChannelPair, receiveImageDir, sendImageDir
 } from '../../src/migration/transfer.js'
-import { Libp2pBulkTransport } from '../../src/node/bulk-transport.js'
+import { Libp2pBulkTransport, Libp2pByteChannel } from '../../src/node/bulk-transport.js'
+import { DirectByteChannel } from '../../src/node/direct/channel.js'
 import { createNodeHost } from '../../src/node/host.js'
 import { clusterPrologue } from '../../src/node/identity.js'
 import { IMAGES_WIRE_VERSION, decodeResult, encodeHeader, FRAME_HEADER_BYTES } from '../../src/protocol/images.js'
@@ -25,8 +27,13 @@ import type { NodeHost } from '../../src/node/host.js'
 
 const MiB = 1024 * 1024
 const TEST_PROTOCOL = '/ssi/test-bulk/1'
+const DIRECT_TEST_PROTOCOL = '/ssi/test-bulk-direct/1'
+/** Offered with no bind address (port 0) and with an address the dialer cannot reach. */
+const NO_PORT_PROTOCOL = '/ssi/test-no-port/1'
+const REFUSED_PROTOCOL = '/ssi/test-refused/1'
 
 let hosts: NodeHost[] = []
+/** a: plain libp2p; direct: node a with direct connections; b: the receiving node (direct for images). */
 const transports: Record<string, Libp2pBulkTransport> = {}
 let root: string
 const shutdown = new AbortController()
@@ -41,12 +48,17 @@ beforeAll(async () => {
   })))
   const ids: Record<string, string> = { a: hosts[0]!.peerId.toString(), b: hosts[1]!.peerId.toString() }
   const nodeOf = (peer: string): string | undefined => Object.keys(ids).find(n => ids[n] === peer)
-  for (const [i, name] of ['a', 'b'].entries()) {
-    transports[name] = new Libp2pBulkTransport({ host: hosts[i]!, peerOf: n => ids[n], nodeOf, shutdown: shutdown.signal })
-  }
+  const direct = (protocols: string[], bindHost: string | undefined) => ({ protocols, bindHost })
+  const make = (i: number, d?: ReturnType<typeof direct>): Libp2pBulkTransport =>
+    new Libp2pBulkTransport({ host: hosts[i]!, peerOf: n => ids[n], nodeOf, shutdown: shutdown.signal, ...(d === undefined ? {} : { direct: d }) })
+  transports.a = make(0)
+  transports.direct = make(0, direct([DIRECT_TEST_PROTOCOL, IMAGES_PROTOCOL, NO_PORT_PROTOCOL, REFUSED_PROTOCOL], '127.0.0.1'))
+  transports.b = make(1, direct([DIRECT_TEST_PROTOCOL, IMAGES_PROTOCOL], '127.0.0.1'))
+  const noPort = make(1, direct([NO_PORT_PROTOCOL], undefined))
+  const refused = make(1, direct([REFUSED_PROTOCOL], '127.0.0.2'))
   await hosts[0]!.dial(hosts[1]!.getMultiaddrs())
-  for (const protocol of [TEST_PROTOCOL, IMAGES_PROTOCOL]) {
-    await transports.b!.handle(protocol, async (channel, fromNode) => {
+  for (const [protocol, t] of [[TEST_PROTOCOL, transports.b], [DIRECT_TEST_PROTOCOL, transports.b], [IMAGES_PROTOCOL, transports.b], [NO_PORT_PROTOCOL, noPort], [REFUSED_PROTOCOL, refused]] as const) {
+    await t.handle(protocol, async (channel, fromNode) => {
       expect(fromNode).toBe('a')
       const handler = onChannel.get(protocol)
       if (handler === undefined) throw new Error('no test handler')
@@ -62,13 +74,13 @@ afterAll(async () => {
 })
 
 /** A connected pair: `a` opened by node a, `b` handed to node b's handler (kept open until `done`). */
-async function libp2pPair (): Promise<{ a: ByteChannel, b: ByteChannel, done: () => void }> {
+async function libp2pPair (protocol = TEST_PROTOCOL, from = 'a'): Promise<{ a: ByteChannel, b: ByteChannel, done: () => void }> {
   let release!: () => void
   const held = new Promise<void>(resolve => { release = resolve })
   const incoming = new Promise<ByteChannel>(resolve => {
-    onChannel.set(TEST_PROTOCOL, async (ch) => { resolve(ch); await held })
+    onChannel.set(protocol, async (ch) => { resolve(ch); await held })
   })
-  const a = await transports.a!.open('b', TEST_PROTOCOL, AbortSignal.timeout(5000))
+  const a = await transports[from]!.open('b', protocol, AbortSignal.timeout(5000))
   await a.write(new Uint8Array([0])) // the remote handler runs once the stream carries data
   const b = await incoming
   const first = await nextChunk(b)
@@ -115,7 +127,8 @@ async function readAll (ch: ByteChannel, signal?: AbortSignal): Promise<Buffer> 
 
 const implementations: Array<[string, () => Promise<{ a: ByteChannel, b: ByteChannel, done: () => void }>]> = [
   ['in-memory fake', async () => { const [a, b] = createMemoryChannelPair(); return { a, b, done: () => {} } }],
-  ['libp2p', libp2pPair]
+  ['libp2p', async () => await libp2pPair()],
+  ['direct TCP (AES-256-GCM records)', async () => await libp2pPair(DIRECT_TEST_PROTOCOL, 'direct')]
 ]
 
 describe.each(implementations)('ByteChannel compliance: %s', (_name, makePair) => {
@@ -192,7 +205,37 @@ describe('Libp2pBulkTransport', () => {
   })
 })
 
+describe('direct connections: negotiation and fallback', () => {
+  /** Opens `protocol` from `from`, checks the channel kind, and round-trips 3 MiB through an echo. */
+  async function roundTrip (protocol: string, from: string, kind: unknown): Promise<void> {
+    onChannel.set(protocol, async (ch) => {
+      const got = await readAll(ch)
+      await ch.write(createHash('sha256').update(got).digest())
+    })
+    const ch = await transports[from]!.open('b', protocol, AbortSignal.timeout(15_000))
+    expect(ch).toBeInstanceOf(kind)
+    const data = randomFillSync(Buffer.alloc(3 * MiB + 7))
+    await ch.write(data)
+    await ch.closeWrite()
+    expect((await readAll(ch)).equals(createHash('sha256').update(data).digest())).toBe(true)
+  }
+
+  it('uses a direct connection when both ends have it', async () => {
+    await roundTrip(DIRECT_TEST_PROTOCOL, 'direct', DirectByteChannel)
+  })
+  it('a dialer without direct connections still reaches a listener with them (over the stream)', async () => {
+    await roundTrip(DIRECT_TEST_PROTOCOL, 'a', Libp2pByteChannel)
+  })
+  it('falls back to the stream when the listener has no address to offer', async () => {
+    await roundTrip(NO_PORT_PROTOCOL, 'direct', Libp2pByteChannel)
+  })
+  it('falls back to the stream when the dialer cannot reach the offered port', async () => {
+    await roundTrip(REFUSED_PROTOCOL, 'direct', Libp2pByteChannel)
+  }, 20_000)
+})
+
 /** Runs one transfer from node a's `src` into node b's `dest`. */
+let sender = 'a'
 async function transfer (src: string, dest: string, send: SendOptions = {}, recv: Partial<ReceiveOptions> = {}, wrap = (c: ByteChannel) => c) {
   let received!: Promise<ReceiveSummary>
   const handled = new Promise<void>(resolve => {
@@ -202,7 +245,8 @@ async function transfer (src: string, dest: string, send: SendOptions = {}, recv
       await received
     })
   })
-  const channel = await transports.a!.open('b', IMAGES_PROTOCOL, AbortSignal.timeout(5000))
+  const channel = await transports[sender]!.open('b', IMAGES_PROTOCOL, AbortSignal.timeout(5000))
+  expect(channel).toBeInstanceOf(sender === 'direct' ? DirectByteChannel : Libp2pByteChannel)
   const sent = sendImageDir(wrap(channel), src, send)
   await Promise.race([handled, sent.catch(() => {})])
   await handled
@@ -236,10 +280,11 @@ async function makeDir (name: string, files: Record<string, number | Buffer>): P
 
 const exists = async (p: string): Promise<boolean> => await stat(p).then(() => true, () => false)
 
-describe('image transfer between two libp2p hosts', () => {
+describe.each([['a libp2p stream', 'a'], ['a direct TCP connection', 'direct']])('image transfer between two libp2p hosts over %s', (_via, from) => {
   let src: string
   beforeAll(async () => {
-    src = await makeDir('big', { 'pages-1.img': 256 * MiB, 'core-1.img': 4321, 'mm-1.img': 3 * MiB + 1, 'empty.img': Buffer.alloc(0), 'inventory.img': Buffer.from('inv') })
+    sender = from
+    src = await makeDir(`big-${from}`, { 'pages-1.img': 256 * MiB, 'core-1.img': 4321, 'mm-1.img': 3 * MiB + 1, 'empty.img': Buffer.alloc(0), 'inventory.img': Buffer.from('inv') })
   }, 60_000)
 
   it('moves a dir with a 256 MiB file byte-identically', async () => {
@@ -280,7 +325,7 @@ describe('image transfer between two libp2p hosts', () => {
     const dest = join(root, 'dest-evil')
     let received!: Promise<unknown>
     onChannel.set(IMAGES_PROTOCOL, async (ch) => { received = receiveImageDir(ch, dest, { maxTotalBytes: MiB }).catch(e => e); await received })
-    const ch = await transports.a!.open('b', IMAGES_PROTOCOL, AbortSignal.timeout(5000))
+    const ch = await transports[sender]!.open('b', IMAGES_PROTOCOL, AbortSignal.timeout(5000))
     await ch.write(encodeHeader({ v: IMAGES_WIRE_VERSION, compression: 'none', checksum: 'sha256', files: [{ name, size: 4, mode: 0o600 }], totalBytes: 4 }))
     const answer = await readAll(ch)
     await ch.closeWrite() // a real sender stops at once on a refusal; the receiver then finishes
@@ -314,11 +359,11 @@ describe('image transfer between two libp2p hosts', () => {
   }, 60_000)
 
   it.each(['none', 'zstd'] as const)('compression %s: a mixed dir arrives byte-identically', async (compress) => {
-    const mixed = await makeDir(`mixed-${compress}`, {
+    const mixed = await makeDir(`mixed-${compress}-${from}`, {
       'pages-1.img': Buffer.concat([Buffer.alloc(8 * MiB), randomFillSync(Buffer.alloc(4 * MiB)), Buffer.alloc(8 * MiB, 'text ')]),
       'core-1.img': 70_000
     })
-    const dest = join(root, `dest-${compress}`)
+    const dest = join(root, `dest-${compress}-${from}`)
     const { sent, received } = await transfer(mixed, dest, { compress })
     expect(received.status).toBe('fulfilled')
     const s = (sent as PromiseFulfilledResult<Awaited<ReturnType<typeof sendImageDir>>>).value

@@ -1,0 +1,158 @@
+/**
+ * Negotiates a direct bulk connection over a libp2p stream that the peers opened on
+ * `<protocol>/direct/1` (Noise-encrypted, bound to the peer's key and the cluster prologue):
+ *
+ *   listener → dialer   OFFER    { port (0: no direct path), token, dialerKey, listenerKey }
+ *   dialer   → listener STATUS   { connected: true } after its TCP connect and HELLO, or { fallback }
+ *   listener → dialer   DECISION { direct }: true once the dialer's HELLO authenticated on a TCP
+ *                                 connection to `port`, false otherwise
+ *
+ * With `direct` both ends use the TCP connection (./channel.ts) and close the stream; without it
+ * they go on with the stream itself, so a firewall or a missing route costs a few seconds, never
+ * the transfer. Fresh random keys and token per channel: nothing is reused across transfers.
+ */
+import { randomBytes } from 'node:crypto'
+import { createServer, connect } from 'node:net'
+import { lpStream } from '@libp2p/utils'
+import { z } from 'zod'
+import { decodeWith, encodeMessage } from '../../protocol/peer.js'
+import { DirectByteChannel } from './channel.js'
+import { KEY_BYTES, TOKEN_BYTES } from './records.js'
+import type { Server, Socket } from 'node:net'
+import type { Stream } from '@libp2p/interface'
+import type { LengthPrefixedStream } from '@libp2p/utils'
+
+export const DIRECT_SUFFIX = '/direct/1'
+/** Handshake messages are tiny; anything larger is refused. */
+const MAX_MESSAGE = 1024
+/** How long each step may take before the handshake gives up (the dialer's TCP connect: CONNECT_MS). */
+const STEP_MS = 10_000
+const CONNECT_MS = 3000
+/** Strangers connecting to the one-time port at once: more are dropped unread. */
+const MAX_PENDING = 8
+
+const bytes = (n: number): z.ZodType<Uint8Array> => z.instanceof(Uint8Array).refine(b => b.byteLength === n, `must be ${n} bytes`)
+const offerSchema = z.object({
+  v: z.literal(1), port: z.number().int().min(0).max(65535), token: bytes(TOKEN_BYTES), dialerKey: bytes(KEY_BYTES), listenerKey: bytes(KEY_BYTES)
+}).strict()
+const statusSchema = z.union([z.object({ connected: z.literal(true) }).strict(), z.object({ fallback: z.string().max(512) }).strict()])
+const decisionSchema = z.object({ direct: z.boolean() }).strict()
+
+type Lp = LengthPrefixedStream<Stream>
+export type DirectResult = { readonly kind: 'direct', readonly channel: DirectByteChannel } | { readonly kind: 'stream', readonly stream: Stream }
+
+async function readMessage<T> (lp: Lp, schema: z.ZodType<T>, what: string, signal: AbortSignal): Promise<T> {
+  const msg = await lp.read({ signal: AbortSignal.any([signal, AbortSignal.timeout(STEP_MS)]) })
+  return decodeWith(schema, msg.subarray(), MAX_MESSAGE, what)
+}
+
+/** The listening end (the stream's handler). Binds a one-time TCP port on `bindHost`. */
+export async function acceptDirect (stream: Stream, bindHost: string | undefined, signal: AbortSignal): Promise<DirectResult> {
+  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE })
+  const token = randomBytes(TOKEN_BYTES)
+  const dialerKey = randomBytes(KEY_BYTES)
+  const listenerKey = randomBytes(KEY_BYTES)
+  const server = bindHost === undefined ? undefined : await listenOnce(bindHost).catch(() => undefined)
+  try {
+    const port = server === undefined ? 0 : (server.address() as { port: number }).port
+    await lp.write(encodeMessage({ v: 1, port, token, dialerKey, listenerKey }), { signal })
+    let channel: DirectByteChannel | undefined
+    if (server !== undefined) {
+      const accepted = acceptAuthenticated(server, { send: listenerKey, receive: dialerKey, token }, AbortSignal.any([signal, AbortSignal.timeout(2 * STEP_MS)]))
+      const status = await readMessage(lp, statusSchema, 'direct status', signal).catch((err: unknown) => { void accepted.then(c => c?.abort(new Error('handshake failed'))); throw err })
+      channel = 'connected' in status ? await accepted : undefined
+      if (channel === undefined) void accepted.then(c => c?.abort(new Error('the dialer fell back to libp2p')))
+    }
+    await lp.write(encodeMessage({ direct: channel !== undefined }), { signal })
+    return finish(lp, stream, channel)
+  } finally {
+    server?.close()
+  }
+}
+
+/** The dialing end: `remoteHost` is the IP the libp2p connection reached the peer at. */
+export async function connectDirect (stream: Stream, remoteHost: string | undefined, signal: AbortSignal): Promise<DirectResult> {
+  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE })
+  const offer = await readMessage(lp, offerSchema, 'direct offer', signal)
+  let channel: DirectByteChannel | undefined
+  if (offer.port !== 0) {
+    try {
+      if (remoteHost === undefined) throw new Error('the connection has no IP address')
+      const socket = await connectTcp(remoteHost, offer.port, AbortSignal.any([signal, AbortSignal.timeout(CONNECT_MS)]))
+      channel = new DirectByteChannel(socket, { send: offer.dialerKey, receive: offer.listenerKey, token: offer.token }, 'dialer')
+      await lp.write(encodeMessage({ connected: true }), { signal })
+    } catch (err) {
+      signal.throwIfAborted()
+      channel?.abort(err as Error)
+      channel = undefined
+      await lp.write(encodeMessage({ fallback: (err as Error).message.slice(0, 500) }), { signal })
+    }
+  }
+  const decision = await readMessage(lp, decisionSchema, 'direct decision', signal)
+  if (!decision.direct) {
+    channel?.abort(new Error('the listener chose libp2p'))
+    channel = undefined
+  } else if (channel === undefined) {
+    throw new Error('the listener chose a direct connection that this end does not have')
+  }
+  return finish(lp, stream, channel)
+}
+
+/** Hands the stream back (with any unread bytes) or, on a direct connection, closes it. */
+function finish (lp: Lp, stream: Stream, channel: DirectByteChannel | undefined): DirectResult {
+  const raw = lp.unwrap()
+  if (channel === undefined) return { kind: 'stream', stream: raw }
+  raw.close().catch((err: unknown) => { raw.abort(err as Error) })
+  return { kind: 'direct', channel }
+}
+
+async function listenOnce (host: string): Promise<Server> {
+  const server = createServer({ allowHalfOpen: true, pauseOnConnect: false })
+  server.maxConnections = MAX_PENDING
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen({ host, port: 0, backlog: MAX_PENDING }, () => { server.off('error', reject); resolve() })
+  })
+  return server
+}
+
+/**
+ * The first connection whose HELLO authenticates under the offered keys, or undefined when the
+ * signal ends the wait. Every other connection is dropped.
+ */
+async function acceptAuthenticated (server: Server, keys: ConstructorParameters<typeof DirectByteChannel>[1], signal: AbortSignal): Promise<DirectByteChannel | undefined> {
+  return await new Promise(resolve => {
+    let winner: DirectByteChannel | undefined
+    const pending = new Set<DirectByteChannel>()
+    const done = (c: DirectByteChannel | undefined): void => {
+      server.off('connection', onConnection)
+      signal.removeEventListener('abort', onAbort)
+      for (const p of pending) if (p !== c) p.abort(new Error('another connection won'))
+      server.close()
+      resolve(c)
+    }
+    const onAbort = (): void => { if (winner === undefined) done(undefined) }
+    const onConnection = (socket: Socket): void => {
+      const channel = new DirectByteChannel(socket, keys, 'listener')
+      pending.add(channel)
+      channel.authenticated(signal).then(() => {
+        if (winner !== undefined) return
+        winner = channel
+        done(channel)
+      }, () => { pending.delete(channel); channel.abort(new Error('not authenticated')) })
+    }
+    server.on('connection', onConnection)
+    signal.addEventListener('abort', onAbort, { once: true })
+    if (signal.aborted) onAbort()
+  })
+}
+
+async function connectTcp (host: string, port: number, signal: AbortSignal): Promise<Socket> {
+  return await new Promise((resolve, reject) => {
+    const socket = connect({ host, port, allowHalfOpen: true, noDelay: true })
+    const onAbort = (): void => { socket.destroy(); reject(new Error(`direct connection to ${host}:${port} timed out`)) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    socket.once('connect', () => { signal.removeEventListener('abort', onAbort); socket.off('error', reject); resolve(socket) })
+    socket.once('error', (err) => { signal.removeEventListener('abort', onAbort); reject(err) })
+  })
+}

@@ -1,0 +1,166 @@
+/**
+ * Wire format of a direct bulk connection (see ./README in bulk-transport.ts and README, Security):
+ * a TCP byte stream in each direction made of AES-256-GCM records
+ *
+ *   type: u8 | length: u32 big-endian (ciphertext bytes) | ciphertext | 16-byte GCM tag
+ *
+ * The 5 header bytes are the record's additional authenticated data. Each direction has its own
+ * fresh 256-bit key (exchanged over the Noise-protected libp2p stream) and numbers its records
+ * from 0; the 96-bit nonce is 4 zero bytes and that counter. So a record that is altered, dropped,
+ * reordered, replayed from another connection or moved to the other direction fails to decrypt.
+ * The first record each way is HELLO (the one-time token), the last one END: a connection that
+ * stops before END was cut, not finished.
+ *
+ * Every length is checked before anything is buffered; the parser is pure so it can be fuzzed.
+ */
+import { createCipheriv, createDecipheriv } from 'node:crypto'
+
+export const RecordType = { hello: 1, data: 2, end: 3 } as const
+export type RecordTypeValue = typeof RecordType[keyof typeof RecordType]
+
+export const RECORD_HEADER_BYTES = 5
+export const TAG_BYTES = 16
+export const KEY_BYTES = 32
+export const TOKEN_BYTES = 32
+/** Largest record payload: a whole image DATA frame (1 MiB + 5) fits in one record. */
+export const MAX_RECORD_BYTES = 4 * 1024 * 1024
+
+export class DirectRecordError extends Error {
+  static override name = 'DirectRecordError'
+  override name = 'DirectRecordError'
+}
+
+const CIPHER = 'aes-256-gcm'
+
+function nonce (counter: number): Buffer {
+  const iv = Buffer.alloc(12)
+  iv.writeUIntBE(counter, 6, 6)
+  return iv
+}
+
+/** Seals records of one direction under `key`, numbering them from 0. */
+export class RecordSealer {
+  private counter = 0
+
+  constructor (private readonly key: Uint8Array) {
+    if (key.byteLength !== KEY_BYTES) throw new DirectRecordError(`a record key has ${KEY_BYTES} bytes, not ${key.byteLength}`)
+  }
+
+  /** The record as buffers to write in order (header, ciphertext, tag): no concatenation copy. */
+  seal (type: RecordTypeValue, payload: Uint8Array): Buffer[] {
+    if (payload.byteLength > MAX_RECORD_BYTES) throw new DirectRecordError(`record payload of ${payload.byteLength} bytes is over ${MAX_RECORD_BYTES}`)
+    const header = Buffer.allocUnsafe(RECORD_HEADER_BYTES)
+    header[0] = type
+    header.writeUInt32BE(payload.byteLength, 1)
+    const cipher = createCipheriv(CIPHER, this.key, nonce(this.counter++))
+    cipher.setAAD(header)
+    const body = payload.byteLength === 0 ? Buffer.alloc(0) : cipher.update(payload)
+    cipher.final()
+    return [header, body, cipher.getAuthTag()]
+  }
+}
+
+export interface OpenedRecord {
+  readonly type: RecordTypeValue
+  /** The plaintext, possibly in several pieces; released only after its tag was verified. */
+  readonly payload: Buffer[]
+}
+
+const KNOWN = new Set<number>(Object.values(RecordType))
+
+/**
+ * Incremental parser and opener for the records of one direction. `push` takes bytes as they
+ * arrive and returns the records they complete; it throws DirectRecordError on a bad header, an
+ * oversize record or a record that fails authentication (the connection must then be dropped).
+ */
+export class RecordOpener {
+  private counter = 0
+  private readonly head = Buffer.alloc(RECORD_HEADER_BYTES)
+  private headFill = 0
+  private need = -1
+  private parts: Buffer[] = []
+  private partsBytes = 0
+  private failed = false
+
+  constructor (private readonly key: Uint8Array) {
+    if (key.byteLength !== KEY_BYTES) throw new DirectRecordError(`a record key has ${KEY_BYTES} bytes, not ${key.byteLength}`)
+  }
+
+  /** True between records. */
+  get atBoundary (): boolean {
+    return this.need < 0 && this.headFill === 0
+  }
+
+  push (chunk: Uint8Array): OpenedRecord[] {
+    if (this.failed) throw new DirectRecordError('record stream already failed')
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    const out: OpenedRecord[] = []
+    try {
+      let at = 0
+      while (at < buf.byteLength) {
+        if (this.need < 0) {
+          at = this.readHead(buf, at)
+          continue
+        }
+        const take = Math.min(this.need - this.partsBytes, buf.byteLength - at)
+        this.parts.push(buf.subarray(at, at + take))
+        this.partsBytes += take
+        at += take
+        if (this.partsBytes === this.need) out.push(this.open())
+      }
+    } catch (err) {
+      this.failed = true
+      throw err
+    }
+    return out
+  }
+
+  private readHead (buf: Buffer, at: number): number {
+    const take = Math.min(RECORD_HEADER_BYTES - this.headFill, buf.byteLength - at)
+    buf.copy(this.head, this.headFill, at, at + take)
+    this.headFill += take
+    if (this.headFill < RECORD_HEADER_BYTES) return at + take
+    const type = this.head[0] ?? 0
+    const length = this.head.readUInt32BE(1)
+    if (!KNOWN.has(type)) throw new DirectRecordError(`unknown record type ${type}`)
+    if (length > MAX_RECORD_BYTES) throw new DirectRecordError(`record of ${length} bytes is over the ${MAX_RECORD_BYTES}-byte limit`)
+    this.need = length + TAG_BYTES
+    this.headFill = 0
+    return at + take
+  }
+
+  private open (): OpenedRecord {
+    const header = Buffer.from(this.head)
+    const type = header[0] as RecordTypeValue
+    const { body, tag } = splitTag(this.parts, this.partsBytes)
+    this.parts = []
+    this.partsBytes = 0
+    this.need = -1
+    const decipher = createDecipheriv(CIPHER, this.key, nonce(this.counter++))
+    decipher.setAAD(header)
+    decipher.setAuthTag(tag)
+    // Piece by piece (no concatenation copy); none of it leaves before final() checked the tag.
+    const payload = body.map(piece => decipher.update(piece))
+    try {
+      decipher.final()
+    } catch (err) {
+      throw new DirectRecordError('record failed authentication (altered, replayed, reordered or wrong key)', { cause: err })
+    }
+    return { type, payload }
+  }
+}
+
+/** Splits a record's pieces into the ciphertext pieces and the 16-byte tag at their end. */
+function splitTag (parts: Buffer[], total: number): { body: Buffer[], tag: Buffer } {
+  const bodyBytes = total - TAG_BYTES
+  const body: Buffer[] = []
+  const tag = Buffer.alloc(TAG_BYTES)
+  let at = 0
+  for (const part of parts) {
+    const inBody = Math.max(0, Math.min(part.byteLength, bodyBytes - at))
+    if (inBody > 0) body.push(part.subarray(0, inBody))
+    if (inBody < part.byteLength) part.copy(tag, Math.max(0, at - bodyBytes), inBody)
+    at += part.byteLength
+  }
+  return { body, tag }
+}
