@@ -2,14 +2,18 @@
  * Image-transfer benchmark. The receiving node is a separate process (as on a real cluster); both
  * use loopback. Prints JSON with MB/s (10^6 bytes per second of image data, until the receiver has
  * verified every digest) for 256 MiB and 1024 MiB image dirs over:
- *   - ssi over the daemon's libp2p stack (createNodeHost: TCP + noise bound to the cluster key +
- *     tuned yamux), none / zstd
- *   - a raw stream over that stack and over libp2p's defaults (TCP + noise + yamux), no files
+ *   - ssi as the daemon sends images: over a direct TCP connection of AES-256-GCM records negotiated
+ *     over its libp2p stack (src/node/direct), none / zstd
+ *   - ssi over the daemon's libp2p stack itself (createNodeHost: TCP + noise bound to the cluster
+ *     key + yamux; the fallback path), none / zstd
+ *   - a raw stream over that stack, over libp2p's defaults (TCP + noise + yamux) and over a direct
+ *     connection, no files
  *   - ssi over the in-memory channel in one process (protocol, sha256 and disk, no network)
  * next to baselines measured in the same run: a raw Node TCP socket copy (files → socket → files,
  * two processes) and `cp -r`. Image dirs live on tmpfs (/dev/shm) unless SSI_BENCH_DIR says
  * otherwise, so the disk does not dominate.  Run: npx tsx benchmarks/transfer.ts [--quick]
- * (--quick: 256 MiB only, one run each; otherwise best of two runs, samples listed).
+ * (--quick: 256 MiB only, one run each; --large: 1024 MiB incompressible without zstd only; otherwise
+ * best of two runs, samples listed).
  */
 import '../src/polyfill.js'
 import { execFileSync, fork } from 'node:child_process'
@@ -40,7 +44,12 @@ const MiB = 1024 * 1024
 /** Raw bytes, drained by the receiver: the stack's own ceiling, without files or checksums. */
 const DRAIN_PROTOCOL = '/ssi/bench-drain/1'
 type Stack = 'daemon' | 'defaults'
+/** How a channel travels: the libp2p stream itself, or a direct connection negotiated over it. */
+type Path = 'stream' | 'direct'
 type Dataset = 'random' | 'mixed'
+
+/** As the daemon configures it (src/node/daemon.ts), on loopback. */
+const directInit = { protocols: [IMAGES_PROTOCOL, '/ssi/bench-drain/1'], bindHost: '127.0.0.1' }
 
 interface ReceiverReply { readonly ok: boolean, readonly error?: string, readonly cpuS: number, readonly summary?: ReceiveSummary }
 
@@ -56,7 +65,7 @@ async function benchHost (stack: Stack, key: Uint8Array): Promise<Libp2p> {
 
 async function startReceiverHost (stack: Stack, key: Uint8Array): Promise<{ addr: string, peerId: string, transport: Libp2pBulkTransport }> {
   const host = await benchHost(stack, key)
-  const transport = new Libp2pBulkTransport({ host, peerOf: () => undefined, nodeOf: () => 'sender', shutdown: new AbortController().signal })
+  const transport = new Libp2pBulkTransport({ host, peerOf: () => undefined, nodeOf: () => 'sender', shutdown: new AbortController().signal, direct: directInit })
   return { addr: host.getMultiaddrs()[0]?.toString() ?? '', peerId: host.peerId.toString(), transport }
 }
 
@@ -193,19 +202,21 @@ interface Row {
 
 const mbps = (bytes: number, s: number): number => Math.round(bytes / 1e6 / s)
 
-async function senderHost (rx: Receiver, stack: Stack): Promise<{ transport: Libp2pBulkTransport, stop: () => Promise<void> }> {
+async function senderHost (rx: Receiver, stack: Stack, path: Path = 'stream'): Promise<{ transport: Libp2pBulkTransport, stop: () => Promise<void> }> {
   const key = randomBytes(32)
   const { addr, peerId } = await rx.ask<{ addr: string, peerId: string }>({ cmd: 'host', stack, key: [...key] })
   const host = await benchHost(stack, key)
   await host.dial(multiaddr(addr))
-  const transport = new Libp2pBulkTransport({ host, peerOf: () => peerId, nodeOf: () => 'receiver', shutdown: new AbortController().signal })
+  const transport = new Libp2pBulkTransport({ host, peerOf: () => peerId, nodeOf: () => 'receiver', shutdown: new AbortController().signal, ...(path === 'direct' ? { direct: directInit } : {}) })
   return { transport, stop: async () => { await host.stop() } }
 }
 
-const stackName = (stack: Stack): string => stack === 'daemon' ? 'the daemon\'s host: noise bound to the cluster key, tuned yamux' : 'libp2p defaults: noise + yamux'
+const stackName = (stack: Stack, path: Path = 'stream'): string => path === 'direct'
+  ? 'direct TCP connection of AES-256-GCM records, negotiated over the daemon\'s libp2p stream: the daemon\'s path'
+  : stack === 'daemon' ? 'the daemon\'s host: noise bound to the cluster key, yamux' : 'libp2p defaults: noise + yamux'
 
-async function viaLibp2p (rx: Receiver, stack: Stack, src: string, dest: string, compression: Compression, dataset: Dataset, mib: number): Promise<Row> {
-  const { transport, stop } = await senderHost(rx, stack)
+async function viaLibp2p (rx: Receiver, path: Path, src: string, dest: string, compression: Compression, dataset: Dataset, mib: number): Promise<Row> {
+  const { transport, stop } = await senderHost(rx, 'daemon', path)
   try {
     await rx.ask({ cmd: 'receive', dest })
     const received = rx.next<ReceiverReply>()
@@ -216,7 +227,7 @@ async function viaLibp2p (rx: Receiver, stack: Stack, src: string, dest: string,
     const seconds = (performance.now() - t0) / 1000
     const reply = await received
     return {
-      path: `ssi over libp2p (${stackName(stack)})`,
+      path: `ssi over ${path === 'direct' ? '' : 'libp2p '}(${stackName('daemon', path)})`,
       dataset, MiB: mib, compression, MBps: mbps(sent.bytes, seconds), seconds: round(seconds), wireMiB: round(sent.wireBytes / MiB),
       senderCpuS: cpuSeconds(process.cpuUsage(cpu0)), receiverCpuS: reply.cpuS, ...(reply.ok ? {} : { error: reply.error })
     }
@@ -226,8 +237,8 @@ async function viaLibp2p (rx: Receiver, stack: Stack, src: string, dest: string,
 }
 
 /** The same bytes in 1 MiB writes over one bulk channel, drained by the receiver. */
-async function viaRawStream (rx: Receiver, stack: Stack, dataset: Dataset, mib: number): Promise<Row> {
-  const { transport, stop } = await senderHost(rx, stack)
+async function viaRawStream (rx: Receiver, stack: Stack, dataset: Dataset, mib: number, path: Path = 'stream'): Promise<Row> {
+  const { transport, stop } = await senderHost(rx, stack, path)
   try {
     const t0 = performance.now()
     const channel = await transport.open('receiver', DRAIN_PROTOCOL, AbortSignal.timeout(10_000))
@@ -235,7 +246,7 @@ async function viaRawStream (rx: Receiver, stack: Stack, dataset: Dataset, mib: 
     await channel.closeWrite()
     for await (const _ of channel.read()) break // the receiver's ack: everything arrived
     const seconds = (performance.now() - t0) / 1000
-    return { path: `raw libp2p stream (${stackName(stack)}; no files, no checksums)`, dataset, MiB: mib, compression: '-', MBps: mbps(mib * MiB, seconds), seconds: round(seconds) }
+    return { path: `raw ${path === 'direct' ? 'channel' : 'libp2p stream'} (${stackName(stack, path)}; no files, no checksums)`, dataset, MiB: mib, compression: '-', MBps: mbps(mib * MiB, seconds), seconds: round(seconds) }
   } finally {
     await stop()
   }
@@ -313,10 +324,12 @@ async function measure (rx: Receiver, root: string, mib: number, dataset: Datase
   if (dataset === 'random') rows.push(await best(repeats, dest, async d => await viaTcp(rx, src, d, dataset, mib, true)))
   if (dataset === 'random') {
     for (const stack of ['defaults', 'daemon'] as const) rows.push(await best(repeats, dest, async () => await viaRawStream(rx, stack, dataset, mib)))
+    rows.push(await best(repeats, dest, async () => await viaRawStream(rx, 'daemon', dataset, mib, 'direct')))
   }
   for (const c of compressions) {
     rows.push(await best(repeats, dest, async d => await viaMemory(src, d, c, dataset, mib)))
-    rows.push(await best(repeats, dest, async d => await viaLibp2p(rx, 'daemon', src, d, c, dataset, mib)))
+    rows.push(await best(repeats, dest, async d => await viaLibp2p(rx, 'stream', src, d, c, dataset, mib)))
+    rows.push(await best(repeats, dest, async d => await viaLibp2p(rx, 'direct', src, d, c, dataset, mib)))
   }
   await rm(src, { recursive: true, force: true })
   return rows
@@ -329,12 +342,12 @@ async function main (): Promise<void> {
   const rx = await Receiver.start()
   try {
     const repeats = quick ? 1 : 2
-    const rows = [
+    const rows = process.argv.includes('--large') ? await measure(rx, root, 1024, 'random', ['none'], repeats) : [
       ...await measure(rx, root, 256, 'random', ['none', 'zstd'], repeats),
       ...(quick ? [] : await measure(rx, root, 1024, 'random', ['none', 'zstd'], repeats)),
       ...await measure(rx, root, 256, 'mixed', ['none', 'zstd'], repeats)
     ]
-    const daemonRows = rows.filter(r => r.path.startsWith('ssi over libp2p (the daemon') && r.dataset === 'random' && r.compression === 'none')
+    const daemonRows = rows.filter(r => r.path.endsWith('the daemon\'s path)') && r.dataset === 'random' && r.compression === 'none')
     const largest = Math.max(...daemonRows.map(r => r.MiB))
     const best = Math.max(...daemonRows.filter(r => r.MiB === largest).map(r => r.MBps))
     console.log(JSON.stringify({

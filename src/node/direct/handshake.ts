@@ -19,6 +19,7 @@ import { decodeWith, encodeMessage } from '../../protocol/peer.js'
 import { DirectByteChannel } from './channel.js'
 import { KEY_BYTES, TOKEN_BYTES } from './records.js'
 import type { Server, Socket } from 'node:net'
+import type { DirectKeys } from './channel.js'
 import type { Stream } from '@libp2p/interface'
 import type { LengthPrefixedStream } from '@libp2p/utils'
 
@@ -28,6 +29,8 @@ const MAX_MESSAGE = 1024
 /** How long each step may take before the handshake gives up (the dialer's TCP connect: CONNECT_MS). */
 const STEP_MS = 10_000
 const CONNECT_MS = 3000
+/** How long the listener waits for the HELLO of a dialer that says it connected. */
+const HELLO_MS = 5000
 /** Strangers connecting to the one-time port at once: more are dropped unread. */
 const MAX_PENDING = 8
 
@@ -56,17 +59,39 @@ export async function acceptDirect (stream: Stream, bindHost: string | undefined
   try {
     const port = server === undefined ? 0 : (server.address() as { port: number }).port
     await lp.write(encodeMessage({ v: 1, port, token, dialerKey, listenerKey }), { signal })
-    let channel: DirectByteChannel | undefined
-    if (server !== undefined) {
-      const accepted = acceptAuthenticated(server, { send: listenerKey, receive: dialerKey, token }, AbortSignal.any([signal, AbortSignal.timeout(2 * STEP_MS)]))
-      const status = await readMessage(lp, statusSchema, 'direct status', signal).catch((err: unknown) => { void accepted.then(c => c?.abort(new Error('handshake failed'))); throw err })
-      channel = 'connected' in status ? await accepted : undefined
-      if (channel === undefined) void accepted.then(c => c?.abort(new Error('the dialer fell back to libp2p')))
+    const channel = server === undefined ? undefined : await awaitDialer(lp, server, { send: listenerKey, receive: dialerKey, token }, signal)
+    try {
+      await lp.write(encodeMessage({ direct: channel !== undefined }), { signal })
+    } catch (err) {
+      channel?.abort(err as Error)
+      throw err
     }
-    await lp.write(encodeMessage({ direct: channel !== undefined }), { signal })
     return finish(lp, stream, channel)
   } finally {
     server?.close()
+  }
+}
+
+/**
+ * Reads the dialer's status and, if it connected, waits (HELLO_MS at most) for its HELLO on the
+ * one-time port; strangers there are refused all along. Undefined: go on over the stream.
+ */
+async function awaitDialer (lp: Lp, server: Server, keys: DirectKeys, signal: AbortSignal): Promise<DirectByteChannel | undefined> {
+  const stop = new AbortController()
+  const accepted = acceptAuthenticated(server, keys, AbortSignal.any([signal, stop.signal]))
+  let timer: NodeJS.Timeout | undefined
+  let chosen: DirectByteChannel | undefined
+  try {
+    const status = await readMessage(lp, statusSchema, 'direct status', signal)
+    if (!('connected' in status)) return undefined
+    timer = setTimeout(() => { stop.abort() }, HELLO_MS)
+    chosen = await accepted
+    return chosen
+  } finally {
+    clearTimeout(timer)
+    stop.abort()
+    // Refused or failed: a connection that authenticated meanwhile is not used.
+    void accepted.then(c => { if (c !== chosen) c?.abort(new Error('the direct handshake did not choose this connection')) })
   }
 }
 
@@ -120,7 +145,7 @@ async function listenOnce (host: string): Promise<Server> {
  * The first connection whose HELLO authenticates under the offered keys, or undefined when the
  * signal ends the wait. Every other connection is dropped.
  */
-async function acceptAuthenticated (server: Server, keys: ConstructorParameters<typeof DirectByteChannel>[1], signal: AbortSignal): Promise<DirectByteChannel | undefined> {
+async function acceptAuthenticated (server: Server, keys: DirectKeys, signal: AbortSignal): Promise<DirectByteChannel | undefined> {
   return await new Promise(resolve => {
     let winner: DirectByteChannel | undefined
     const pending = new Set<DirectByteChannel>()
