@@ -151,6 +151,8 @@ async function acceptAuthenticated (server: Server, keys: DirectKeys, signal: Ab
     const pending = new Set<DirectByteChannel>()
     const done = (c: DirectByteChannel | undefined): void => {
       server.off('connection', onConnection)
+      // Connections the kernel accepted before close() still arrive: drop them.
+      server.on('connection', (late: Socket) => { late.destroy() })
       signal.removeEventListener('abort', onAbort)
       for (const p of pending) if (p !== c) p.abort(new Error('another connection won'))
       server.close()
