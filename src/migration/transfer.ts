@@ -6,14 +6,19 @@
  * benchmarks/transfer.ts prints the current figures):
  * - Integrity: one sha256 per file, computed while reading (sender) and while writing (receiver),
  *   compared before the receiver answers ok. With SHA-NI, Node's sha256 runs at ~1.8 GB/s, i.e.
- *   ~0.55 s of one core per GiB per end, a minor share of a transfer that today runs at
- *   ~110-380 MB/s over libp2p (zlib.crc32 is ~2x cheaper but only catches accidents; sha256 also
- *   names the content, so a restore can re-check the images it is handed). A hashing worker
- *   thread becomes worth its copies once the transport itself exceeds ~1 GB/s.
- * - Throughput is bounded by the libp2p stack, not by this protocol: the in-memory channel moves
- *   ~450-750 MB/s with both sha256s and the files on one thread; a raw libp2p stream with
- *   noise+yamux (the daemon's stack since pnet was dropped) ~300-550 MB/s between two processes;
- *   ssi reaches ~45-80 % of it.
+ *   ~0.55 s of one core per GiB per end (zlib.crc32 is ~3x cheaper but only catches accidents;
+ *   sha256 also names the content, so a restore can re-check the images it is handed, and the
+ *   checkpoint service compares the receiver's digests with the manifest). A hashing worker thread
+ *   would not help here: both ends share the same 2 cores, so CPU per byte is the budget.
+ * - The transport is the main cost. A noise+yamux stream costs ~2.5-4x the CPU per byte of TCP with
+ *   one AES-256-GCM call per record (profiles: per-64-KiB ChaCha20-Poly1305 cipher objects and
+ *   Buffer.concat copies in noise, yamux frames, Uint8ArrayLists and the GC they cause). So the
+ *   daemon moves image dirs over a direct TCP connection of AES-256-GCM records negotiated over the
+ *   libp2p stream (src/node/direct/, README Security), falling back to the stream itself.
+ * - What remains per GiB, both ends together: sha256 x2, AES-GCM x2 (Node allocates every output
+ *   buffer, ~2.5x what `openssl speed` does), two TCP copies, the file read and write, GC. That is
+ *   ~2.5-3 s of CPU per GiB: on 2 cores shared by both ends, ~0.7-0.9 GB/s at best. Reaching
+ *   1 GB/s would need dropping one of the sha256s or Node's per-call allocations.
  * - zstd is opt-in (`compress: 'zstd'`; the `zstd` binary on Node 20, zlib's on Node 22.15+).
  *   It pays only when the link is slower than zstd -1 and the image compresses: over the pnet
  *   stack a 75 %-compressible image went 1.0-1.45x as fast (runs vary); on incompressible data it
