@@ -16,7 +16,7 @@ import { NodeApi } from './api.js'
 import { newStats } from './context.js'
 import { Rng } from './rng.js'
 import { drive } from './drive.js'
-import { findLeaks } from './leaks.js'
+import { findLeaks, keptDumpLogs, retainedCheckpoints } from './leaks.js'
 import type { SoakContext } from './context.js'
 
 process.env.SSI_LOG_LEVEL ??= 'info'
@@ -42,6 +42,8 @@ const ctx: SoakContext = {
 log(`seed ${seed}, ${durationMs} ms, ${nodeCount} nodes, cluster ${c.config.name} in ${dir}`)
 const loadBefore = loadavg()
 let leaks: Awaited<ReturnType<typeof findLeaks>> = []
+let retained: string[] = []
+let dumpLogs: string[] = []
 try {
   await c.start()
   await drive(ctx, durationMs)
@@ -49,6 +51,8 @@ try {
   await c.stop()
   await new Promise(r => setTimeout(r, 1000))
   leaks = await findLeaks(c.config.name, dir, c.config.nodes.map(n => n.stateDir))
+  retained = await retainedCheckpoints(c.config.nodes.map(n => n.stateDir))
+  dumpLogs = await keptDumpLogs(c.config.nodes.map(n => n.stateDir))
   if (process.env.SSI_KEEP_TEST_DIRS === undefined) await rm(dir, { recursive: true, force: true })
 }
 const jobs = [...ctx.jobs.values()]
@@ -67,6 +71,8 @@ const report = {
   placementChecks: ctx.stats.placementChecks,
   invariantViolations: { count: ctx.stats.violations.length, details: ctx.stats.violations },
   leakedResources: { count: leaks.length, details: leaks },
+  // Kept on purpose, not leaks: held periodic checkpoints of ended jobs (restore --last), failed-dump logs.
+  retained: { checkpointsOfEndedJobs: retained.length, failedDumpLogs: dumpLogs.length },
   load: { before: loadBefore.map(x => Math.round(x * 100) / 100), after: loadavg().map(x => Math.round(x * 100) / 100) }
 }
 console.log(JSON.stringify(report, null, 2))
