@@ -81,6 +81,16 @@ describe('LocalJobs and migration', () => {
     expect(released).toEqual([1000001])
   })
 
+  it('a job lost in a migration has its cgroup released', async () => {
+    const { runtime, released } = fakeRuntime()
+    const local = localJobs(runtime)
+    await local.start(start)
+    await local.beginMigration(1000001, 0)
+    await local.loseAfterMigration(1000001, 'restoring failed; the frozen job did not resume', 'n2')
+    expect(local.get(1000001)).toMatchObject({ state: 'lost', migration: { outcome: 'lost', to: 'n2' } })
+    expect(released).toEqual([1000001])
+  })
+
   it('after a restart mid-migration: running again if the tree is there, lost (home not told) if it is gone', async () => {
     const record = { ...start, hostname: 'vp1', node: 'n1', state: 'migrating', createdMs: 1, hostPid: 7 }
     const store = new MemoryStateStore()

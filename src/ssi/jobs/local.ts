@@ -245,6 +245,8 @@ export class LocalJobs {
     const e = this.entry(vpid)
     const migration: MigrationNote | undefined = target === undefined ? undefined : { from: this.init.node, to: target, outcome: 'lost', atMs: Date.now(), detail: error }
     await this.update(e, transition(e.record, 'lost', { endedMs: Date.now(), error, migration }))
+    // Nothing of it runs here (or may: a frozen leftover is killed with its cgroup), nor will again.
+    if (e.runtime !== undefined) await this.init.runtime.release(e.runtime).catch(err => { this.init.logger.warn({ vpid, err: (err as Error).message }, 'cgroup cleanup failed') })
   }
 
   /** Whether vpid may be restored here: unknown, or it moved away earlier. */
