@@ -7,6 +7,7 @@
 import { parseParams } from '../protocol/peer.js'
 import { copyFile, mkdir, readdir, rename, rm, unlink } from 'node:fs/promises'
 import { basename, join } from 'node:path'
+import { killStaleCriu } from './stale-criu.js'
 import { readDumpStats } from '../migration/dump-stats.js'
 import type { DumpStats } from '../migration/dump-stats.js'
 import { findUnmigratable } from '../migration/precheck.js'
@@ -133,12 +134,19 @@ export class MigrationService {
       cancelTarget: async (target, vpid) => { await this.target().cancel(target, vpid) },
       restoreHere: async (vpid, dir, stdio, job) => await this.restoreFromImages(vpid, dir, stdio, job)
     })
+    // A migration settled as lost mid-dump has no imagesDir in its journal entry: drop its partial images too.
+    const open = new Set((await this.journal.list()).map(e => e.vpid))
+    for (const name of await readdir(join(this.init.dir, 'out')).catch(() => [] as string[])) {
+      if (!open.has(Number(name)) && !this.outgoing.has(Number(name))) await rm(join(this.init.dir, 'out', name), { recursive: true, force: true })
+    }
   }
 
   async start (): Promise<void> {
     const { rpc } = this.init
     // Nothing incoming survives a restart (the source rolls back); outgoing images stay if journalled.
     this.unfinishedIncoming = (await readdir(join(this.init.dir, 'in')).catch(() => [] as string[])).map(Number).filter(Number.isSafeInteger)
+    const stale = await killStaleCriu(join(this.init.dir, 'in'))
+    if (stale.length > 0) this.init.logger.info({ pids: stale }, 'killed CRIU processes a killed daemon left receiving migrations')
     await rm(join(this.init.dir, 'in'), { recursive: true, force: true })
     const entries = await this.journal.list()
     this.journalled = new Set(entries.map(e => e.vpid))
@@ -316,6 +324,7 @@ export class MigrationService {
       lose: async (vpid, error) => {
         this.outgoing.delete(vpid)
         await local.loseAfterMigration(vpid, error, target)
+        await rm(join(this.init.dir, 'out', String(vpid)), { recursive: true, force: true })
       }
     }
   }
