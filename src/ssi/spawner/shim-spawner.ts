@@ -13,7 +13,7 @@ import { JobExistsError, JobLostError, JobNotFoundError, JobStartError, StdinClo
 import { DEFAULT_SHIM_PATH, checkShim, findTini, runShim } from './launch.js'
 import { followFile, readChunk } from './output.js'
 import { encodeRestoreSpec, encodeRunSpec, validateJobSpec, validateRestoreSpec } from './spec.js'
-import { handleFor, isSameProcess, readExitRecord, readPidRecord } from './state.js'
+import { awaitOldShim, handleFor, isSameProcess, readExitRecord, readPidRecord } from './state.js'
 import { StdinWriters } from './stdin.js'
 import { DirWatcher } from './watch.js'
 import type {
@@ -112,6 +112,8 @@ export class ShimJobSpawner implements JobSpawner {
     validateRestoreSpec(spec)
     const jobDir = join(spec.jobsRoot, spec.id)
     await mkdir(jobDir, { recursive: true, mode: 0o711 })
+    // The shim of the run CRIU just killed (a rollback restores into its dir) must be done writing first.
+    if (await awaitOldShim(jobDir, 5000, signal)) this.init.logger?.warn({ job: spec.id }, 'the previous shim of a restored job did not end: killed it')
     // State of an earlier run of this job (e.g. copied with its output) is not this run's.
     for (const stale of ['pid', 'exit', 'spec']) await unlink(join(jobDir, stale)).catch(() => {})
     const shim = checkShim(this.init.shimPath ?? DEFAULT_SHIM_PATH)

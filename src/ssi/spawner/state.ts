@@ -103,3 +103,26 @@ export function handleFor (id: string, jobDir: string, rec: PidRecord, stdin: bo
     stdinPath: stdin ? join(jobDir, 'stdin') : undefined
   }
 }
+
+/**
+ * Waits until the shim recorded in `jobDir/pid` has ended, SIGKILLing it after `timeoutMs`.
+ * A restore into the dir of a tree CRIU has just killed must not start before that tree's shim has
+ * recorded the death: under load it can take a while, and its late `exit` file would end the
+ * restored job (seen by the soak as a job killed with 137 right after a rolled-back migration).
+ * Resolves with whether the shim had to be killed.
+ */
+export async function awaitOldShim (jobDir: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+  const rec = await readPidRecord(jobDir).catch(() => undefined)
+  if (rec === undefined) return false
+  const deadline = Date.now() + timeoutMs
+  while (isSameProcess(rec.shim, rec.shimStart)) {
+    signal?.throwIfAborted()
+    if (Date.now() >= deadline) {
+      try { process.kill(rec.shim, 'SIGKILL') } catch { /* gone meanwhile */ }
+      while (isSameProcess(rec.shim, rec.shimStart)) await new Promise(resolve => setTimeout(resolve, 10))
+      return true
+    }
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+  return false
+}
