@@ -89,7 +89,17 @@ export async function migratePostCopy<P, D> (source: PostCopySource<P, D>, targe
     throw err
   }
   await phases.to('dumping')
-  return await dumpAndMove(source, target, req, phases, checkMs, signal)
+  // Once the target runs the job, aborting (the caller's connection closed, e.g. its node died) would
+  // only lose it: the page server and bridge then live on until the pull ends (found by the soak).
+  const untilRunning = new AbortController()
+  const onAbort = (): void => { if (phases.phase !== 'pulling') untilRunning.abort(signal.reason) }
+  if (signal.aborted) untilRunning.abort(signal.reason)
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    return await dumpAndMove(source, target, req, phases, checkMs, untilRunning.signal)
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
 }
 
 async function dumpAndMove<P, D> (source: PostCopySource<P, D>, target: PostCopyTarget<P, D>, req: PostCopyRequest, phases: Phases, checkMs: number, signal: AbortSignal): Promise<PostCopyResult> {
