@@ -2,7 +2,10 @@
  * Migration benchmark: jobs of 16, 256 and 1024 MiB RSS moved between two nodes of a local cluster
  * with `ssi migrate` in each mode (stop-copy, post-copy), next to raw CRIU measured in the same run on
  * the same kind of process: `criu dump` + copy of the images + `criu restore`. Prints JSON.
- * Run: npx tsx benchmarks/migrate.ts [--sizes 16,256,1024] [--modes stop-copy,post-copy]
+ * Mode `stop-copy-files` is stop-copy without streamed pages (migration.streamPages: false: dump
+ * into files, then send them), on a second cluster. `--repeat N` runs every size N times (raw and
+ * each mode in turn, so they see the same machine load) and adds medians.
+ * Run: npx tsx benchmarks/migrate.ts [--sizes 16,256,1024] [--modes stop-copy,post-copy] [--repeat 1]
  */
 import '../src/polyfill.js'
 import { spawn } from 'node:child_process'
@@ -19,7 +22,9 @@ process.env.SSI_LOG_LEVEL ??= 'warn'
 const sizesArg = process.argv.includes('--sizes') ? process.argv[process.argv.indexOf('--sizes') + 1] : undefined
 const sizes = (sizesArg ?? '16,256,1024').split(',').map(Number)
 const modesArg = process.argv.includes('--modes') ? process.argv[process.argv.indexOf('--modes') + 1] : undefined
-const modes = (modesArg ?? 'stop-copy,post-copy').split(',') as Array<'stop-copy' | 'post-copy'>
+type BenchMode = 'stop-copy' | 'stop-copy-files' | 'post-copy'
+const modes = (modesArg ?? 'stop-copy,post-copy').split(',') as BenchMode[]
+const repeat = process.argv.includes('--repeat') ? Number(process.argv[process.argv.indexOf('--repeat') + 1]) : 1
 
 /**
  * A process that fills `mib` MiB with non-zero pages, says "ready", then sleeps. (Its text differs
@@ -82,35 +87,54 @@ async function ssiMigrate (client: ControlClient, mib: number, mode: 'stop-copy'
   }
 }
 
-const criu = (await findCriu()).path
-const c = await makeCluster({ nodes: 2 })
-const results: unknown[] = []
-try {
+async function startCluster (extra?: Record<string, unknown>): Promise<{ c: Awaited<ReturnType<typeof makeCluster>>, client: ControlClient }> {
+  const c = await makeCluster({ nodes: 2, extra })
   await c.start()
   await eventually(async () => (await c.call<NodeInfo[]>('n1', 'nodes')).filter(n => n.state === 'alive').length === 2, 20_000, 'cluster')
-  const client = await ControlClient.connect(c.socket('n1'))
+  return { c, client: await ControlClient.connect(c.socket('n1')) }
+}
+
+const criu = (await findCriu()).path
+const results: unknown[] = []
+const clusters: Array<Awaited<ReturnType<typeof startCluster>>> = []
+try {
+  const main = await startCluster()
+  clusters.push(main)
+  const files = modes.includes('stop-copy-files') ? await startCluster({ migration: { streamPages: false } }) : undefined
+  if (files !== undefined) clusters.push(files)
   for (const mib of sizes) {
-    const raw = await rawCriu(criu, mib)
-    await sleep(500)
-    for (const mode of modes) {
-      // A failed run (e.g. a host mount that vanished between dump and restore) is reported, not fatal.
-      const ssi = await ssiMigrate(client, mib, mode).catch((err: unknown) => ({ error: (err as Error).message })) as { totalMs: number, downtimeMs: number, error?: string }
-      if (ssi.error !== undefined) { results.push({ rssMiB: mib, mode, error: ssi.error }); continue }
-      results.push({ rssMiB: mib, mode, ssi, rawCriuDumpCopyRestore: raw, ratioToRaw: Math.round(ssi.totalMs / raw.totalMs * 100) / 100, downtimeRatioToRaw: Math.round(ssi.downtimeMs / raw.totalMs * 100) / 100 })
+    for (let run = 0; run < repeat; run++) {
+      const raw = await rawCriu(criu, mib)
       await sleep(500)
+      for (const mode of modes) {
+        const client = mode === 'stop-copy-files' ? (files as { client: ControlClient }).client : main.client
+        // A failed run (e.g. a host mount that vanished between dump and restore) is reported, not fatal.
+        const ssi = await ssiMigrate(client, mib, mode === 'stop-copy-files' ? 'stop-copy' : mode).catch((err: unknown) => ({ error: (err as Error).message })) as { totalMs: number, downtimeMs: number, error?: string }
+        if (ssi.error !== undefined) { results.push({ rssMiB: mib, mode, error: ssi.error }); continue }
+        results.push({ rssMiB: mib, mode, ssi, rawCriuDumpCopyRestore: raw, ratioToRaw: Math.round(ssi.totalMs / raw.totalMs * 100) / 100, downtimeRatioToRaw: Math.round(ssi.downtimeMs / raw.totalMs * 100) / 100 })
+        await sleep(500)
+      }
     }
   }
-  client.close()
 } finally {
-  await c.stop()
+  for (const { c, client } of clusters) {
+    client.close()
+    await c.stop()
+  }
 }
 type Row = { rssMiB: number, mode: string, ratioToRaw: number, ssi: { downtimeMs: number } }
 const rows = (results as Array<Row | { error: string }>).filter((r): r is Row => !('error' in r))
 const stopCopy = rows.filter(r => r.mode === 'stop-copy')
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)] ?? NaN }
+const medians = modes.flatMap(mode => sizes.map(mib => {
+  const mine = rows.filter(r => r.mode === mode && r.rssMiB === mib)
+  return { mode, rssMiB: mib, runs: mine.length, medianRatioToRaw: median(mine.map(r => r.ratioToRaw)) }
+}))
 const postCopy1G = rows.filter(r => r.mode === 'post-copy' && r.rssMiB === 1024)
 console.log(JSON.stringify({
   benchmark: 'migrate',
   results,
+  medians,
   targets: {
     stopCopyTotalLeq1_25xRaw: stopCopy.length === 0 ? null : stopCopy.every(r => r.ratioToRaw <= 1.25),
     postCopyDowntime1GiBLeq300ms: postCopy1G.length === 0 ? null : postCopy1G.every(r => r.ssi.downtimeMs <= 300)

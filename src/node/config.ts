@@ -62,7 +62,13 @@ const migrationSchema = z.object({
    * do lazy pages), in bytes (accepts "256MiB"). Below it, stop-copy: its downtime is then short
    * anyway (~0.1-0.4 s) and the job never depends on two nodes at once. Default 256 MiB.
    */
-  postCopyAboveBytes: bytes.default(256 * 1024 * 1024)
+  postCopyAboveBytes: bytes.default(256 * 1024 * 1024),
+  /**
+   * Stop-copy streams the pages to the target while CRIU dumps them (CRIU page server over the
+   * bulk transport; the dump and the transfer overlap). false: dump into files, then send them.
+   * Default true; a target that cannot take streamed pages gets files anyway.
+   */
+  streamPages: z.boolean().default(true)
 }).strict()
 
 const nodeSchema = z.object({

@@ -1,13 +1,11 @@
 /**
  * The daemon's side of stop-and-copy migration (src/migration/stop-and-copy.ts): the source side
- * over LocalJobs and the job runtime, the target side as peer methods plus an images channel.
- * The target accepts one incoming migration per source node at a time (the images channel is
- * matched to the prepared migration by the sending node).
+ * over LocalJobs and the job runtime, the target side (./migration-target.ts) as peer methods
+ * plus an images channel and a streamed-pages channel (src/migration/page-stream.ts).
  */
 import { parseParams } from '../protocol/peer.js'
-import { copyFile, mkdir, readdir, rename, rm, unlink } from 'node:fs/promises'
+import { access, copyFile, mkdir, readdir, rm, unlink } from 'node:fs/promises'
 import { basename, join } from 'node:path'
-import { killStaleCriu } from './stale-criu.js'
 import { readDumpStats } from '../migration/dump-stats.js'
 import type { DumpStats } from '../migration/dump-stats.js'
 import { findUnmigratable } from '../migration/precheck.js'
@@ -15,15 +13,17 @@ import { MigrationJournal } from '../migration/journal.js'
 import { migrate } from '../migration/stop-and-copy.js'
 import { migrationTestHooks } from './migration-hooks.js'
 import { recoverMigrations } from './migration-recovery.js'
-import { IMAGES_PROTOCOL, receiveImageDir, recheckImages, sendImageDir } from '../migration/transfer.js'
-import { migratePrepareSchema, migrateRestoreSchema, migrateStartSchema, migrateVpidSchema } from '../protocol/migrate.js'
+import { IMAGES_PROTOCOL, sendImageDir } from '../migration/transfer.js'
+import { listenLoopbackOnce } from '../migration/page-bridge.js'
+import { PAGES_PROTOCOL, pagesHeader, teePages } from '../migration/page-stream.js'
+import { migratePrepareReplySchema, migratePrepareSchema, migrateRestoreSchema, migrateStartSchema, migrateVpidSchema } from '../protocol/migrate.js'
 import { JobStateError } from '../ssi/jobs/errors.js'
-import type { JournalStore, TargetHolds } from '../migration/journal.js'
+import { IncomingMigrations, STAGED } from './migration-target.js'
+import type { JournalStore } from '../migration/journal.js'
 import type { MigrationPhase, MigrationSource, MigrationTarget, PhaseDetail } from '../migration/stop-and-copy.js'
 import type { MigrationTestHooks } from './migration-hooks.js'
 import type { BulkTransport } from '../migration/ports.js'
 import type { MigratePrepareParams, MigrationSummary } from '../protocol/migrate.js'
-import type { ReceiveSummary } from '../migration/transfer.js'
 import type { LocalJobs } from '../ssi/jobs/local.js'
 import type { JobRecord } from '../ssi/jobs/record.js'
 import type { DumpedFile, JobRuntime, RuntimeJob } from '../ssi/jobs/runtime.js'
@@ -60,6 +60,8 @@ export interface MigrationServiceInit {
   readonly hooks?: MigrationTestHooks
   /** How `--mode auto` chooses (the cluster config's `migration` section). */
   readonly modes?: MigrationModeConfig
+  /** Stop-copy: stream the pages while dumping when the target can take them (default true). */
+  readonly streamPages?: boolean
 }
 
 export interface MigrateOutOptions {
@@ -68,24 +70,23 @@ export interface MigrateOutOptions {
   readonly onEvent?: EmitEvent
 }
 
-const STAGED = { stdout: 'ssi.stdout', stderr: 'ssi.stderr' } as const
-
-interface Incoming {
-  readonly from: string
-  readonly prepared: MigratePrepareParams
-  readonly dir: string
-  readonly expiry: NodeJS.Timeout
-  received?: Promise<ReceiveSummary>
-  restoring?: boolean
+interface Outgoing {
+  readonly job: RuntimeJob
+  readonly record: JobRecord
+  /** The target takes the pages streamed as they are dumped (it said so when prepared). */
+  streamPages?: boolean
+  /** Page bytes streamed during the dump. */
+  pageBytes?: number
 }
 
-interface Outgoing { readonly job: RuntimeJob, readonly record: JobRecord }
+/** Where a streamed dump's page stream is recorded next to its images dir (for a rollback). */
+const pageStreamFile = (imagesDir: string): string => `${imagesDir}.pages`
 
 /** Outcomes known to the job's record: the journal entry goes. ('moved' stays until the commit is done.) */
 const SETTLED: ReadonlySet<MigrationPhase> = new Set(['rolled-back', 'lost'])
 
 export class MigrationService {
-  private readonly incoming = new Map<number, Incoming>()
+  private readonly incoming: IncomingMigrations
   private readonly outgoing = new Map<number, Outgoing>()
   private readonly dumpStats = new Map<number, DumpStats>()
   readonly journal: MigrationJournal<DumpedFile[]>
@@ -98,6 +99,10 @@ export class MigrationService {
     this.journal = new MigrationJournal(init.store)
     this.hooks = init.hooks ?? migrationTestHooks()
     this.postCopy = new PostCopyPlumbing(init.runtime, init.bulk, init.logger.child({ component: 'post-copy' }))
+    this.incoming = new IncomingMigrations({
+      selfName: init.selfName, local: init.local, runtime: init.runtime, dir: join(init.dir, 'in'), logger: init.logger,
+      hooks: this.hooks, postCopy: this.postCopy, maxImageBytes: init.maxImageBytes ?? 64 * 2 ** 30, incomingTtlMs: init.incomingTtlMs ?? 600_000
+    })
   }
 
   /**
@@ -137,61 +142,36 @@ export class MigrationService {
     // A migration settled as lost mid-dump has no imagesDir in its journal entry: drop its partial images too.
     const open = new Set((await this.journal.list()).map(e => e.vpid))
     for (const name of await readdir(join(this.init.dir, 'out')).catch(() => [] as string[])) {
-      if (!open.has(Number(name)) && !this.outgoing.has(Number(name))) await rm(join(this.init.dir, 'out', name), { recursive: true, force: true })
+      const vpid = Number(name.split('.')[0]) // `<vpid>` and `<vpid>.pages`
+      if (!open.has(vpid) && !this.outgoing.has(vpid)) await rm(join(this.init.dir, 'out', name), { recursive: true, force: true })
     }
   }
 
   async start (): Promise<void> {
     const { rpc } = this.init
     // Nothing incoming survives a restart (the source rolls back); outgoing images stay if journalled.
-    this.unfinishedIncoming = (await readdir(join(this.init.dir, 'in')).catch(() => [] as string[])).map(Number).filter(Number.isSafeInteger)
-    const stale = await killStaleCriu(join(this.init.dir, 'in'))
-    if (stale.length > 0) this.init.logger.info({ pids: stale }, 'killed CRIU processes a killed daemon left receiving migrations')
-    await rm(join(this.init.dir, 'in'), { recursive: true, force: true })
+    this.unfinishedIncoming = await this.incoming.forgetEarlier()
     const entries = await this.journal.list()
     this.journalled = new Set(entries.map(e => e.vpid))
     for (const name of await readdir(join(this.init.dir, 'out')).catch(() => [] as string[])) {
-      if (!this.journalled.has(Number(name))) await rm(join(this.init.dir, 'out', name), { recursive: true, force: true })
+      // `<vpid>` (images) and `<vpid>.pages` (a streamed dump's pages) go with their journal entry.
+      if (!this.journalled.has(Number(name.split('.')[0]))) await rm(join(this.init.dir, 'out', name), { recursive: true, force: true })
     }
-    rpc.handle('migrate.status', async (p, ctx) => ({ holds: this.holds(parseParams(migrateVpidSchema, p).vpid, ctx.fromNode) }))
+    rpc.handle('migrate.status', async (p, ctx) => ({ holds: this.incoming.holds(parseParams(migrateVpidSchema, p).vpid, ctx.fromNode) }))
     rpc.handle('migrate.start', async (p, ctx) => {
       const { vpid, target, asUid, mode } = parseParams(migrateStartSchema, p)
       return await this.migrateOut(vpid, target, asUid, ctx.signal, { mode, onEvent: async (e) => { await ctx.emit(e) } })
     })
-    rpc.handle('migrate.prepare', async (p, ctx) => { await this.prepareIn(parseParams(migratePrepareSchema, p), ctx.fromNode); return {} })
+    rpc.handle('migrate.prepare', async (p, ctx) => await this.incoming.prepare(parseParams(migratePrepareSchema, p), ctx.fromNode))
     rpc.handle('migrate.restore', async (p, ctx) => {
       const { vpid, stdio } = parseParams(migrateRestoreSchema, p)
-      await this.restoreIn(vpid, stdio, ctx.fromNode, ctx.signal)
+      await this.incoming.restore(vpid, stdio, ctx.fromNode, ctx.signal)
       return {}
     })
-    rpc.handle('migrate.cancel', async (p, ctx) => { await this.cancelIn(parseParams(migrateVpidSchema, p).vpid, ctx.fromNode); return {} })
-    await this.init.bulk.handle(IMAGES_PROTOCOL, async (channel, fromNode, signal) => {
-      const received: Promise<ReceiveSummary> = receiveImageDir(channel, label => {
-        const inc = this.awaitingImages(fromNode, label)
-        inc.received = received
-        return inc.dir
-      }, { maxTotalBytes: this.init.maxImageBytes ?? 64 * 2 ** 30, signal })
-      received.catch(() => {})
-      await received
-    })
+    rpc.handle('migrate.cancel', async (p, ctx) => { await this.incoming.cancel(parseParams(migrateVpidSchema, p).vpid, ctx.fromNode); return {} })
+    await this.init.bulk.handle(IMAGES_PROTOCOL, async (channel, fromNode, signal) => { await this.incoming.receiveImages(channel, fromNode, signal) })
+    await this.init.bulk.handle(PAGES_PROTOCOL, async (channel, fromNode, signal) => { await this.incoming.receivePages(channel, fromNode, signal) })
     await this.init.bulk.handle(LAZY_PAGES_PROTOCOL, async (channel, fromNode, signal) => { await this.postCopy.handleChannel(channel, fromNode, signal) })
-  }
-
-  /** The prepared migration from `from` that images labelled `label` (a vpid) are for. */
-  private awaitingImages (from: string, label: string | undefined): Incoming {
-    const waiting = [...this.incoming.values()].filter(i => i.from === from && i.received === undefined)
-    const inc = label === undefined ? (waiting.length === 1 ? waiting[0] : undefined) : waiting.find(i => String(i.prepared.vpid) === label)
-    if (inc === undefined) throw new JobStateError(`no migration of job ${label ?? '?'} from ${from} awaits images on ${this.init.selfName}`)
-    return inc
-  }
-
-  /** What this node holds of vpid, for a source settling an interrupted migration. */
-  private holds (vpid: number, from: string): TargetHolds {
-    const inc = this.incoming.get(vpid)
-    if (inc !== undefined && inc.from === from) return inc.restoring === true ? 'restoring' : 'incoming'
-    const { local } = this.init
-    // Ended there after it moved still counts as "it moved": it must not run again here.
-    return local.has(vpid) && local.get(vpid).state !== 'moved' ? 'running' : 'absent'
   }
 
   /** Runs the migration of a job of this node to `target`, in the mode asked for (default stop-copy). */
@@ -261,7 +241,8 @@ export class MigrationService {
       ...stopCopy,
       begin: async (vpid, asUid) => {
         const r = await stopCopy.begin(vpid, asUid)
-        return { ...r, payload: { ...r.payload, mode: 'post-copy' as const } }
+        const { pages: _stopCopyOnly, ...payload } = r.payload
+        return { ...r, payload: { ...payload, mode: 'post-copy' as const } }
       },
       checkpointLazy: async (vpid, dir, signal) => await this.postCopy.checkpointLazy(this.out(vpid).job, dir, signal),
       abortLazy: async (vpid) => await this.postCopy.abortLazy(vpid)
@@ -285,7 +266,9 @@ export class MigrationService {
         const { record, runtime: job } = await local.beginMigration(vpid, asUid)
         this.outgoing.set(vpid, { job, record })
         const { owner, argv, cwd, hostname, limits, homeNode, createdMs, startedMs } = record
-        const payload = { vpid, job: { vpid, owner: { ...owner, groups: [...owner.groups] }, argv: [...argv], cwd, hostname, limits, homeNode, createdMs, startedMs } }
+        const migrated = { vpid, owner: { ...owner, groups: [...owner.groups] }, argv: [...argv], cwd, hostname, limits, homeNode, createdMs, startedMs }
+        // Streaming needs a local replay of the pages for a rollback.
+        const payload: MigratePrepareParams = runtime.replayPages === undefined || this.init.streamPages === false ? { vpid, job: migrated } : { vpid, job: migrated, pages: 'stream' }
         return { hostPid: job.hostPid, payload }
       },
       check: async hostPid => await findUnmigratable(hostPid),
@@ -296,7 +279,10 @@ export class MigrationService {
         return dir
       },
       checkpoint: async (vpid, dir, signal) => {
-        const stdio = await runtime.checkpoint(this.out(vpid).job, dir, signal)
+        const out = this.out(vpid)
+        const stdio = out.streamPages === true
+          ? await this.checkpointStreaming(out, target, dir, signal)
+          : await runtime.checkpoint(out.job, dir, signal)
         const stats = await readDumpStats(dir)
         if (stats !== undefined) this.dumpStats.set(vpid, stats)
         return stdio
@@ -310,6 +296,7 @@ export class MigrationService {
         this.outgoing.delete(vpid)
         await local.markMoved(vpid, to)
         await rm(dir, { recursive: true, force: true })
+        await rm(pageStreamFile(dir), { force: true })
       },
       resume: async (vpid, error) => {
         this.outgoing.delete(vpid)
@@ -320,12 +307,49 @@ export class MigrationService {
         this.outgoing.delete(vpid)
         await local.resumeAfterMigration(vpid, restored, error, target)
         await rm(dir, { recursive: true, force: true })
+        await rm(pageStreamFile(dir), { force: true })
       },
       lose: async (vpid, error) => {
         this.outgoing.delete(vpid)
         await local.loseAfterMigration(vpid, error, target)
-        await rm(join(this.init.dir, 'out', String(vpid)), { recursive: true, force: true })
+        const dir = join(this.init.dir, 'out', String(vpid))
+        await rm(dir, { recursive: true, force: true })
+        await rm(pageStreamFile(dir), { force: true })
       }
+    }
+  }
+
+  /**
+   * Dumps with the pages streamed to the target as CRIU writes them (src/migration/page-stream.ts)
+   * and recorded next to `dir` for a rollback. A broken stream fails the dump, which lets the tree
+   * run on (CRIU resumes it), so the migration rolls back as for any failed dump.
+   */
+  private async checkpointStreaming (out: Outgoing, target: string, dir: string, signal: AbortSignal): Promise<DumpedFile[]> {
+    const { job } = out
+    const stop = new AbortController()
+    const both = AbortSignal.any([signal, stop.signal])
+    const listener = await listenLoopbackOnce(both)
+    const channel = await this.init.bulk.open(target, PAGES_PROTOCOL, both).catch((err: unknown) => { listener.close(); throw err })
+    await rm(pageStreamFile(dir), { force: true })
+    const streamed = (async () => {
+      await channel.write(pagesHeader(job.vpid), both)
+      return await teePages(await listener.accepted, channel, pageStreamFile(dir), both)
+    })()
+    let broke: Error | undefined // the stream failed first (e.g. the target died), so the dump did
+    streamed.catch((e: unknown) => { if (!stop.signal.aborted) broke = e as Error })
+    try {
+      const stdio = await this.init.runtime.checkpoint(job, dir, both, { pageServer: { address: '127.0.0.1', port: listener.port } })
+      out.pageBytes = (await streamed).bytes
+      return stdio
+    } catch (err) {
+      stop.abort(err)
+      channel.abort(err instanceof Error ? err : new Error(String(err)))
+      await streamed.catch(() => {})
+      // A broken stream is the cause of CRIU's failure, and the clearer message.
+      if (broke !== undefined && !signal.aborted) throw new Error(`streaming the pages to ${target} failed: ${broke.message}`, { cause: broke })
+      throw err
+    } finally {
+      listener.close()
     }
   }
 
@@ -334,6 +358,13 @@ export class MigrationService {
     const { runtime, local } = this.init
     if (old !== undefined) await runtime.release(old).catch(() => {})
     for (const f of Object.values(STAGED)) await unlink(join(dir, f)).catch(() => {})
+    const stream = pageStreamFile(dir)
+    if (await access(stream).then(() => true, () => false)) {
+      // A streamed dump: its pages are in the recorded stream, not yet in dir.
+      if (runtime.replayPages === undefined) throw new JobStateError(`job ${vpid} was dumped with streamed pages, which this runtime cannot replay`)
+      await runtime.replayPages(stream, dir)
+      await unlink(stream)
+    }
     return await runtime.restore({ vpid, imagesDir: dir, limits: local.get(vpid).limits, stdio })
   }
 
@@ -346,11 +377,16 @@ export class MigrationService {
   private target (events?: MigrationEvents): MigrationTarget<MigratePrepareParams, DumpedFile[]> {
     const { rpc, bulk } = this.init
     return {
-      prepare: async (target, _vpid, payload, signal) => { await rpc.call(target, 'migrate.prepare', payload, { signal, timeoutMs: 10_000 }) },
+      prepare: async (target, vpid, payload, signal) => {
+        const reply = parseParams(migratePrepareReplySchema, await rpc.call(target, 'migrate.prepare', payload, { signal, timeoutMs: 10_000 }) ?? {})
+        const out = this.outgoing.get(vpid)
+        if (out !== undefined) out.streamPages = payload.pages === 'stream' && reply.pages === 'stream'
+      },
       send: async (target, dir, signal) => {
         const channel = this.hooks.wrapImages(await bulk.open(target, IMAGES_PROTOCOL, signal))
+        const pageBytes = this.outgoing.get(Number(basename(dir)))?.pageBytes ?? 0
         try {
-          return { bytes: (await sendImageDir(channel, dir, { signal, label: basename(dir), onProgress: p => { events?.transfer(p) } })).bytes }
+          return { bytes: pageBytes + (await sendImageDir(channel, dir, { signal, label: basename(dir), onProgress: p => { events?.transfer(p) } })).bytes }
         } catch (err) {
           channel.abort(err instanceof Error ? err : new Error(String(err)))
           throw new Error(`sending the images to ${target} failed: ${(err as Error).message}`, { cause: err })
@@ -361,72 +397,5 @@ export class MigrationService {
       },
       cancel: async (target, vpid) => { await rpc.call(target, 'migrate.cancel', { vpid }, { timeoutMs: 10_000 }) }
     }
-  }
-
-  // ---- target side ----------------------------------------------------------------------------
-
-  private async prepareIn (p: MigratePrepareParams, from: string): Promise<void> {
-    if (this.incoming.has(p.vpid)) throw new JobStateError(`job ${p.vpid} is already migrating to ${this.init.selfName}`)
-    if (!this.init.local.canReceive(p.vpid)) throw new JobStateError(`job ${p.vpid} already runs on ${this.init.selfName}`)
-    const dir = join(this.init.dir, 'in', String(p.vpid))
-    await rm(dir, { recursive: true, force: true })
-    await mkdir(dir, { recursive: true, mode: 0o700 })
-    // A source that died mid-migration must not block its later migrations to this node forever.
-    const expiry = setTimeout(() => { void this.cancelIn(p.vpid, from) }, this.init.incomingTtlMs ?? 600_000)
-    expiry.unref()
-    if (p.mode === 'post-copy') await this.postCopy.prepareIn(p.vpid, from)
-    this.incoming.set(p.vpid, { from, prepared: p, dir, expiry })
-  }
-
-  private incomingFrom (vpid: number, from: string): Incoming {
-    const inc = this.incoming.get(vpid)
-    if (inc === undefined || inc.from !== from) throw new JobStateError(`no migration of job ${vpid} from ${from} was prepared`)
-    return inc
-  }
-
-  private async restoreIn (vpid: number, stdio: DumpedFile[], from: string, signal: AbortSignal): Promise<void> {
-    const inc = this.incomingFrom(vpid, from)
-    if (inc.received === undefined) throw new JobStateError(`the images of job ${vpid} did not arrive`)
-    await this.hooks.run('target-received', vpid, from)
-    // What is restored must be what arrived intact: on-disk corruption since then fails here (the source rolls back).
-    await recheckImages(inc.dir, (await inc.received).images, signal)
-    signal.throwIfAborted()
-    const { runtime, local } = this.init
-    const paths = runtime.paths(vpid)
-    await rm(paths.jobDir, { recursive: true, force: true }) // left from an earlier stay of this job here
-    await mkdir(paths.jobDir, { recursive: true, mode: 0o711 })
-    await rename(join(inc.dir, STAGED.stdout), paths.stdout)
-    await rename(join(inc.dir, STAGED.stderr), paths.stderr)
-    const { prepared } = inc
-    inc.restoring = true
-    const lazyPages = prepared.mode === 'post-copy'
-    // On failure the job dir stays (its shim.log and restore.log say why) until this vpid comes again.
-    const job = await (async () => {
-      if (lazyPages) await this.postCopy.startDaemon(vpid, inc.dir)
-      return await runtime.restore({ vpid, imagesDir: inc.dir, limits: prepared.job.limits, stdio, lazyPages }, signal)
-    })().catch((err: unknown) => {
-      inc.restoring = false
-      throw err
-    })
-    await this.hooks.run('target-restored', vpid, from)
-    clearTimeout(inc.expiry)
-    this.incoming.delete(vpid)
-    const migration = { from, to: this.init.selfName, outcome: 'moved' as const, atMs: Date.now() }
-    const record: JobRecord = { ...prepared.job, node: this.init.selfName, state: 'running', stdin: false, migration }
-    await local.adoptMigrated(record, job)
-    const cleanup = async (): Promise<void> => { await rm(inc.dir, { recursive: true, force: true }) }
-    // Post-copy: the lazy-pages daemon reads the images dir until the last page arrived.
-    if (lazyPages) this.postCopy.watchPull(vpid, job, cleanup)
-    else await cleanup()
-  }
-
-  private async cancelIn (vpid: number, from: string): Promise<void> {
-    const inc = this.incoming.get(vpid)
-    if (inc === undefined || inc.from !== from) return
-    clearTimeout(inc.expiry)
-    this.incoming.delete(vpid)
-    this.postCopy.cancelIn(vpid)
-    await inc.received?.catch(() => {})
-    await rm(inc.dir, { recursive: true, force: true })
   }
 }

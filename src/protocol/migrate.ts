@@ -35,8 +35,16 @@ export const migratePrepareSchema = z.object({
   vpid,
   job: migratedJobSchema,
   /** post-copy: the target also gets a page channel on /ssi/lazy-pages/1 and restores lazily. */
-  mode: z.enum(['stop-copy', 'post-copy']).optional()
+  mode: z.enum(['stop-copy', 'post-copy']).optional(),
+  /**
+   * stop-copy: the source can stream the pages as it dumps them (on /ssi/stop-copy-pages/1); a
+   * target that can take them answers `{ pages: 'stream' }`, else `{}` and they come as images.
+   */
+  pages: z.enum(['stream']).optional()
 }).strict()
+
+/** The target's answer to migrate.prepare. */
+export const migratePrepareReplySchema = z.object({ pages: z.enum(['stream']).optional() })
 
 export const migrateVpidSchema = z.object({ vpid }).strict()
 

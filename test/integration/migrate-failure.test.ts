@@ -79,7 +79,8 @@ describe('migration failures (real daemons, real CRIU)', () => {
     process.kill(n2pid, 'SIGKILL')
     const r = await migrating
     expect(r.code).not.toBe(0)
-    expect(r.stderr).toMatch(/migration of job \d+ transferring failed: sending the images to n2 failed: .*; it runs here again/s)
+    // Streamed pages (the default) break during the dump, which lets the tree run on; files break while sent.
+    expect(r.stderr).toMatch(/dump of job \d+ failed: streaming the pages to n2 failed: |migration of job \d+ transferring failed: sending the images to n2 failed: .*; it runs here again/s)
     expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running', migration: { from: 'n1', to: 'n2', outcome: 'rolled-back' } })
     // On the target: no process, no cgroup, and its images are gone once it restarts.
     const cgroups = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter(l => l.includes(' cgroup ')).map(l => l.split(' ')[4] ?? '')

@@ -3,7 +3,7 @@
  * job (shim, tini, namespaces, cgroups) moved by CRIU n1 -> n2 -> n1 under the same vpid, with its
  * output complete and in order and its exit status intact. Needs root and CRIU >= 4.2.
  */
-import { chmod, writeFile } from 'node:fs/promises'
+import { chmod, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createServer } from 'node:net'
 import { networkInterfaces } from 'node:os'
@@ -13,6 +13,7 @@ import type { CliOptions } from '../helpers/cli.js'
 import { eventually, makeCluster } from '../helpers/cluster.js'
 import type { TestCluster } from '../helpers/cluster.js'
 import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
+import { findCriu } from '../../src/migration/criu/index.js'
 
 const OTHER = 65534
 
@@ -149,4 +150,39 @@ describe('ssi migrate rollback (real daemons, real CRIU)', () => {
     expect((await ssi(sock, ['wait', String(vpid)])).code).toBe(6)
     expect((await ssi(sock, ['logs', String(vpid)])).stdout).toBe(Array.from({ length: 100 }, (_, i) => `${i + 1}\n`).join(''))
   }, 60_000)
+
+  it('after a streamed dump (pages sent while dumping), restores the job on its node from its recorded page stream', async () => {
+    const c2 = await makeCluster({ nodes: 2 })
+    try {
+      // n1 notes what its outgoing dir holds once the images are sent; n2's criu fails only restores.
+      const seen = join(c2.dir, 'seen')
+      const hook = join(c2.dir, 'hook')
+      await writeFile(hook, `#!/bin/sh\n[ "$1" = source-restoring ] && ls ${join(c2.dir, 'n1', 'migrations', 'out')} > ${seen}\nexit 0\n`, { mode: 0o755 })
+      process.env.SSI_TEST_MIGRATION_HOOK = hook
+      try { await c2.start(['n1']) } finally { delete process.env.SSI_TEST_MIGRATION_HOOK }
+      const restoreFails = join(c2.dir, 'restore-fails-criu')
+      await writeFile(restoreFails, `#!/bin/sh\nif [ "$1" = restore ]; then echo broken >&2; exit 1; fi\nexec ${(await findCriu()).path} "$@"\n`, { mode: 0o755 })
+      const saved = process.env.SSI_CRIU
+      process.env.SSI_CRIU = restoreFails
+      try { await c2.start(['n2']) } finally { if (saved === undefined) delete process.env.SSI_CRIU; else process.env.SSI_CRIU = saved }
+      const sock = c2.socket('n1')
+      await eventually(async () => (await c2.call<NodeInfo[]>('n1', 'nodes')).filter(n => n.state === 'alive').length === 2, 15_000, '2 alive')
+      // 8 MiB of pages besides the shell's, so the stream is more than a few frames.
+      const script = 'x=$(head -c 8388608 /dev/zero | tr "\\0" a); i=0; while [ $i -lt 100 ]; do i=$((i+1)); echo $i; sleep 0.03; done; exit 6'
+      const vpid = Number((await ssi(sock, ['run', '-d', '--node', 'n1', '--', 'sh', '-c', script])).stdout.trim())
+      await eventually(async () => (await ssi(sock, ['logs', String(vpid)])).stdout.length > 20, 20_000, 'first lines')
+      const r = await ssi(sock, ['migrate', String(vpid), 'n2'])
+      expect(r.code).not.toBe(0)
+      expect(r.stderr).toMatch(/restoring failed: .*; it runs here again/)
+      // The pages went as a stream, recorded next to the images dir (not in it).
+      expect((await readFile(seen, 'utf8')).split('\n')).toEqual(expect.arrayContaining([String(vpid), `${vpid}.pages`]))
+      const ps = await ssi(sock, ['ps', '--json'])
+      expect(ps.code, ps.stderr).toBe(0)
+      expect((JSON.parse(ps.stdout) as PsResult).jobs.find(j => j.vpid === vpid)).toMatchObject({ node: 'n1', state: 'running' })
+      expect((await ssi(sock, ['wait', String(vpid)])).code).toBe(6)
+      expect((await ssi(sock, ['logs', String(vpid)])).stdout).toBe(Array.from({ length: 100 }, (_, i) => `${i + 1}\n`).join(''))
+    } finally {
+      await c2.stop()
+    }
+  }, 90_000)
 })

@@ -303,7 +303,9 @@ export class LocalJobs {
     const prev = this.cpuSamples.get(vpid) ?? { ns: 0, at: this.jobs.get(vpid)?.record.startedMs ?? now }
     this.cpuSamples.set(vpid, { ns, at: now })
     const wallNs = (now - prev.at) * 1e6
-    return wallNs > 0 ? Math.round(((ns - prev.ns) / wallNs) * 1000) / 10 : 0
+    // A restored job (e.g. after a migration rolled back) counts from 0 again in its new cgroup.
+    const usedNs = ns >= prev.ns ? ns - prev.ns : ns
+    return wallNs > 0 ? Math.round((usedNs / wallNs) * 1000) / 10 : 0
   }
 
   authorize (record: JobRecord, uid: number, action: string): void {

@@ -7,6 +7,8 @@ import { mkdir, readFile, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Criu, findCriu } from '../../migration/criu/index.js'
 import { restoreCommand } from '../../migration/restore-command.js'
+import { replayPages, spawnPageServer } from '../../migration/page-stream.js'
+import type { PageServerProcess } from '../../migration/page-stream.js'
 import { findExternalFiles } from '../../migration/stdio-files.js'
 import { unusedMounts } from '../../migration/used-mounts.js'
 import { createCgroupManager } from '../cgroups/index.js'
@@ -157,11 +159,14 @@ class HostJobRuntime implements JobRuntime {
     // CRIU writes its log and stats-dump (its own phase times) into the work dir: one per dump.
     const criu = new Criu({ criuPath: (await this.criuDriver()).criuPath, workDir: imagesDir })
     const stdio = await this.dumpedStdio(job)
-    const { leaveRunning, onFrozen } = opts
+    const { leaveRunning, onFrozen, pageServer } = opts
     const onNotify = onFrozen === undefined ? undefined : async (script: string): Promise<void> => { if (script === 'post-dump') await onFrozen() }
-    await this.skippingUnusedMounts(job, async (skipMounts) => {
-      await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal, leaveRunning, onNotify, skipMounts })
-    }, signal)
+    const dump = async (skipMounts: string[]): Promise<void> => {
+      await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal, leaveRunning, onNotify, skipMounts, pageServer })
+    }
+    // A page server takes one dump: no second try there (the migration rolls back instead).
+    if (pageServer !== undefined) await dump(await unusedMounts(job.hostPid).catch(() => [] as string[]))
+    else await this.skippingUnusedMounts(job, dump, signal)
     return stdio
   }
 
@@ -207,6 +212,14 @@ class HostJobRuntime implements JobRuntime {
     // The daemon's socket goes into its work dir; the restore (work dir = images dir) looks there.
     const criu = new Criu({ criuPath: (await this.criuDriver()).criuPath, workDir: imagesDir })
     return await criu.startLazyPages({ imagesDir, pageServer: { address: '127.0.0.1', port }, signal })
+  }
+
+  async receivePages (imagesDir: string): Promise<PageServerProcess> {
+    return spawnPageServer((await this.criuDriver()).criuPath, imagesDir)
+  }
+
+  async replayPages (streamFile: string, imagesDir: string, signal?: AbortSignal): Promise<void> {
+    await replayPages((await this.criuDriver()).criuPath, streamFile, imagesDir, signal)
   }
 
   async restore (spec: RuntimeRestoreSpec, signal?: AbortSignal): Promise<RuntimeJob> {

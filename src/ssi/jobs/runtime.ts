@@ -7,6 +7,7 @@
 import type { ExitInfo, JobLimits, JobOwner } from './record.js'
 import type { LazyPagesDaemon } from '../../migration/criu/lazy-pages.js'
 import type { MigrationCapabilities } from '../../migration/modes.js'
+import type { PageServerProcess } from '../../migration/page-stream.js'
 
 export interface RuntimeSpec {
   readonly vpid: number
@@ -59,6 +60,11 @@ export interface DumpedFile {
 export interface CheckpointOptions {
   readonly leaveRunning?: boolean
   readonly onFrozen?: () => Promise<void>
+  /**
+   * Stop-copy with streamed pages: CRIU sends the pages to this page server (a loopback bridge to
+   * the target, src/migration/page-stream.ts) instead of writing them into imagesDir.
+   */
+  readonly pageServer?: { readonly address: string, readonly port: number }
 }
 
 export interface JobRuntime {
@@ -100,4 +106,8 @@ export interface JobRuntime {
   checkpointLazy?(job: RuntimeJob, imagesDir: string, port: number, signal?: AbortSignal): Promise<LazyCheckpoint>
   /** Post-copy target: starts `criu lazy-pages` for imagesDir pulling from 127.0.0.1:port; then `restore` with lazyPages. */
   startLazyPages?(imagesDir: string, port: number, signal?: AbortSignal): Promise<LazyPagesDaemon>
+  /** Stop-copy target of streamed pages: a CRIU page server writing them into imagesDir. Absent: no streaming. */
+  receivePages?(imagesDir: string): Promise<PageServerProcess>
+  /** Rebuilds the pages of a streamed dump in imagesDir from its recorded stream (a rollback). */
+  replayPages?(streamFile: string, imagesDir: string, signal?: AbortSignal): Promise<void>
 }

@@ -1,0 +1,191 @@
+/**
+ * The target side of stop-and-copy (and of post-copy's non-page part): prepared migrations, the
+ * images channel, the streamed-pages channel (src/migration/page-stream.ts), the restore. A target
+ * accepts one incoming migration per vpid; images and pages channels are matched to the prepared
+ * migration by their sending node and the vpid they name.
+ */
+import { mkdir, readdir, rename, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { bridge } from '../migration/page-bridge.js'
+import { readPagesHeader, PageStreamError } from '../migration/page-stream.js'
+import type { PageServerProcess } from '../migration/page-stream.js'
+import { receiveImageDir, recheckImages } from '../migration/transfer.js'
+import type { ReceiveSummary } from '../migration/transfer.js'
+import { killStaleCriu } from './stale-criu.js'
+import { JobStateError } from '../ssi/jobs/errors.js'
+import type { TargetHolds } from '../migration/journal.js'
+import type { ByteChannel } from '../migration/ports.js'
+import type { MigratePrepareParams } from '../protocol/migrate.js'
+import type { LocalJobs } from '../ssi/jobs/local.js'
+import type { JobRecord } from '../ssi/jobs/record.js'
+import type { DumpedFile, JobRuntime } from '../ssi/jobs/runtime.js'
+import type { Logger } from './logger.js'
+import type { MigrationTestHooks } from './migration-hooks.js'
+import type { PostCopyPlumbing } from './migration-post-copy.js'
+
+/** The job's output files, staged by the source into the images dir under these names. */
+export const STAGED = { stdout: 'ssi.stdout', stderr: 'ssi.stderr' } as const
+
+export interface IncomingInit {
+  readonly selfName: string
+  readonly local: LocalJobs
+  readonly runtime: JobRuntime
+  /** Images in flight here: `<dir>/<vpid>`. */
+  readonly dir: string
+  readonly logger: Logger
+  readonly hooks: MigrationTestHooks
+  readonly postCopy: PostCopyPlumbing
+  readonly maxImageBytes: number
+  readonly incomingTtlMs: number
+}
+
+interface Incoming {
+  readonly from: string
+  readonly prepared: MigratePrepareParams
+  readonly dir: string
+  readonly expiry: NodeJS.Timeout
+  /** Streamed pages: the page server writing them into `dir`. */
+  readonly pageServer?: PageServerProcess
+  pagesBridged?: boolean
+  received?: Promise<ReceiveSummary>
+  restoring?: boolean
+}
+
+export class IncomingMigrations {
+  private readonly incoming = new Map<number, Incoming>()
+
+  constructor (private readonly init: IncomingInit) {}
+
+  /** vpids whose images an earlier daemon was receiving or restoring (their dirs are removed). */
+  async forgetEarlier (): Promise<number[]> {
+    const vpids = (await readdir(this.init.dir).catch(() => [] as string[])).map(Number).filter(Number.isSafeInteger)
+    // Its lazy-pages daemons and page servers would wait for their source forever.
+    const stale = await killStaleCriu(this.init.dir)
+    if (stale.length > 0) this.init.logger.info({ pids: stale }, 'killed CRIU processes a killed daemon left receiving migrations')
+    await rm(this.init.dir, { recursive: true, force: true })
+    return vpids
+  }
+
+  /** Reserves room for p.vpid; with `pages: 'stream'` (and a runtime that can), starts a page server. */
+  async prepare (p: MigratePrepareParams, from: string): Promise<{ pages?: 'stream' }> {
+    if (this.incoming.has(p.vpid)) throw new JobStateError(`job ${p.vpid} is already migrating to ${this.init.selfName}`)
+    if (!this.init.local.canReceive(p.vpid)) throw new JobStateError(`job ${p.vpid} already runs on ${this.init.selfName}`)
+    const dir = join(this.init.dir, String(p.vpid))
+    await rm(dir, { recursive: true, force: true })
+    await mkdir(dir, { recursive: true, mode: 0o700 })
+    // A source that died mid-migration must not block its later migrations to this node forever.
+    const expiry = setTimeout(() => { void this.cancel(p.vpid, from) }, this.init.incomingTtlMs)
+    expiry.unref()
+    if (p.mode === 'post-copy') await this.init.postCopy.prepareIn(p.vpid, from)
+    const streamed = p.pages === 'stream' && p.mode !== 'post-copy' && this.init.runtime.receivePages !== undefined
+    // No page server here (e.g. CRIU missing or broken): the pages come as files instead.
+    const pageServer = streamed ? await this.init.runtime.receivePages?.(dir).catch(() => undefined) : undefined
+    this.incoming.set(p.vpid, { from, prepared: p, dir, expiry, pageServer })
+    return pageServer === undefined ? {} : { pages: 'stream' }
+  }
+
+  /** An images channel: received into the dir of the prepared migration it names. */
+  async receiveImages (channel: ByteChannel, fromNode: string, signal: AbortSignal): Promise<void> {
+    const received: Promise<ReceiveSummary> = receiveImageDir(channel, label => {
+      const inc = this.awaitingImages(fromNode, label)
+      inc.received = received
+      return inc.dir
+    }, { maxTotalBytes: this.init.maxImageBytes, signal })
+    received.catch(() => {})
+    await received
+  }
+
+  /** A streamed-pages channel: bridged to the prepared migration's page server until it is done. */
+  async receivePages (channel: ByteChannel, fromNode: string, signal: AbortSignal): Promise<void> {
+    const { vpid, rest } = await readPagesHeader(channel, signal)
+    const inc = this.incoming.get(vpid)
+    if (inc?.from !== fromNode || inc.pageServer === undefined || inc.pagesBridged === true) {
+      throw new PageStreamError(`no migration of job ${vpid} from ${fromNode} awaits streamed pages on ${this.init.selfName}`)
+    }
+    inc.pagesBridged = true
+    await bridge(inc.pageServer.socket, rest, signal)
+    await inc.pageServer.done
+  }
+
+  /** The prepared migration from `from` that images labelled `label` (a vpid) are for. */
+  private awaitingImages (from: string, label: string | undefined): Incoming {
+    const waiting = [...this.incoming.values()].filter(i => i.from === from && i.received === undefined)
+    const inc = label === undefined ? (waiting.length === 1 ? waiting[0] : undefined) : waiting.find(i => String(i.prepared.vpid) === label)
+    if (inc === undefined) throw new JobStateError(`no migration of job ${label ?? '?'} from ${from} awaits images on ${this.init.selfName}`)
+    return inc
+  }
+
+  /** What this node holds of vpid, for a source settling an interrupted migration. */
+  holds (vpid: number, from: string): TargetHolds {
+    const inc = this.incoming.get(vpid)
+    if (inc !== undefined && inc.from === from) return inc.restoring === true ? 'restoring' : 'incoming'
+    const { local } = this.init
+    // Ended there after it moved still counts as "it moved": it must not run again here.
+    return local.has(vpid) && local.get(vpid).state !== 'moved' ? 'running' : 'absent'
+  }
+
+  private incomingFrom (vpid: number, from: string): Incoming {
+    const inc = this.incoming.get(vpid)
+    if (inc === undefined || inc.from !== from) throw new JobStateError(`no migration of job ${vpid} from ${from} was prepared`)
+    return inc
+  }
+
+  /** Everything arrived: pages (if streamed; the source's dump ended, so its page server is done) and images. */
+  private async arrived (vpid: number, inc: Incoming, from: string, signal: AbortSignal): Promise<void> {
+    if (inc.received === undefined) throw new JobStateError(`the images of job ${vpid} did not arrive`)
+    await this.init.hooks.run('target-received', vpid, from)
+    // What is restored must be what arrived intact: on-disk corruption since then fails here (the source rolls back).
+    await recheckImages(inc.dir, (await inc.received).images, signal)
+    if (inc.pageServer !== undefined) {
+      if (inc.pagesBridged !== true) throw new JobStateError(`the pages of job ${vpid} did not arrive`)
+      await Promise.race([inc.pageServer.done, new Promise<never>((_resolve, reject) => {
+        signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true })
+      })])
+    }
+    signal.throwIfAborted()
+  }
+
+  async restore (vpid: number, stdio: DumpedFile[], from: string, signal: AbortSignal): Promise<void> {
+    const inc = this.incomingFrom(vpid, from)
+    await this.arrived(vpid, inc, from, signal)
+    const { runtime, local, postCopy } = this.init
+    const paths = runtime.paths(vpid)
+    await rm(paths.jobDir, { recursive: true, force: true }) // left from an earlier stay of this job here
+    await mkdir(paths.jobDir, { recursive: true, mode: 0o711 })
+    await rename(join(inc.dir, STAGED.stdout), paths.stdout)
+    await rename(join(inc.dir, STAGED.stderr), paths.stderr)
+    const { prepared } = inc
+    inc.restoring = true
+    const lazyPages = prepared.mode === 'post-copy'
+    // On failure the job dir stays (its shim.log and restore.log say why) until this vpid comes again.
+    const job = await (async () => {
+      if (lazyPages) await postCopy.startDaemon(vpid, inc.dir)
+      return await runtime.restore({ vpid, imagesDir: inc.dir, limits: prepared.job.limits, stdio, lazyPages }, signal)
+    })().catch((err: unknown) => {
+      inc.restoring = false
+      throw err
+    })
+    await this.init.hooks.run('target-restored', vpid, from)
+    clearTimeout(inc.expiry)
+    this.incoming.delete(vpid)
+    const migration = { from, to: this.init.selfName, outcome: 'moved' as const, atMs: Date.now() }
+    const record: JobRecord = { ...prepared.job, node: this.init.selfName, state: 'running', stdin: false, migration }
+    await local.adoptMigrated(record, job)
+    const cleanup = async (): Promise<void> => { await rm(inc.dir, { recursive: true, force: true }) }
+    // Post-copy: the lazy-pages daemon reads the images dir until the last page arrived.
+    if (lazyPages) postCopy.watchPull(vpid, job, cleanup)
+    else await cleanup()
+  }
+
+  async cancel (vpid: number, from: string): Promise<void> {
+    const inc = this.incoming.get(vpid)
+    if (inc === undefined || inc.from !== from) return
+    clearTimeout(inc.expiry)
+    this.incoming.delete(vpid)
+    this.init.postCopy.cancelIn(vpid)
+    inc.pageServer?.stop()
+    await inc.received?.catch(() => {})
+    await inc.pageServer?.done.catch(() => {})
+    await rm(inc.dir, { recursive: true, force: true })
+  }
+}
