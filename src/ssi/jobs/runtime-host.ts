@@ -53,14 +53,14 @@ class HostJobRuntime implements JobRuntime {
    * Runs a dump leaving out the mounts the job does not use (unusedMounts); if that dump fails,
    * once more without leaving anything out, so a mount type CRIU cannot skip costs nothing.
    */
-  private async skippingUnusedMounts<T> (job: RuntimeJob, dump: (skipMounts: string[]) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  private async skippingUnusedMounts<T> (job: RuntimeJob, dump: (skipMounts: string[]) => Promise<T>, signal?: AbortSignal, retry = true): Promise<T> {
     const skip = await unusedMounts(job.hostPid).catch(() => [] as string[])
     if (skip.length === 0) return await dump([])
     this.logger.debug({ vpid: job.vpid, skip }, 'dump leaves out unused mounts')
     try {
       return await dump(skip)
     } catch (err) {
-      if (signal?.aborted === true) throw err
+      if (signal?.aborted === true || !retry) throw err
       this.logger.warn({ vpid: job.vpid, skip, err: String(err) }, 'dump with unused mounts left out failed; retrying with every mount')
       return await dump([])
     }
@@ -165,8 +165,7 @@ class HostJobRuntime implements JobRuntime {
       await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal, leaveRunning, onNotify, skipMounts, pageServer })
     }
     // A page server takes one dump: no second try there (the migration rolls back instead).
-    if (pageServer !== undefined) await dump(await unusedMounts(job.hostPid).catch(() => [] as string[]))
-    else await this.skippingUnusedMounts(job, dump, signal)
+    await this.skippingUnusedMounts(job, dump, signal, pageServer === undefined)
     return stdio
   }
 
