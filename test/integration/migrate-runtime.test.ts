@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { parseV1Mounts, removeEmptyCgroupPrefix } from '../../src/ssi/cgroups/index.js'
+import { createCgroupManager, parseV1Mounts, removeEmptyCgroupPrefix } from '../../src/ssi/cgroups/index.js'
 import { createJobRuntime, jobCgroupPrefix } from '../../src/ssi/jobs/runtime-host.js'
 import type { JobRuntime } from '../../src/ssi/jobs/runtime.js'
 
@@ -60,4 +60,14 @@ describe('job runtime: checkpoint and restore in place (rollback)', () => {
     expect(frozenAt).toBeLessThan(50)
     await runtime.release(again)
   }, 30_000)
+})
+
+describe('job runtime: adoption after a killed daemon', () => {
+  it('a job that never started (its restore was cut short) has the cgroup made for it removed', async () => {
+    const cgroups = createCgroupManager({ prefix: jobCgroupPrefix('rt', NODE) })
+    await cgroups.create('999999', {})
+    mkdirSync(join(root, 'jobs', '999999'), { recursive: true }) // a job dir with no pid record
+    expect(await runtime.adopt(999999)).toBeUndefined()
+    expect(await cgroups.exists('999999')).toBe(false)
+  })
 })

@@ -12,6 +12,7 @@ import type { PageServerProcess } from '../../migration/page-stream.js'
 import { findExternalFiles } from '../../migration/stdio-files.js'
 import { unusedMounts } from '../../migration/used-mounts.js'
 import { createCgroupManager } from '../cgroups/index.js'
+import type { CgroupManager } from '../cgroups/index.js'
 import { createJobSpawner, JobNotFoundError } from '../spawner/index.js'
 import type { ExitInfo } from './record.js'
 import { LAZY_PIPE_MAX_SIZE } from '../../migration/modes.js'
@@ -40,14 +41,14 @@ export const jobCgroupPrefix = (cluster: string, node: string): string => `ssi-$
 export async function createJobRuntime (init: JobRuntimeInit): Promise<JobRuntime> {
   const cgroups = createCgroupManager({ prefix: jobCgroupPrefix(init.cluster, init.node), logger: init.logger })
   const spawner = createJobSpawner({ cgroups, shimPath: init.shimPath, logger: init.logger })
-  return new HostJobRuntime(spawner, init.jobsRoot, init.criuWorkDir ?? join(init.jobsRoot, '..', 'criu'), init.logger)
+  return new HostJobRuntime(spawner, init.jobsRoot, init.criuWorkDir ?? join(init.jobsRoot, '..', 'criu'), init.logger, cgroups)
 }
 
 class HostJobRuntime implements JobRuntime {
   private criu: Promise<Criu> | undefined
   private caps: Promise<MigrationCapabilities> | undefined
 
-  constructor (private readonly spawner: JobSpawner, private readonly jobsRoot: string, private readonly criuWorkDir: string, private readonly logger: SpawnerLogger) {}
+  constructor (private readonly spawner: JobSpawner, private readonly jobsRoot: string, private readonly criuWorkDir: string, private readonly logger: SpawnerLogger, private readonly cgroups?: CgroupManager) {}
 
   /**
    * Runs a dump leaving out the mounts the job does not use (unusedMounts); if that dump fails,
@@ -110,8 +111,10 @@ class HostJobRuntime implements JobRuntime {
       }
       return { job: this.wrap(vpid, r.handle), exit: r.state === 'exited' ? toExit(r.exit) : undefined }
     } catch (err) {
-      if (err instanceof JobNotFoundError) return undefined
-      throw err
+      if (!(err instanceof JobNotFoundError)) throw err
+      // Never started (e.g. a restore its daemon was killed in): a cgroup made for it is garbage.
+      if (await this.cgroups?.exists(String(vpid)).catch(() => false) === true) await this.cgroups?.destroy(String(vpid), { timeoutMs: 5000 }).catch(() => {})
+      return undefined
     }
   }
 
