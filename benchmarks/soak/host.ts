@@ -75,12 +75,19 @@ export function shimPlacement (all: readonly HostProcess[], stateDirOf: Readonly
 
 /**
  * A power cut of one node: its daemon, the shims and CRIU processes working in its state dir and
- * every process in its job cgroups are stopped first (so none reacts to another's death), then killed.
+ * every process in its job cgroups are stopped first (so none reacts to another's death), then
+ * killed; again until none is left, since a process forked meanwhile (a shim the daemon was
+ * starting, a tree CRIU was restoring) would otherwise survive the cut.
  */
 export async function killNode (cluster: string, node: string, stateDir: string, daemonPid: number): Promise<number> {
-  const mine = (await hostProcesses()).filter(p => p.pid === daemonPid || p.cgroup.includes(`/ssi-${cluster}-${node}/`) || p.cmdline.includes(`${stateDir}/`) || p.cwd.startsWith(stateDir))
-  const pids = [...new Set([daemonPid, ...mine.map(p => p.pid)])]
-  for (const pid of pids) try { process.kill(pid, 'SIGSTOP') } catch { /* gone */ }
-  for (const pid of pids) try { process.kill(pid, 'SIGKILL') } catch { /* gone */ }
-  return pids.length
+  const killed = new Set<number>()
+  for (let round = 0; round < 50; round++) {
+    const mine = (await hostProcesses()).filter(p => p.pid === daemonPid || p.cgroup.includes(`/ssi-${cluster}-${node}/`) || p.cmdline.includes(`${stateDir}/`) || p.cwd.startsWith(stateDir))
+    const pids = [...new Set([...(round === 0 ? [daemonPid] : []), ...mine.map(p => p.pid)])]
+    if (pids.length === 0) break
+    for (const pid of pids) try { process.kill(pid, 'SIGSTOP') } catch { /* gone */ }
+    for (const pid of pids) { try { process.kill(pid, 'SIGKILL') } catch { /* gone */ } killed.add(pid) }
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+  return killed.size
 }
