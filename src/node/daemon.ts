@@ -16,6 +16,7 @@ import { registerJobHandlers } from './handlers/jobs.js'
 import { Libp2pPeerRpc } from './peer-rpc.js'
 import { Libp2pBulkTransport, ipOfAddr } from './bulk-transport.js'
 import { IMAGES_PROTOCOL } from '../protocol/images.js'
+import { PAGES_PROTOCOL } from '../migration/page-stream.js'
 import { CHECKPOINT_PROTOCOL } from '../protocol/checkpoint.js'
 import { MigrationService } from './migration.js'
 import { checkpointsDir, startCheckpoints } from './checkpoint/index.js'
@@ -133,7 +134,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       shutdown: shutdown.signal,
       logger: logger.child({ component: 'bulk' }),
       // Image dirs travel over direct AES-GCM connections on the listen IP (fallback: libp2p).
-      direct: { protocols: [IMAGES_PROTOCOL, CHECKPOINT_PROTOCOL], bindHost: ipOfAddr(node.listen) }
+      direct: { protocols: [IMAGES_PROTOCOL, CHECKPOINT_PROTOCOL, PAGES_PROTOCOL], bindHost: ipOfAddr(node.listen) }
     })
     const migration = new MigrationService({
       selfName: node.name, local: localJobs, runtime, rpc, bulk, dir: join(node.stateDir, 'migrations'), logger: logger.child({ component: 'migration' }), store,
