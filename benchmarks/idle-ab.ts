@@ -28,7 +28,7 @@ const variants: Variant[] = process.argv.slice(2).map(arg => {
 
 const pids: number[] = []
 const dirs: string[] = []
-async function up (v: Variant): Promise<{ v: Variant, pids: number[], sockets: string[] }> {
+async function up (v: Variant): Promise<{ v: Variant, pids: number[], sockets: string[], readyToAllAliveMs: number }> {
   const c = await makeCluster({ nodes: N, extra: v.extra })
   dirs.push(c.dir)
   await createClusterKey(c.config.keyFile)
@@ -46,8 +46,9 @@ async function up (v: Variant): Promise<{ v: Variant, pids: number[], sockets: s
     const cl = await ControlClient.connect(s, { timeoutMs: 5000 })
     try { return (await (cl.call as (m: string, p: unknown) => Promise<NodeInfo[]>)('nodes', {})).filter(x => x.state === 'alive').length } finally { cl.close() }
   }))).every(a => a === N)
+  const ready = performance.now()
   while (!await allAlive()) await sleep(100)
-  return { v, pids: mine, sockets }
+  return { v, pids: mine, sockets, readyToAllAliveMs: Math.round(performance.now() - ready) }
 }
 
 try {
@@ -61,7 +62,7 @@ try {
   clusters.forEach((c, i) => {
     const pct = (cpu1[i] ?? []).map((x, j) => Math.round((x - (cpu0[i]?.[j] ?? 0)) / s * 10000) / 100)
     const mean = pct.reduce((a, b) => a + b, 0) / pct.length
-    console.log(JSON.stringify({ variant: c.v.name, window: Math.round(s), mean: Math.round(mean * 100) / 100, max: Math.max(...pct), pct }))
+    console.log(JSON.stringify({ variant: c.v.name, readyToAllAliveMs: c.readyToAllAliveMs, window: Math.round(s), mean: Math.round(mean * 100) / 100, max: Math.max(...pct), pct }))
   })
 } finally {
   for (const p of pids) try { process.kill(p, 'SIGTERM') } catch { /* gone */ }

@@ -25,7 +25,7 @@ const bytes = z.union([z.number().int().positive(), z.string()]).transform((v, c
 
 /** Heartbeat gossip: how often each node announces itself and its load. */
 const gossipSchema = z.object({
-  /** ms between heartbeats. Lower detects hangs sooner; at 1000 a daemon idles at ~0.6 % of a core with 2 peers, ~0.25 % more per extra peer. Default 1000. */
+  /** ms between heartbeats. Lower detects hangs sooner; at 1000 a daemon idles at ~0.5 % of a core with 2 peers, ~0.1 % more per extra peer (README, Benchmarks). Default 1000. */
   heartbeatMs: z.number().int().min(50).max(60_000).default(1000)
 }).strict()
 
