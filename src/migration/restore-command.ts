@@ -11,6 +11,8 @@ export interface RedirectedFile {
   readonly key: string
   /** File the restored job gets instead, opened for appending. */
   readonly newPath: string
+  /** A FIFO (the job's stdin): opened read-write, which never blocks; CRIU reopens it with the dumped flags. */
+  readonly fifo?: boolean
 }
 
 export interface RestoreCommandOptions {
@@ -32,7 +34,7 @@ const FIRST_FD = 3
 
 /** argv of the restore command; mounts are external (dumped with `--external mnt[]`). */
 export function restoreCommand (o: RestoreCommandOptions): string[] {
-  const opens = o.stdio.map((_, i) => `${FIRST_FD + i}>>"$${i + 1}"`).join(' ')
+  const opens = o.stdio.map((f, i) => `${FIRST_FD + i}${f.fifo === true ? '<>' : '>>'}"$${i + 1}"`).join(' ')
   const script = `exec ${opens}; shift ${o.stdio.length}; exec "$@"`
   const inherit = o.stdio.flatMap((f, i) => ['--inherit-fd', `fd[${FIRST_FD + i}]:${f.key}`])
   return [

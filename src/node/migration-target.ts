@@ -169,8 +169,9 @@ export class IncomingMigrations {
     clearTimeout(inc.expiry)
     this.incoming.delete(vpid)
     const migration = { from, to: this.init.selfName, outcome: 'moved' as const, atMs: Date.now() }
-    const record: JobRecord = { ...prepared.job, node: this.init.selfName, state: 'running', stdin: false, migration }
+    const record: JobRecord = { ...prepared.job, node: this.init.selfName, state: 'running', stdin: prepared.job.stdin === true, migration }
     await local.adoptMigrated(record, job)
+    if (prepared.job.stdinClosed === true) await runtime.closeStdin(job).catch(() => {}) // the restored shim opened its keep-alive end again
     const cleanup = async (): Promise<void> => { await rm(inc.dir, { recursive: true, force: true }) }
     // Post-copy: the lazy-pages daemon reads the images dir until the last page arrived.
     if (lazyPages) postCopy.watchPull(vpid, job, cleanup)

@@ -265,8 +265,8 @@ export class MigrationService {
         if (this.outgoing.has(vpid)) throw new JobStateError(`job ${vpid} is already migrating`)
         const { record, runtime: job } = await local.beginMigration(vpid, asUid)
         this.outgoing.set(vpid, { job, record })
-        const { owner, argv, cwd, hostname, limits, homeNode, createdMs, startedMs } = record
-        const migrated = { vpid, owner: { ...owner, groups: [...owner.groups] }, argv: [...argv], cwd, hostname, limits, homeNode, createdMs, startedMs }
+        const { owner, argv, cwd, hostname, limits, homeNode, createdMs, startedMs, stdin, stdinClosed } = record
+        const migrated = { vpid, owner: { ...owner, groups: [...owner.groups] }, argv: [...argv], cwd, hostname, limits, homeNode, createdMs, startedMs, stdin, stdinClosed }
         // Streaming needs a local replay of the pages for a rollback.
         const payload: MigratePrepareParams = runtime.replayPages === undefined || this.init.streamPages === false ? { vpid, job: migrated } : { vpid, job: migrated, pages: 'stream' }
         return { hostPid: job.hostPid, payload }

@@ -27,7 +27,10 @@ export const migratedJobSchema = z.object({
   limits: limitsSchema,
   homeNode: z.string().max(64),
   createdMs: z.number().nonnegative(),
-  startedMs: z.number().nonnegative().optional()
+  startedMs: z.number().nonnegative().optional(),
+  /** It reads stdin forwarded by `ssi run -i` (its FIFO is in the images); closed: EOF was already forwarded. */
+  stdin: z.boolean().optional(),
+  stdinClosed: z.boolean().optional()
 })
 
 /** Source → target: reserve room for vpid; images follow on `/ssi/images/1` from the same node. */
@@ -51,7 +54,7 @@ export const migrateVpidSchema = z.object({ vpid }).strict()
 /** Source → target: the images arrived; restore, redirecting the output files CRIU names so. */
 export const migrateRestoreSchema = z.object({
   vpid,
-  stdio: z.array(z.object({ key: z.string().max(64).regex(/^file\[[0-9a-f]+:[0-9a-f]+\]$/), stream: z.enum(['stdout', 'stderr']) })).max(64)
+  stdio: z.array(z.object({ key: z.string().max(64).regex(/^file\[[0-9a-f]+:[0-9a-f]+\]$/), stream: z.enum(['stdout', 'stderr', 'stdin']) })).max(64)
 }).strict()
 
 export const migrationResultSchema = z.object({

@@ -3,7 +3,7 @@
  * pipes between its processes, SysV message queues and shared memory in the job's IPC namespace, a
  * file opened with O_APPEND, a TCP listener that keeps accepting on loopback. And what cannot,
  * refused before anything is frozen: io_uring, a GPU device (an established TCP connection to
- * another host: migrate.test.ts); and stdin forwarded from `ssi run -i`, refused with the reason.
+ * another host: migrate.test.ts); and a checkpoint of a job with stdin from `ssi run -i`, refused with the reason.
  * Needs root and CRIU >= 4.2.
  */
 import { execFile } from 'node:child_process'
@@ -123,12 +123,12 @@ describe('what can migrate, and what is refused (real daemons, real CRIU)', () =
     await eventually(async () => (await logs(vpid)).length > before.length, 20_000, 'output continuing')
   }
 
-  it('refuses a job whose stdin is forwarded by ssi run -i, saying why', async () => {
+  it('refuses to checkpoint a job whose stdin is forwarded by ssi run -i, saying why (it migrates: migrate-stdin.test.ts)', async () => {
     const started = await c.call<{ vpid: number }>('n1', 'run', { argv: ['sleep', '60'], env: {}, cwd: '/tmp', node: 'n1', stdin: true, detach: true })
     leftover.push(started.vpid)
-    const r = await run(['migrate', String(started.vpid), 'n2'])
+    const r = await run(['checkpoint', String(started.vpid)])
     expect(r.code).not.toBe(0)
-    expect(r.stderr).toMatch(/reads stdin forwarded by `ssi run -i`, which cannot follow it to another node yet: it cannot migrate/)
+    expect(r.stderr).toMatch(/reads stdin forwarded by `ssi run -i`, which a restored checkpoint could not be fed again: it cannot be checkpointed/)
     expect(await job(started.vpid)).toMatchObject({ node: 'n1', state: 'running' })
   }, 60_000)
 

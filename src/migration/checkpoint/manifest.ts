@@ -46,7 +46,7 @@ export const manifestBodySchema = z.object({
     startedMs: z.number().nonnegative().optional()
   }).strict(),
   /** CRIU's names of the job's output files in the images, to redirect on restore. */
-  stdio: z.array(z.object({ key: z.string().max(64).regex(/^file\[[0-9a-f]+:[0-9a-f]+\]$/), stream: z.enum(['stdout', 'stderr']) }).strict()).max(64),
+  stdio: z.array(z.object({ key: z.string().max(64).regex(/^file\[[0-9a-f]+:[0-9a-f]+\]$/), stream: z.enum(['stdout', 'stderr', 'stdin']) }).strict()).max(64),
   /** Node that dumped the job. */
   node: z.string().max(64),
   /** Epoch ms at the end of the dump. */

@@ -65,6 +65,7 @@ export class CheckpointOperations {
     const start = Date.now()
     const node = await this.jobs.locate(vpid, signal)
     const dest = dir ?? join(this.core.init.dir, 'disk', `${vpid}-${new Date().toISOString().replace(/[:.]/g, '-')}`)
+    if (dir === undefined) await mkdir(dirname(dest), { recursive: true, mode: 0o700 }) // the default's parent: made on first use
     const created = await prepareDest(dest, caller)
     let r: CkptDumpResult
     try {

@@ -85,11 +85,12 @@ function checkpointedEvent (rec: JobRecord): { kind: 'checkpointed', vpid: numbe
 
 /** Relays the attached client's stdin and signals (Ctrl-C) to the job until the client stops sending. */
 async function forwardInputs (jobs: ClusterJobs, job: JobRecord, uid: number, inputs: AsyncIterable<unknown>): Promise<void> {
+  let node = job.node // follows the job when it migrates (jobs.stdin answers where the bytes went)
   try {
     for await (const raw of inputs) {
       const input = raw as { stdin?: Uint8Array, eof?: boolean, signal?: string }
       if (input.signal !== undefined) await jobs.kill(job.vpid, input.signal as NodeJS.Signals, uid).catch(() => {})
-      if (input.stdin !== undefined || input.eof === true) await jobs.stdin(job.vpid, uid, input.stdin, input.eof === true, job.node)
+      if (input.stdin !== undefined || input.eof === true) node = await jobs.stdin(job.vpid, uid, input.stdin, input.eof === true, node)
     }
   } catch { /* the job ended or the client left: nothing more to forward */ }
 }

@@ -5,7 +5,7 @@
  */
 import { leastLoaded, RecentPlacements } from '../placement.js'
 import { homeNodeId } from '../vpid.js'
-import { NoNodeAvailableError, UnknownNodeError, VpidNotFoundError } from './errors.js'
+import { JobStateError, NoNodeAvailableError, UnknownNodeError, VpidNotFoundError } from './errors.js'
 import { registerJobPeerHandlers } from './peer-handlers.js'
 import { locKey, TERMINAL_STATES } from './record.js'
 import type { LocalJobs, JobSnapshot, JobStore } from './local.js'
@@ -20,6 +20,8 @@ import type { Recovery } from '../failure/lost.js'
 export const FOREVER_MS = 2 ** 31 - 1
 /** How often a follower of a checkpointed (stopped) job asks whether it was restored. */
 const RESTORE_POLL_MS = 1000
+/** A stdin chunk chases a job across at most this many moves before giving up. */
+const MAX_STDIN_HOPS = 16
 
 export interface RunRequest {
   readonly argv: readonly string[]
@@ -271,8 +273,22 @@ export class ClusterJobs {
     return await this.init.rpc.stream(node, 'migrate.start', params, { signal, timeoutMs: 10 * 60_000, onEvent: opts.onEvent ?? (() => {}) })
   }
 
-  async stdin (vpid: number, asUid: number, data: Uint8Array | undefined, eof: boolean, node?: string): Promise<void> {
-    await this.init.rpc.call(node ?? await this.locate(vpid), 'job.stdin', { vpid, asUid, data, eof }, { timeoutMs: 30_000 })
+  /**
+   * Writes to the job's stdin on `node` (default: where it runs); if it moved meanwhile, the bytes
+   * that node did not take go on to the next one. Resolves with the node that took the last byte,
+   * so the caller sends its next chunk there directly. No deadline: a job may leave its input
+   * unread for as long as it likes (back-pressure), or be migrating; a dead node fails the call.
+   */
+  async stdin (vpid: number, asUid: number, data: Uint8Array | undefined, eof: boolean, node?: string): Promise<string> {
+    let at = node ?? await this.locate(vpid)
+    let rest = data ?? new Uint8Array(0)
+    for (let hops = 0; ; hops++) {
+      const r = await this.init.rpc.call(at, 'job.stdin', { vpid, asUid, data: rest, eof }, { timeoutMs: FOREVER_MS }) as { written?: number, movedTo?: string } | undefined
+      if (r?.movedTo === undefined) return at
+      if (hops >= MAX_STDIN_HOPS) throw new JobStateError(`job ${vpid} keeps moving: its stdin could not be delivered`)
+      rest = rest.subarray(r.written ?? 0)
+      at = r.movedTo
+    }
   }
 
   /** Keeps the home node's location record current when a local job changes state. */

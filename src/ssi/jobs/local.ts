@@ -45,6 +45,20 @@ export interface JobSnapshot extends JobRecord {
   readonly rssBytes: number
 }
 
+/** What `stdin` did: bytes written here; `movedTo`: the job moved there, send the rest of the data (and the eof) to it. */
+export interface StdinResult {
+  readonly written: number
+  readonly movedTo?: string
+}
+
+/** How often a stdin write paused by a migration looks whether the migration has ended, ms. */
+const STDIN_MIGRATION_POLL_MS = 20
+
+async function abortableSleep (ms: number, signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted()
+  await new Promise(resolve => setTimeout(resolve, ms))
+}
+
 export class LocalJobs {
   private readonly jobs = new Map<number, Entry>()
   private readonly cpuSamples = new Map<number, { ns: number, at: number }>()
@@ -206,7 +220,8 @@ export class LocalJobs {
     if (e.record.state !== 'running' || e.runtime === undefined) {
       throw new JobStateError(e.record.state === 'migrating' ? `job ${vpid} is already migrating` : `job ${vpid} is not running (${e.record.state})`)
     }
-    if (e.record.stdin) throw new JobStateError(`job ${vpid} reads stdin forwarded by \`ssi run -i\`, which cannot follow it to another node yet: it cannot migrate (give it input from a file instead)`)
+    // A migration carries the stdin FIFO (and what it holds) to the target; a checkpoint could not be fed again after a restore.
+    if (e.record.stdin && action !== 'migrate') throw new JobStateError(`job ${vpid} reads stdin forwarded by \`ssi run -i\`, which a restored checkpoint could not be fed again: it cannot be checkpointed (give it input from a file instead)`)
     await this.update(e, transition(e.record, 'migrating'))
     return { record: e.record, runtime: e.runtime }
   }
@@ -348,12 +363,31 @@ export class LocalJobs {
     return this.init.runtime.output(e.runtime, fd, offset, follow, signal)
   }
 
-  async stdin (vpid: number, asUid: number, data: Uint8Array | undefined, eof: boolean): Promise<void> {
+  /**
+   * Writes to the job's stdin (then closes it if `eof`). While the job migrates, writing pauses
+   * (bytes already in its FIFO travel in the images); if it moved, answers how many bytes went in
+   * here and where it runs now, and the caller sends the rest there: no byte lost or repeated.
+   */
+  async stdin (vpid: number, asUid: number, data: Uint8Array | undefined, eof: boolean, signal?: AbortSignal): Promise<StdinResult> {
     const e = this.entry(vpid)
     this.authorize(e.record, asUid, 'write to')
-    if (e.runtime === undefined || !e.record.stdin) throw new JobStateError(`job ${vpid} was not started with stdin (-i)`)
-    if (data !== undefined && data.byteLength > 0) await this.init.runtime.writeStdin(e.runtime, data)
-    if (eof) await this.init.runtime.closeStdin(e.runtime)
+    if (!e.record.stdin) throw new JobStateError(`job ${vpid} was not started with stdin (-i)`)
+    const bytes = data ?? new Uint8Array(0)
+    let written = 0
+    // A function, not a narrowed property: the state changes across the awaits.
+    const migrating = (): boolean => e.record.state === 'migrating'
+    for (;;) {
+      while (migrating()) await abortableSleep(STDIN_MIGRATION_POLL_MS, signal)
+      if (e.record.state === 'moved') return { written, movedTo: e.record.node }
+      if (e.runtime === undefined) throw new JobStateError(`job ${vpid} was not started with stdin (-i)`)
+      if (written < bytes.byteLength) written += await this.init.runtime.writeStdin(e.runtime, bytes.subarray(written), migrating)
+      if (written < bytes.byteLength || migrating()) continue
+      if (eof) {
+        await this.init.runtime.closeStdin(e.runtime)
+        await this.update(e, { ...e.record, stdinClosed: true }, false)
+      }
+      return { written }
+    }
   }
 
   /** Forgets finished jobs older than the retention period, with their output. */

@@ -20,10 +20,9 @@ export function registerJobPeerHandlers (rpc: PeerRpc, local: LocalJobs, store: 
     return {}
   })
   rpc.handle('job.wait', async (p, ctx) => await local.wait(parseParams(vpidParamSchema, p).vpid, ctx.signal))
-  rpc.handle('job.stdin', async p => {
+  rpc.handle('job.stdin', async (p, ctx) => {
     const { vpid, asUid, data, eof } = parseParams(jobStdinSchema, p)
-    await local.stdin(vpid, asUid, data, eof ?? false)
-    return {}
+    return await local.stdin(vpid, asUid, data, eof ?? false, ctx.signal)
   })
   rpc.handle('job.output', async (p, ctx) => {
     const { vpid, follow, stdoutOffset, stderrOffset } = parseParams(jobOutputSchema, p)

@@ -80,6 +80,8 @@ export interface JobRecord {
   readonly hostPid?: number
   readonly jobDir?: string
   readonly stdin: boolean
+  /** Its stdin was closed (end of file forwarded): a restored copy must close it again. */
+  readonly stdinClosed?: boolean
   /** How its last migration ended (on the node that ran it last). */
   readonly migration?: MigrationNote
   /** Where its last stopping checkpoint went (`ssi checkpoint` without --leave-running). */

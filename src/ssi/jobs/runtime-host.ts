@@ -3,7 +3,8 @@
  * node gets its own cgroup prefix (cluster and node name), so nodes and clusters on one machine never
  * share a job cgroup.
  */
-import { mkdir, readFile, unlink } from 'node:fs/promises'
+import { closeSync, constants, openSync, readSync } from 'node:fs'
+import { mkdir, readFile, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Criu, findCriu } from '../../migration/criu/index.js'
 import { restoreCommand } from '../../migration/restore-command.js'
@@ -141,7 +142,7 @@ class HostJobRuntime implements JobRuntime {
     }
   }
 
-  async writeStdin (job: RuntimeJob, data: Uint8Array): Promise<void> { await this.spawner.writeStdin(this.handle(job), data) }
+  async writeStdin (job: RuntimeJob, data: Uint8Array, paused?: () => boolean): Promise<number> { return await this.spawner.writeStdin(this.handle(job), data, undefined, paused) }
   async closeStdin (job: RuntimeJob): Promise<void> { await this.spawner.closeStdin(this.handle(job)) }
 
   async usage (job: RuntimeJob): Promise<JobUsage | undefined> {
@@ -172,9 +173,12 @@ class HostJobRuntime implements JobRuntime {
     return stdio
   }
 
+  /** The job's stdio files as CRIU external files; its stdin FIFO too (restored onto the new node's FIFO, with what it held). */
   private async dumpedStdio (job: RuntimeJob): Promise<DumpedFile[]> {
     const p = this.paths(job.vpid)
-    const files = await findExternalFiles(job.hostPid, { stdout: p.stdout, stderr: p.stderr })
+    const stdin = join(p.jobDir, 'stdin')
+    const hasStdin = (await stat(stdin).catch(() => undefined))?.isFIFO() === true
+    const files = await findExternalFiles(job.hostPid, { stdout: p.stdout, stderr: p.stderr, ...(hasStdin ? { stdin } : {}) })
     return files.map(f => ({ key: f.key, stream: f.name as DumpedFile['stream'] }))
   }
 
@@ -234,10 +238,31 @@ class HostJobRuntime implements JobRuntime {
       imagesDir: spec.imagesDir,
       pidFile,
       logFile: join(p.jobDir, 'restore.log'),
-      stdio: spec.stdio.map(f => ({ key: f.key, newPath: f.stream === 'stdout' ? p.stdout : p.stderr })),
+      stdio: spec.stdio.map(f => f.stream === 'stdin'
+        ? { key: f.key, newPath: join(p.jobDir, 'stdin'), fifo: true }
+        : { key: f.key, newPath: f.stream === 'stdout' ? p.stdout : p.stderr }),
       lazyPages: spec.lazyPages
     })
-    const handle = await this.spawner.restore({ id: String(spec.vpid), jobsRoot: this.jobsRoot, command, pidFile, stdin: false, limits: spec.limits }, signal)
+    // The shim makes <jobDir>/stdin and keeps a write end, as for a started job; CRIU puts back
+    // what the old FIFO held. A FIFO left here (a rollback) must not still hold those bytes.
+    const stdin = spec.stdio.some(f => f.stream === 'stdin')
+    if (stdin) await drainFifo(join(p.jobDir, 'stdin'))
+    const handle = await this.spawner.restore({ id: String(spec.vpid), jobsRoot: this.jobsRoot, command, pidFile, stdin, limits: spec.limits }, signal)
     return this.wrap(spec.vpid, handle)
+  }
+}
+
+/** Discards what a FIFO holds (no-op if there is none): non-blocking, so it never waits for a writer. */
+async function drainFifo (path: string): Promise<void> {
+  if ((await stat(path).catch(() => undefined))?.isFIFO() !== true) return
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
+  try {
+    const buf = Buffer.alloc(64 * 1024)
+    for (;;) {
+      const n = (() => { try { return readSync(fd, buf) } catch { return 0 } })() // EAGAIN: empty, writers open
+      if (n === 0) return
+    }
+  } finally {
+    closeSync(fd)
   }
 }

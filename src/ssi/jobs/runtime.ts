@@ -54,7 +54,7 @@ export interface LazyCheckpoint {
 /** An output file of a dumped job: CRIU's key for it, and which stream it is. */
 export interface DumpedFile {
   readonly key: string
-  readonly stream: 'stdout' | 'stderr'
+  readonly stream: 'stdout' | 'stderr' | 'stdin'
 }
 
 export interface CheckpointOptions {
@@ -77,7 +77,8 @@ export interface JobRuntime {
   signal(job: RuntimeJob, signal: NodeJS.Signals): Promise<void>
   /** Output so far, then live until the job has ended and everything is read (when `follow`). */
   output(job: RuntimeJob, fd: 1 | 2, offset: number, follow: boolean, signal?: AbortSignal): AsyncIterable<Uint8Array>
-  writeStdin(job: RuntimeJob, data: Uint8Array): Promise<void>
+  /** Bytes the job's stdin took: all of data, unless `paused()` turned true while it was full. */
+  writeStdin(job: RuntimeJob, data: Uint8Array, paused?: () => boolean): Promise<number>
   closeStdin(job: RuntimeJob): Promise<void>
   usage(job: RuntimeJob): Promise<JobUsage | undefined>
   /** Frees the job's cgroup after it ended; its output stays until `remove`. */

@@ -198,9 +198,9 @@ export class ShimJobSpawner implements JobSpawner {
     })
   }
 
-  async writeStdin (handle: JobHandle, data: Uint8Array | string, signal?: AbortSignal): Promise<void> {
+  async writeStdin (handle: JobHandle, data: Uint8Array | string, signal?: AbortSignal, paused?: () => boolean): Promise<number> {
     if (handle.stdinPath === undefined) throw new StdinClosedError(`job ${handle.id} was started without stdin`)
-    await this.stdin.write(handle.stdinPath, data, signal)
+    return await this.stdin.write(handle.stdinPath, data, signal, paused)
   }
 
   /** Closes our writer, then has the shim close its own (SIGUSR1): the job then reads EOF. */

@@ -137,8 +137,11 @@ export interface JobSpawner {
   readOutput(handle: JobHandle, stream: OutputStream, fromOffset?: number, maxBytes?: number): Promise<{ data: Buffer, nextOffset: number }>
   /** Output from `fromOffset`, live (tail -f) until the job has ended and everything is read. */
   followOutput(handle: JobHandle, stream: OutputStream, opts?: FollowOptions): AsyncIterable<Buffer>
-  /** Writes to the job's stdin; resolves once the kernel took the data. @throws StdinClosedError */
-  writeStdin(handle: JobHandle, data: Uint8Array | string, signal?: AbortSignal): Promise<void>
+  /**
+   * Writes to the job's stdin; resolves once the kernel took the data, with its byte count. Stops
+   * early (fewer bytes) only when `paused()` turns true while the FIFO is full. @throws StdinClosedError
+   */
+  writeStdin(handle: JobHandle, data: Uint8Array | string, signal?: AbortSignal, paused?: () => boolean): Promise<number>
   /** The job reads EOF once what was written is consumed. */
   closeStdin(handle: JobHandle): Promise<void>
   /** Usage of the job's cgroup, undefined once it is gone. */
