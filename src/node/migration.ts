@@ -60,7 +60,7 @@ export interface MigrationServiceInit {
   readonly hooks?: MigrationTestHooks
   /** How `--mode auto` chooses (the cluster config's `migration` section). */
   readonly modes?: MigrationModeConfig
-  /** Stop-copy: stream the pages while dumping when the target can take them (default true). */
+  /** Stop-copy: stream the pages while dumping when the target can take them (default false). */
   readonly streamPages?: boolean
 }
 
@@ -268,7 +268,7 @@ export class MigrationService {
         const { owner, argv, cwd, hostname, limits, homeNode, createdMs, startedMs, stdin, stdinClosed } = record
         const migrated = { vpid, owner: { ...owner, groups: [...owner.groups] }, argv: [...argv], cwd, hostname, limits, homeNode, createdMs, startedMs, stdin, stdinClosed }
         // Streaming needs a local replay of the pages for a rollback.
-        const payload: MigratePrepareParams = runtime.replayPages === undefined || this.init.streamPages === false ? { vpid, job: migrated } : { vpid, job: migrated, pages: 'stream' }
+        const payload: MigratePrepareParams = runtime.replayPages === undefined || this.init.streamPages !== true ? { vpid, job: migrated } : { vpid, job: migrated, pages: 'stream' }
         return { hostPid: job.hostPid, payload }
       },
       check: async hostPid => await findUnmigratable(hostPid),

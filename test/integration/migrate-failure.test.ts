@@ -79,7 +79,7 @@ describe('migration failures (real daemons, real CRIU)', () => {
     process.kill(n2pid, 'SIGKILL')
     const r = await migrating
     expect(r.code).not.toBe(0)
-    // Streamed pages (the default) break during the dump, which lets the tree run on; files break while sent.
+    // Streamed pages (migration.streamPages) break during the dump, which lets the tree run on; files break while sent.
     expect(r.stderr).toMatch(/dump of job \d+ failed: streaming the pages to n2 failed: |migration of job \d+ transferring failed: sending the images to n2 failed: .*; it runs here again/s)
     expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running', migration: { from: 'n1', to: 'n2', outcome: 'rolled-back' } })
     // On the target: no process, no cgroup, and its images are gone once it restarts.
@@ -166,9 +166,7 @@ describe('migration failures (real daemons, real CRIU)', () => {
     const hook = join(dir, 'hook')
     c = await makeCluster({ nodes: 2 })
     // On the target (n2), once the images are in: overwrite 8 bytes of the largest image in place.
-    // (Not the pages: streamed by default, they are written by CRIU's page server and carry no
-    // digest; the channel's AEAD covers them on the wire. See README, Migration.)
-    await writeFile(hook, `#!/bin/sh\nif [ "$1" = target-received ]; then f=$(ls -S "${c.dir}"/n2/migrations/in/$2/*.img | grep -v '/pages-' | head -1); printf 'CORRUPT!' | dd of="$f" bs=1 seek=64 conv=notrunc 2>/dev/null; echo "$f" > ${dir}/corrupted; fi\nexit 0\n`, { mode: 0o755 })
+    await writeFile(hook, `#!/bin/sh\nif [ "$1" = target-received ]; then f=$(ls -S "${c.dir}"/n2/migrations/in/$2/*.img | head -1); printf 'CORRUPT!' | dd of="$f" bs=1 seek=64 conv=notrunc 2>/dev/null; echo "$f" > ${dir}/corrupted; fi\nexit 0\n`, { mode: 0o755 })
     await c.start(['n1'])
     process.env.SSI_TEST_MIGRATION_HOOK = hook
     try { await c.start(['n2']) } finally { delete process.env.SSI_TEST_MIGRATION_HOOK }

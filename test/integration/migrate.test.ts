@@ -152,7 +152,7 @@ describe('ssi migrate rollback (real daemons, real CRIU)', () => {
   }, 60_000)
 
   it('after a streamed dump (pages sent while dumping), restores the job on its node from its recorded page stream', async () => {
-    const c2 = await makeCluster({ nodes: 2 })
+    const c2 = await makeCluster({ nodes: 2, extra: { migration: { streamPages: true } } })
     try {
       // n1 notes what its outgoing dir holds once the images are sent; n2's criu fails only restores.
       const seen = join(c2.dir, 'seen')
