@@ -5,11 +5,14 @@
  * each so that the job runs on exactly one node.
  */
 import type { MigrationPhase } from './stop-and-copy.js'
+import type { PostCopyPhase } from './post-copy.js'
 
 export interface JournalEntry<D = unknown> {
   readonly vpid: number
   readonly target: string
-  readonly phase: MigrationPhase
+  readonly phase: MigrationPhase | PostCopyPhase
+  /** Absent: stop-copy. Post-copy entries never hold images to restore from (memory stays on the source). */
+  readonly mode?: 'post-copy'
   readonly startedMs: number
   readonly updatedMs: number
   /** From 'transferring' on: where the images are, and what the dump returned. */
@@ -54,5 +57,8 @@ export function recoveryPlan (entry: JournalEntry, treeAlive: boolean): Recovery
   return 'lost'
 }
 
-/** A target's answer to "do you have this job?" (peer method migrate.status). */
-export type TargetHolds = 'absent' | 'incoming' | 'restoring' | 'running'
+/**
+ * A target's answer to "do you have this job?" (peer method migrate.status). 'pulling': it runs
+ * there from a post-copy migration whose pages are still arriving (ask again: it ends running or lost).
+ */
+export type TargetHolds = 'absent' | 'incoming' | 'restoring' | 'running' | 'pulling'

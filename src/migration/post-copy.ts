@@ -34,6 +34,10 @@ export interface PostCopySource<P, D> extends MigrationSource<P, D> {
   checkpointLazy(vpid: number, imagesDir: string, signal: AbortSignal): Promise<{ dumped: D, served: Promise<void> }>
   /** Failure before the target runs the job: stop serving; resolves true if the job runs here again. */
   abortLazy(vpid: number): Promise<boolean>
+  /** The target runs the job: a broken page stream from now on must not let the tree here go on. */
+  pullStarted(vpid: number): void
+  /** The pull failed: the tree here is stale (the job ran on the target since): kill it. */
+  discardLazy(vpid: number): Promise<void>
 }
 
 export interface PostCopyTarget<P, D> extends MigrationTarget<P, D> {
@@ -61,14 +65,18 @@ export interface PostCopyResult {
 }
 
 export interface PostCopyRequest extends Omit<MigrateRequest, 'onPhase'> {
-  readonly onPhase?: (phase: PostCopyPhase) => void
+  /** Awaited; for the phases that start work (FORWARD) a rejection stops the migration there (journal). */
+  readonly onPhase?: (phase: PostCopyPhase) => void | Promise<void>
   /** Running total of page bytes pulled by the target. */
   readonly onPageBytes?: (bytes: number) => void
 }
 
-/** Post-copy's lifecycle (NEXT) on the shared phase machine; the listener only observes. */
+/** Phases whose work must not start unless the listener took them (journalled them). */
+const FORWARD: ReadonlySet<PostCopyPhase> = new Set(['preparing', 'dumping', 'transferring', 'restoring'])
+
+/** Post-copy's lifecycle (NEXT) on the shared phase machine. */
 class Phases extends PhaseMachine<PostCopyPhase, undefined> {
-  constructor (onPhase?: (phase: PostCopyPhase) => void) { super('checking', NEXT, undefined, onPhase) }
+  constructor (onPhase?: (phase: PostCopyPhase) => void | Promise<void>) { super('checking', NEXT, undefined, onPhase, FORWARD) }
 }
 
 export async function migratePostCopy<P, D> (source: PostCopySource<P, D>, target: PostCopyTarget<P, D>, req: PostCopyRequest): Promise<PostCopyResult> {
@@ -82,13 +90,14 @@ export async function migratePostCopy<P, D> (source: PostCopySource<P, D>, targe
     if (reasons.length > 0) throw new NotMigratableError(`job ${vpid} cannot migrate: ${reasons.slice(0, 5).join('; ')}`)
     checkMs = await phases.to('preparing')
     await target.prepare(req.target, vpid, payload, signal)
+    await phases.to('dumping')
   } catch (err) {
     await target.cancel(req.target, vpid).catch(() => {})
+    if (phases.phase === 'dumping') await phases.to('rolling-back')
     await phases.to('rolled-back')
     await source.resume(vpid, (err as Error).message)
     throw err
   }
-  await phases.to('dumping')
   // Once the target runs the job, aborting (the caller's connection closed, e.g. its node died) would
   // only lose it: the page server and bridge then live on until the pull ends (found by the soak).
   const untilRunning = new AbortController()
@@ -131,6 +140,7 @@ async function dumpAndMove<P, D> (source: PostCopySource<P, D>, target: PostCopy
     throw await rollBack(source, target, req, phases, err)
   }
   const downtimeMs = Date.now() - downStart
+  source.pullStarted(vpid)
   times.restoreMs = await phases.to('pulling')
   return await pull(source, req, phases, { ...times, checkMs, downtimeMs }, lazy.served, bridged.done, imagesDir)
 }
@@ -144,6 +154,7 @@ async function pull<P, D> (source: PostCopySource<P, D>, req: PostCopyRequest, p
     await source.commit(vpid, req.target, imagesDir)
     return { vpid, target: req.target, ...t, pullMs, pageBytes: stats.sent }
   } catch (err) {
+    await source.discardLazy(vpid).catch(() => {})
     await phases.to('lost')
     const why = `the page pull failed after the job started on ${req.target}: ${(err as Error).message}`
     await source.lose(vpid, why).catch(() => {})

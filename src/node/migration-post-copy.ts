@@ -12,6 +12,7 @@ import { readLazyRanges } from '../migration/criu/pagemap.js'
 import type { LazyRange } from '../migration/criu/pagemap.js'
 import type { BridgeStats, LoopbackListener } from '../migration/page-bridge.js'
 import type { BulkTransport, ByteChannel } from '../migration/ports.js'
+import type { JournalStore } from '../migration/journal.js'
 import type { LazyPagesDaemon } from '../migration/criu/index.js'
 import type { DumpedFile, JobRuntime, RuntimeJob } from '../ssi/jobs/runtime.js'
 import type { Logger } from './logger.js'
@@ -56,7 +57,14 @@ interface Outgoing {
   readonly socket: Socket
   readonly hostPid: number
   readonly served: Promise<void>
+  /** The target runs the job: a broken page stream now ends the dump by EOF, which kills the tree. */
+  pulling?: boolean
 }
+
+/** A target's mark of a pull in progress (state store), so a restarted daemon knows it broke. */
+export interface PullMark { readonly vpid: number, readonly from: string, readonly startedMs: number }
+const PULL_PREFIX = 'post-copy-pull/'
+const pullKey = (vpid: number): string => `${PULL_PREFIX}${String(vpid).padStart(15, '0')}`
 
 interface Incoming {
   readonly from: string
@@ -96,7 +104,10 @@ export class PostCopyPlumbing {
    */
   private readonly lazyPids = new Map<number, number>()
 
-  constructor (private readonly runtime: JobRuntime, private readonly bulk: BulkTransport, private readonly logger: Logger) {}
+  /** Jobs running here whose pages are still arriving. */
+  private readonly pulling = new Set<number>()
+
+  constructor (private readonly runtime: JobRuntime, private readonly bulk: BulkTransport, private readonly store: JournalStore, private readonly logger: Logger) {}
 
   // ---- source ---------------------------------------------------------------------------------
 
@@ -130,7 +141,10 @@ export class PostCopyPlumbing {
     const header = Buffer.alloc(HEADER_BYTES)
     header.writeBigUInt64BE(BigInt(vpid))
     await channel.write(header, signal)
-    const done = bridge(o.socket, channel, AbortSignal.any([signal, o.abort.signal]), { onBytes, beforeTeardown: async () => { await this.killDump(o) } })
+    // Before the target runs the job, a broken stream must let the tree here go on (kill CRIU
+    // first); once it runs there, the tree here is stale and CRIU's EOF handling kills it.
+    const beforeTeardown = async (): Promise<void> => { if (o.pulling !== true) await this.killDump(o) }
+    const done = bridge(o.socket, channel, AbortSignal.any([signal, o.abort.signal]), { onBytes, beforeTeardown })
     done.catch(() => {})
     return { done }
   }
@@ -165,7 +179,39 @@ export class PostCopyPlumbing {
     return false
   }
 
+  /** The target runs the job (see Outgoing.pulling). */
+  pullStarted (vpid: number): void {
+    const o = this.out.get(vpid)
+    if (o !== undefined) o.pulling = true
+  }
+
+  /** The pull failed after the target ran the job: the tree here must never run again. */
+  async discardTree (job: RuntimeJob): Promise<void> {
+    this.lazyPids.delete(job.vpid)
+    await this.runtime.signal(job, 'SIGKILL').catch(() => {})
+    await this.runtime.release(job).catch(() => {})
+  }
+
   // ---- target ---------------------------------------------------------------------------------
+
+  /** Marks a pull as begun (before the restored job is adopted); removed once every page arrived. */
+  async beginPull (vpid: number, from: string): Promise<void> {
+    const mark: PullMark = { vpid, from, startedMs: Date.now() }
+    await this.store.put(pullKey(vpid), mark)
+    this.pulling.add(vpid)
+  }
+
+  async endPull (vpid: number): Promise<void> {
+    this.pulling.delete(vpid)
+    await this.store.del(pullKey(vpid))
+  }
+
+  /** Pulls an earlier daemon began and did not see end. */
+  async unfinishedPulls (): Promise<PullMark[]> {
+    return (await this.store.list<PullMark>(PULL_PREFIX)).map(e => e.value).filter(m => !this.pulling.has(m.vpid))
+  }
+
+  isPulling (vpid: number): boolean { return this.pulling.has(vpid) }
 
   /** Reserves the loopback port the lazy-pages daemon will pull from. */
   async prepareIn (vpid: number, from: string): Promise<void> {
@@ -210,19 +256,27 @@ export class PostCopyPlumbing {
   }
 
   /**
-   * The job runs: when its last page arrived, `onDone` cleans up; if the pull fails the job cannot
-   * go on (its memory is missing), so it is killed and the failure logged.
+   * The job runs: when its last page arrived, the pull's mark goes and `onDone` cleans up. If the
+   * pull fails the job cannot go on (its memory is missing): `onLost` records why and kills it.
    */
-  watchPull (vpid: number, job: RuntimeJob, onDone: () => Promise<void>): void {
+  watchPull (vpid: number, job: RuntimeJob, onDone: () => Promise<void>, onLost: (why: string) => Promise<void>): void {
     const entry = this.inc.get(vpid)
     this.inc.delete(vpid)
     entry?.listener.close()
     if (entry?.daemon === undefined) return
     const log = this.logger.child({ vpid })
-    entry.daemon.done.then(() => { log.info({}, 'post-copy: every page arrived') }, async (err: unknown) => {
-      log.error({ err: (err as Error).message }, 'post-copy page pull failed: the job is lost')
-      await this.runtime.signal(job, 'SIGKILL').catch(() => {})
-    }).finally(() => { void onDone().catch(() => {}) })
+    entry.daemon.done.then(async () => {
+      log.info({}, 'post-copy: every page arrived')
+      await this.endPull(vpid)
+    }, async (err: unknown) => {
+      // The first line only: CRIU's errors carry a log tail, which stays in the daemon's log.
+      log.warn({ err: (err as Error).message }, 'post-copy page pull failed')
+      const cause = ((err as Error).message.split('\n')[0] ?? '').slice(0, 300)
+      await onLost(`the post-copy page pull from ${entry.from} broke (${cause}): the pages still there cannot reach ` +
+        'the job any more, so it is lost (post-copy needs its source until every page has arrived)')
+      await this.endPull(vpid)
+    }).catch((err: unknown) => { log.warn({ err: (err as Error).message }, 'post-copy: could not record the end of the pull') })
+      .finally(() => { void onDone().catch(() => {}) })
   }
 
   /** Drops what was prepared for vpid (listener, daemon). */

@@ -15,6 +15,7 @@ import type { LocalJobs } from '../ssi/jobs/local.js'
 import type { DumpedFile, JobRuntime, RuntimeJob } from '../ssi/jobs/runtime.js'
 import type { PeerRpc } from '../ssi/ports.js'
 import type { Logger } from './logger.js'
+import { settlePostCopy } from './migration-post-copy-recovery.js'
 
 export interface RecoveryInit {
   readonly entries: Array<JournalEntry<DumpedFile[]>>
@@ -48,6 +49,12 @@ async function settle (init: RecoveryInit, entry: JournalEntry<DumpedFile[]>): P
   const job = local.recovered(vpid)
   if (job === undefined) { await journal.del(vpid); return }
   const why = `the daemon on ${local.get(vpid).node} restarted during the migration to ${target} (phase ${phase})`
+  if (entry.mode === 'post-copy') {
+    await settlePostCopy(init, entry, job, why)
+    await rm(entry.imagesDir ?? '/nonexistent', { recursive: true, force: true })
+    await journal.del(vpid)
+    return
+  }
   const plan = recoveryPlan(entry, job.treeAlive)
   init.logger.info({ vpid, target, phase, plan }, 'settling an interrupted migration')
   if (plan === 'forget') {
@@ -83,14 +90,14 @@ async function moved (init: RecoveryInit, entry: JournalEntry<DumpedFile[]>, det
 }
 
 /** What the target holds, once it is neither unreachable nor still restoring; undefined after the deadline. */
-async function askTarget (init: RecoveryInit, target: string, vpid: number): Promise<Exclude<TargetHolds, 'restoring'> | undefined> {
+export async function askTarget (init: RecoveryInit, target: string, vpid: number): Promise<Exclude<TargetHolds, 'restoring' | 'pulling'> | undefined> {
   let deadline = Date.now() + init.settleTimeoutMs
   for (;;) {
     init.signal.throwIfAborted()
     try {
       const answer = await init.rpc.call(target, 'migrate.status', { vpid }, { signal: init.signal, timeoutMs: 5000 }) as { holds?: TargetHolds }
       if (answer.holds === 'running' || answer.holds === 'absent' || answer.holds === 'incoming') return answer.holds
-      // Still restoring: its restore ends one way or the other, and then it answers for sure.
+      // Still restoring (or pulling pages): that ends one way or the other, and then it answers for sure.
       deadline = Date.now() + init.settleTimeoutMs
     } catch (err) {
       init.logger.debug({ vpid, target, err: (err as Error).message }, 'target not answering yet')

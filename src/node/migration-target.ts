@@ -18,7 +18,7 @@ import type { ByteChannel } from '../migration/ports.js'
 import type { MigratePrepareParams } from '../protocol/migrate.js'
 import type { LocalJobs } from '../ssi/jobs/local.js'
 import type { JobRecord } from '../ssi/jobs/record.js'
-import type { DumpedFile, JobRuntime } from '../ssi/jobs/runtime.js'
+import type { DumpedFile, JobRuntime, RuntimeJob } from '../ssi/jobs/runtime.js'
 import type { Logger } from './logger.js'
 import type { MigrationTestHooks } from './migration-hooks.js'
 import type { PostCopyPlumbing } from './migration-post-copy.js'
@@ -120,8 +120,12 @@ export class IncomingMigrations {
     const inc = this.incoming.get(vpid)
     if (inc !== undefined && inc.from === from) return inc.restoring === true ? 'restoring' : 'incoming'
     const { local } = this.init
-    // Ended there after it moved still counts as "it moved": it must not run again here.
-    return local.has(vpid) && local.get(vpid).state !== 'moved' ? 'running' : 'absent'
+    if (this.init.postCopy.isPulling(vpid)) return 'pulling'
+    // Ended there after it moved still counts as "it moved": it must not run again here. Lost here
+    // (a post-copy pull that broke) means nothing of it runs anywhere.
+    if (!local.has(vpid)) return 'absent'
+    const state = local.get(vpid).state
+    return state !== 'moved' && state !== 'lost' ? 'running' : 'absent'
   }
 
   private incomingFrom (vpid: number, from: string): Incoming {
@@ -170,12 +174,29 @@ export class IncomingMigrations {
     this.incoming.delete(vpid)
     const migration = { from, to: this.init.selfName, outcome: 'moved' as const, atMs: Date.now() }
     const record: JobRecord = { ...prepared.job, node: this.init.selfName, state: 'running', stdin: prepared.job.stdin === true, migration }
+    // Before adopting: a daemon that restarts before the last page arrived must find it unfinished.
+    if (lazyPages) await postCopy.beginPull(vpid, from)
     await local.adoptMigrated(record, job)
     if (prepared.job.stdinClosed === true) await runtime.closeStdin(job).catch(() => {}) // the restored shim opened its keep-alive end again
     const cleanup = async (): Promise<void> => { await rm(inc.dir, { recursive: true, force: true }) }
     // Post-copy: the lazy-pages daemon reads the images dir until the last page arrived.
-    if (lazyPages) postCopy.watchPull(vpid, job, cleanup)
-    else await cleanup()
+    if (lazyPages) {
+      postCopy.watchPull(vpid, job, cleanup, async why => { await this.loseHere(vpid, job, why) })
+      // Not awaited: a test killing this daemon here must not fail the restore call it answers.
+      void this.init.hooks.run('target-pulling', vpid, from).catch(() => {})
+    } else {
+      await cleanup()
+    }
+  }
+
+  /** A job here that cannot go on (its memory is incomplete): recorded lost, then killed. */
+  async loseHere (vpid: number, job: RuntimeJob, why: string): Promise<void> {
+    const { local, runtime, logger } = this.init
+    logger.error({ vpid, err: why }, 'job lost')
+    await local.lose(vpid, why)
+    await runtime.signal(job, 'SIGKILL').catch(() => {})
+    await runtime.waitExit(job, AbortSignal.timeout(10_000)).catch(() => {})
+    await runtime.release(job).catch(() => {})
   }
 
   async cancel (vpid: number, from: string): Promise<void> {

@@ -32,7 +32,7 @@ import type { Logger } from './logger.js'
 import { chooseMode, DEFAULT_MODE_CONFIG, POST_COPY_WARNING } from '../migration/modes.js'
 import type { ChosenMode, MigrationModeConfig, RequestedMode } from '../migration/modes.js'
 import { migratePostCopy } from '../migration/post-copy.js'
-import type { PostCopySource, PostCopyTarget } from '../migration/post-copy.js'
+import type { PostCopyPhase, PostCopySource, PostCopyTarget } from '../migration/post-copy.js'
 import { LAZY_PAGES_PROTOCOL, PostCopyPlumbing } from './migration-post-copy.js'
 import { MigrationEvents } from './migration-events.js'
 import type { EmitEvent } from './migration-events.js'
@@ -98,7 +98,7 @@ export class MigrationService {
   constructor (private readonly init: MigrationServiceInit) {
     this.journal = new MigrationJournal(init.store)
     this.hooks = init.hooks ?? migrationTestHooks()
-    this.postCopy = new PostCopyPlumbing(init.runtime, init.bulk, init.logger.child({ component: 'post-copy' }))
+    this.postCopy = new PostCopyPlumbing(init.runtime, init.bulk, init.store, init.logger.child({ component: 'post-copy' }))
     this.incoming = new IncomingMigrations({
       selfName: init.selfName, local: init.local, runtime: init.runtime, dir: join(init.dir, 'in'), logger: init.logger,
       hooks: this.hooks, postCopy: this.postCopy, maxImageBytes: init.maxImageBytes ?? 64 * 2 ** 30, incomingTtlMs: init.incomingTtlMs ?? 600_000
@@ -124,6 +124,23 @@ export class MigrationService {
     }
   }
 
+  /**
+   * Post-copy jobs whose pages were still arriving when the previous daemon stopped: their page
+   * stream ran through it and is gone, so what they have not pulled yet can never arrive. They must
+   * not run on with missing memory: each is killed and recorded lost, saying why.
+   */
+  private async loseBrokenPulls (): Promise<void> {
+    const { local, runtime, selfName } = this.init
+    for (const mark of await this.postCopy.unfinishedPulls()) {
+      const found = local.has(mark.vpid) && local.get(mark.vpid).state === 'running' ? await runtime.adopt(mark.vpid).catch(() => undefined) : undefined
+      if (found !== undefined) {
+        await this.incoming.loseHere(mark.vpid, found.job, `the daemon on ${selfName} restarted during the post-copy page pull from ${mark.from}: ` +
+          'the pages not pulled yet cannot reach the job any more, so it is lost')
+      }
+      await this.postCopy.endPull(mark.vpid)
+    }
+  }
+
   /** Whether vpid has a journalled migration this daemon must settle (known after `start`). */
   isJournalled (vpid: number): boolean { return this.journalled.has(vpid) }
 
@@ -132,6 +149,7 @@ export class MigrationService {
    * peers can be called); resolves when all are settled. Never rejects.
    */
   async recover (signal: AbortSignal): Promise<void> {
+    await this.loseBrokenPulls()
     await this.dropUnconfirmedRestores()
     await recoverMigrations({
       entries: await this.journal.list(), journal: this.journal, local: this.init.local, runtime: this.init.runtime,
@@ -222,15 +240,26 @@ export class MigrationService {
     }
   }
 
-  /** Post-copy is not journalled: a source that restarts mid-way finds the job's tree or marks it lost (LocalJobs.recover). */
+  /**
+   * Journalled like stop-copy (phase by phase, before each phase's work) so that a restarted source
+   * settles it (migration-post-copy-recovery.ts); the target marks its pull (PostCopyPlumbing.beginPull).
+   */
   private async postCopyOut (vpid: number, target: string, asUid: number, signal: AbortSignal | undefined, events: MigrationEvents): Promise<MigrationSummary> {
     const log = this.init.logger.child({ vpid, target })
     const rss = (await this.init.local.snapshot(vpid)).rssBytes
+    const startedMs = Date.now()
+    const onPhase = async (phase: PostCopyPhase): Promise<void> => {
+      log.info({ phase }, 'post-copy migration')
+      events.phase(phase)
+      if (phase === 'rolled-back' || phase === 'lost') { await this.journal.del(vpid); return }
+      // Journalled before the test hook: a daemon killed at `source-<phase>` left <phase> behind.
+      await this.journal.put({ vpid, target, phase, mode: 'post-copy', startedMs, updatedMs: Date.now(), imagesDir: join(this.init.dir, 'out', String(vpid)) })
+      await this.hooks.run(`source-${phase}`, vpid, target)
+    }
     const result = await migratePostCopy(this.postCopySource(target), this.postCopyTarget(events), {
-      vpid, target, asUid, signal,
-      onPhase: (phase) => { log.info({ phase }, 'post-copy migration'); events.phase(phase) },
-      onPageBytes: (bytes) => { events.pull(bytes, rss) }
+      vpid, target, asUid, signal, onPhase, onPageBytes: (bytes) => { events.pull(bytes, rss) }
     })
+    await this.journal.del(vpid)
     events.pull(result.pageBytes, rss, true)
     return { ...result, from: this.init.selfName }
   }
@@ -245,7 +274,9 @@ export class MigrationService {
         return { ...r, payload: { ...payload, mode: 'post-copy' as const } }
       },
       checkpointLazy: async (vpid, dir, signal) => await this.postCopy.checkpointLazy(this.out(vpid).job, dir, signal),
-      abortLazy: async (vpid) => await this.postCopy.abortLazy(vpid)
+      abortLazy: async (vpid) => await this.postCopy.abortLazy(vpid),
+      pullStarted: (vpid) => { this.postCopy.pullStarted(vpid) },
+      discardLazy: async (vpid) => { await this.postCopy.discardTree(this.out(vpid).job) }
     }
   }
 

@@ -264,6 +264,13 @@ export class LocalJobs {
     if (e.runtime !== undefined) await this.init.runtime.release(e.runtime).catch(err => { this.init.logger.warn({ vpid, err: (err as Error).message }, 'cgroup cleanup failed') })
   }
 
+  /** A job here that cannot go on (e.g. its post-copy page pull broke) is lost, with why; its migration note stays. */
+  async lose (vpid: number, error: string): Promise<void> {
+    const e = this.entry(vpid)
+    if (TERMINAL_STATES.has(e.record.state)) return
+    await this.update(e, transition(e.record, 'lost', { endedMs: Date.now(), error }))
+  }
+
   /** Whether vpid may be restored here: unknown, or it moved away earlier. */
   canReceive (vpid: number): boolean {
     const e = this.jobs.get(vpid)
