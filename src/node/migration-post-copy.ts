@@ -71,6 +71,7 @@ interface Incoming {
   readonly stop: AbortController
   readonly listener: LoopbackListener
   daemon?: LazyPagesDaemon
+  starting?: Promise<void>
   imagesDir?: string
 }
 
@@ -112,7 +113,7 @@ export class PostCopyPlumbing {
   // ---- source ---------------------------------------------------------------------------------
 
   /** Lazy dump of `job`; connects to its page server at once so nothing else can take it. */
-  async checkpointLazy (job: RuntimeJob, imagesDir: string, signal: AbortSignal): Promise<{ dumped: DumpedFile[], served: Promise<void> }> {
+  async checkpointLazy (job: RuntimeJob, imagesDir: string, signal: AbortSignal): Promise<{ dumped: DumpedFile[], served: Promise<void>, freezingAtMs?: number }> {
     if (this.runtime.checkpointLazy === undefined) unsupported('dump lazily')
     const abort = new AbortController()
     const both = AbortSignal.any([signal, abort.signal])
@@ -130,7 +131,7 @@ export class PostCopyPlumbing {
     this.lazyPids.set(job.vpid, job.hostPid)
     const served = lazy.served.finally(() => { this.out.delete(job.vpid) })
     served.catch(() => {})
-    return { dumped: lazy.stdio, served }
+    return { dumped: lazy.stdio, served, freezingAtMs: lazy.freezingAtMs }
   }
 
   /** Bridges the page-server connection of vpid to `target` over the bulk transport. */
@@ -245,14 +246,23 @@ export class PostCopyPlumbing {
     }
   }
 
-  /** Starts the lazy-pages daemon for imagesDir; the lazy restore may follow. */
+  /**
+   * Starts the lazy-pages daemon for imagesDir, once: called as soon as the images are in, so that
+   * it is ready when the restore comes (its start-up is then out of the downtime), and by the restore.
+   */
   async startDaemon (vpid: number, imagesDir: string): Promise<void> {
     const entry = this.inc.get(vpid)
     if (entry === undefined) throw new PostCopyError(`no post-copy migration of job ${vpid} was prepared`)
-    if (this.runtime.startLazyPages === undefined) unsupported('run criu lazy-pages')
-    entry.imagesDir = imagesDir
-    // No request signal: the daemon must outlive the restore call, until the last page arrived.
-    entry.daemon = await this.runtime.startLazyPages(imagesDir, entry.listener.port)
+    const start = this.runtime.startLazyPages?.bind(this.runtime)
+    if (start === undefined) unsupported('run criu lazy-pages')
+    entry.starting ??= (async () => {
+      entry.imagesDir = imagesDir
+      // No request signal: the daemon must outlive the restore call, until the last page arrived.
+      const daemon = await start(imagesDir, entry.listener.port)
+      if (this.inc.get(vpid) !== entry) { daemon.stop(); throw new PostCopyError(`the migration of job ${vpid} was cancelled`) }
+      entry.daemon = daemon
+    })()
+    await entry.starting
   }
 
   /**

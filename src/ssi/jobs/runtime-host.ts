@@ -198,20 +198,24 @@ class HostJobRuntime implements JobRuntime {
   async checkpointLazy (job: RuntimeJob, imagesDir: string, port: number, signal?: AbortSignal): Promise<LazyCheckpoint> {
     const criu = new Criu({ criuPath: (await this.criuDriver()).criuPath, workDir: imagesDir })
     const stdio = await this.dumpedStdio(job)
+    let freezingAtMs: number | undefined
     const start = async (skipMounts: string[]): Promise<{ served: Promise<void> }> => {
       let ready = (): void => {}
       const serving = new Promise<void>((resolve) => { ready = resolve })
       const served = criu.dump({
         pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal,
         lazyPages: true, pageServer: { address: '127.0.0.1', port }, skipMounts,
-        onNotify: (script) => { if (script === 'status-ready') ready() }
+        onNotify: (script) => {
+          if (script === 'pre-dump') freezingAtMs = Date.now() // CRIU's last step before it seizes the tree
+          if (script === 'status-ready') ready()
+        }
       }).then(() => {})
       served.catch(() => {})
       await Promise.race([serving, served.then(() => { throw new Error('the lazy dump ended before its page server was ready') })])
       return { served }
     }
     const { served } = await this.skippingUnusedMounts(job, start, signal)
-    return { stdio, served }
+    return { stdio, served, freezingAtMs }
   }
 
   async startLazyPages (imagesDir: string, port: number, signal?: AbortSignal): Promise<LazyPagesDaemon> {

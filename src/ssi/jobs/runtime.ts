@@ -49,6 +49,8 @@ export interface LazyCheckpoint {
   readonly stdio: DumpedFile[]
   /** Settles when the page server has ended: resolves once the target has every page (CRIU then kills the tree). */
   readonly served: Promise<void>
+  /** When CRIU was about to freeze the tree (its pre-dump notification), in epoch ms: the job ran until then. */
+  readonly freezingAtMs?: number
 }
 
 /** An output file of a dumped job: CRIU's key for it, and which stream it is. */
