@@ -48,6 +48,12 @@ export interface PrefetchOptions {
   readonly chunkPages?: number
   /** Bytes requested but not yet taken by the daemon, at most: bounds memory and a fault's wait. */
   readonly windowBytes?: number
+  /**
+   * Fetching ahead starts when this resolves (the restore has finished: until then the daemon only
+   * serves the restorer's faults, which must not wait behind fetched pages), else at the daemon's
+   * first request.
+   */
+  readonly begin?: Promise<void>
   readonly onBytes?: (stats: BridgeStats) => void
 }
 
@@ -64,7 +70,7 @@ class PageProxy {
   private held = 0
   private cursor = { pid: -1, addr: 0 }
   private wake: () => void = () => {}
-  /** Fetching starts with the daemon's first request: during the restore it would only compete for CPU. */
+  /** Whether fetching ahead has begun (PrefetchOptions.begin). */
   private started = false
   private daemonEnded = false
   private passthrough = false
@@ -81,10 +87,11 @@ class PageProxy {
       set.add(r.start, r.end)
     }
     this.chunkBytes = (opts.chunkPages ?? 1024) * PAGE_SIZE
-    this.windowBytes = opts.windowBytes ?? 32 * 2 ** 20
+    this.windowBytes = opts.windowBytes ?? 16 * 2 ** 20
   }
 
   async run (): Promise<void> {
+    this.opts.begin?.then(() => { this.started = true; this.pump() }, () => {})
     await Promise.all([this.fromDaemon(), this.fromSource()])
     await this.answers
   }
@@ -156,7 +163,7 @@ class PageProxy {
   /** The answer to one daemon request: from what arrived, after what is on its way, or forwarded. */
   private async serve (req: PsIov): Promise<Buffer[]> {
     this.cursor = { pid: req.dstId, addr: req.vaddr + req.nrPages * PAGE_SIZE }
-    this.started = true
+    if (this.opts.begin === undefined) this.started = true
     for (;;) {
       const hit = this.take(req)
       if (hit !== undefined) { this.pump(); return hit }

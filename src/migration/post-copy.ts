@@ -133,11 +133,9 @@ async function dumpAndMove<P, D> (source: PostCopySource<P, D>, target: PostCopy
   try {
     await source.stageOutput(vpid, imagesDir)
     const dumpMs = await phases.to('transferring')
-    // The page channel opens while the images go: one round trip less in the downtime.
-    const bridging = target.bridgePages(req.target, vpid, signal, s => { req.onPageBytes?.(s.sent) })
-    bridging.then(b => { b.done.catch(() => {}) }, () => {})
-    const [{ bytes }] = await Promise.all([target.send(req.target, imagesDir, signal), bridging])
-    bridged = await bridging
+    const { bytes } = await target.send(req.target, imagesDir, signal)
+    bridged = await target.bridgePages(req.target, vpid, signal, s => { req.onPageBytes?.(s.sent) })
+    bridged.done.catch(() => {})
     const transferMs = await phases.to('restoring')
     await target.restoreLazy(req.target, vpid, lazy.dumped, signal)
     times = { dumpMs, transferMs, restoreMs: 0, bytes }

@@ -72,6 +72,8 @@ interface Incoming {
   readonly listener: LoopbackListener
   daemon?: LazyPagesDaemon
   starting?: Promise<void>
+  /** Resolved once the job runs (restore done): the page bridge then starts fetching ahead. */
+  readonly restored: { promise: Promise<void>, resolve: () => void }
   imagesDir?: string
 }
 
@@ -218,7 +220,9 @@ export class PostCopyPlumbing {
   async prepareIn (vpid: number, from: string): Promise<void> {
     const stop = new AbortController()
     const listener = await listenLoopbackOnce(stop.signal)
-    this.inc.set(vpid, { from, stop, listener })
+    let resolve = (): void => {}
+    const promise = new Promise<void>(r => { resolve = r })
+    this.inc.set(vpid, { from, stop, listener, restored: { promise, resolve } })
   }
 
   /** An incoming page channel: waits for the lazy-pages daemon's connection and bridges the two. */
@@ -232,7 +236,7 @@ export class PostCopyPlumbing {
     ])
     const ranges = await this.lazyRanges(vpid, entry.imagesDir)
     if (ranges === undefined) await bridge(socket, rest, signal)
-    else await prefetchBridge(socket, rest, signal, { ranges })
+    else await prefetchBridge(socket, rest, signal, { ranges, begin: entry.restored.promise })
   }
 
   /** What the lazy-pages daemon will pull, to fetch it ahead; undefined: pull as the daemon asks. */
@@ -273,6 +277,7 @@ export class PostCopyPlumbing {
     const entry = this.inc.get(vpid)
     this.inc.delete(vpid)
     entry?.listener.close()
+    entry?.restored.resolve()
     if (entry?.daemon === undefined) return
     const log = this.logger.child({ vpid })
     entry.daemon.done.then(async () => {

@@ -132,11 +132,11 @@ export class MigrationService {
   private async loseBrokenPulls (): Promise<void> {
     const { local, runtime, selfName } = this.init
     for (const mark of await this.postCopy.unfinishedPulls()) {
+      const why = `the daemon on ${selfName} restarted during the post-copy page pull from ${mark.from}: ` +
+        'the pages not pulled yet cannot reach the job any more, so it is lost'
       const found = local.has(mark.vpid) && local.get(mark.vpid).state === 'running' ? await runtime.adopt(mark.vpid).catch(() => undefined) : undefined
-      if (found !== undefined) {
-        await this.incoming.loseHere(mark.vpid, found.job, `the daemon on ${selfName} restarted during the post-copy page pull from ${mark.from}: ` +
-          'the pages not pulled yet cannot reach the job any more, so it is lost')
-      }
+      if (found !== undefined) await this.incoming.loseHere(mark.vpid, found.job, why)
+      else if (local.has(mark.vpid)) await local.lose(mark.vpid, why) // it died meanwhile (on missing memory)
       await this.postCopy.endPull(mark.vpid)
     }
   }

@@ -95,10 +95,11 @@ describe('post-copy when a daemon restarts during the page pull (real daemons, r
   }, 300_000)
 
   it('target SIGKILLed mid-pull: the source reports the job lost and kills its frozen copy; the restarted target kills its own', async () => {
-    // A second after the pull began: the source has its answer to the restore and pulls.
-    c = await cluster('n2', { SSI_TEST_MIGRATION_HOOK: await hookKilling('target-pulling', 1) })
+    // 0.3 s after the pull began: the source has had its answer to the restore, and 512 MiB take
+    // longer than that to pull.
+    c = await cluster('n2', { SSI_TEST_MIGRATION_HOOK: await hookKilling('target-pulling', 0.3) })
     const token = `pc-tgt-${process.pid}-${Date.now()}`
-    const vpid = await start(256, token)
+    const vpid = await start(512, token)
     const n2pid = await c.pid('n2')
     const r = await ssi(c.socket('n1'), ['migrate', '--mode', 'post-copy', String(vpid), 'n2'], { timeoutMs: 120_000 })
     expect(r.code).not.toBe(0)

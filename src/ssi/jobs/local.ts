@@ -264,11 +264,17 @@ export class LocalJobs {
     if (e.runtime !== undefined) await this.init.runtime.release(e.runtime).catch(err => { this.init.logger.warn({ vpid, err: (err as Error).message }, 'cgroup cleanup failed') })
   }
 
-  /** A job here that cannot go on (e.g. its post-copy page pull broke) is lost, with why; its migration note stays. */
+  /**
+   * A job here that cannot go on (its post-copy page pull broke) is lost, with why; its migration
+   * note stays. Also over an end it met meanwhile (a crash on memory that never arrived says less).
+   */
   async lose (vpid: number, error: string): Promise<void> {
     const e = this.entry(vpid)
-    if (TERMINAL_STATES.has(e.record.state)) return
-    await this.update(e, transition(e.record, 'lost', { endedMs: Date.now(), error }))
+    if (e.record.state === 'lost' || e.record.state === 'moved') return
+    const record = TERMINAL_STATES.has(e.record.state)
+      ? { ...e.record, state: 'lost' as const, error }
+      : transition(e.record, 'lost', { endedMs: Date.now(), error })
+    await this.update(e, record)
   }
 
   /** Whether vpid may be restored here: unknown, or it moved away earlier. */
