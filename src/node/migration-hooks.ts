@@ -5,7 +5,8 @@
  *   once the images arrived, before they are re-checked and restored, and as `<hook> target-restored
  *   <vpid> <source>` on a target once the job runs there but before it is adopted and confirmed;
  *   awaited, a non-zero exit fails that step. Post-copy targets also run `<hook> target-pulling
- *   <vpid> <source>` once the job was adopted and its pages are arriving (not awaited). Tests use it to kill a daemon at an exact point (the hook's parent is the daemon).
+ *   <vpid> <source>` once the job was adopted and its pages are arriving (not awaited). Tests use
+ *   it to kill a daemon at an exact point (the hook's parent is the daemon).
  * - SSI_TEST_FAULTS=corrupt-images: the source flips one byte of image data on the wire (after
  *   hashing it), as a faulty link or NIC would.
  */
