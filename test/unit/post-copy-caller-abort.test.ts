@@ -22,6 +22,8 @@ function fakes (): { source: PostCopySource<unknown, unknown>, target: PostCopyT
     },
     stageOutput: async () => {},
     abortLazy: async () => true,
+    pullStarted: () => {},
+    discardLazy: async () => { outcome.push('discarded') },
     commit: async () => { outcome.push('moved') },
     resume: async () => { outcome.push('resumed') },
     lose: async () => { outcome.push('lost') }
