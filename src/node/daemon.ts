@@ -138,7 +138,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     })
     const migration = new MigrationService({
       selfName: node.name, local: localJobs, runtime, rpc, bulk, dir: join(node.stateDir, 'migrations'), logger: logger.child({ component: 'migration' }), store,
-      modes: config.migration, streamPages: config.migration.streamPages
+      modes: config.migration, streamPages: config.migration.streamPages, recheckBeforeRestore: config.migration.recheckBeforeRestore
     })
     await migration.start()
     const checkpointedElsewhere = new CheckpointedElsewhere()

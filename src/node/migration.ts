@@ -62,6 +62,8 @@ export interface MigrationServiceInit {
   readonly modes?: MigrationModeConfig
   /** Stop-copy: stream the pages while dumping when the target can take them (default false). */
   readonly streamPages?: boolean
+  /** Targets re-hash received images right before restoring them (default false). */
+  readonly recheckBeforeRestore?: boolean
 }
 
 export interface MigrateOutOptions {
@@ -101,7 +103,8 @@ export class MigrationService {
     this.postCopy = new PostCopyPlumbing(init.runtime, init.bulk, init.store, init.logger.child({ component: 'post-copy' }))
     this.incoming = new IncomingMigrations({
       selfName: init.selfName, local: init.local, runtime: init.runtime, dir: join(init.dir, 'in'), logger: init.logger,
-      hooks: this.hooks, postCopy: this.postCopy, maxImageBytes: init.maxImageBytes ?? 64 * 2 ** 30, incomingTtlMs: init.incomingTtlMs ?? 600_000
+      hooks: this.hooks, postCopy: this.postCopy, maxImageBytes: init.maxImageBytes ?? 64 * 2 ** 30, incomingTtlMs: init.incomingTtlMs ?? 600_000,
+      recheckBeforeRestore: init.recheckBeforeRestore ?? false
     })
   }
 

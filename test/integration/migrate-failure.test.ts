@@ -160,11 +160,11 @@ describe('migration failures (real daemons, real CRIU)', () => {
     expect((await ssi(c.socket('n1'), ['logs', String(vpid)])).stdout).toBe(lines(200))
   }, 180_000)
 
-  it('images corrupted on the target\'s disk after they arrived are refused before `criu restore`; the job resumes on the source', async () => {
+  it('with migration.recheckBeforeRestore, images corrupted on the target\'s disk after they arrived are refused before `criu restore`; the job resumes on the source', async () => {
     const dir = await mkdtemp('/tmp/ssi-hook-')
     hookDirs.push(dir)
     const hook = join(dir, 'hook')
-    c = await makeCluster({ nodes: 2 })
+    c = await makeCluster({ nodes: 2, extra: { migration: { recheckBeforeRestore: true } } })
     // On the target (n2), once the images are in: overwrite 8 bytes of the largest image in place.
     await writeFile(hook, `#!/bin/sh\nif [ "$1" = target-received ]; then f=$(ls -S "${c.dir}"/n2/migrations/in/$2/*.img | head -1); printf 'CORRUPT!' | dd of="$f" bs=1 seek=64 conv=notrunc 2>/dev/null; echo "$f" > ${dir}/corrupted; fi\nexit 0\n`, { mode: 0o755 })
     await c.start(['n1'])
