@@ -136,7 +136,8 @@ describe('netns cluster: nodes die in the middle of a migration', () => {
     await c.kill('n2')
     const moved = await migrating
     expect(moved.code).not.toBe(0)
-    expect(moved.stderr).toMatch(/migration of job \d+ transferring failed: .*; it runs here again/s)
+    // The pages stream to the target while CRIU dumps, so the cut shows in the dump or in the transfer.
+    expect(moved.stderr).toMatch(/migration of job \d+ transferring failed: .*; it runs here again|dump of job \d+ failed: /s)
     for (const n of ['n1', 'n3']) expect(await rows(n, vpid)).toEqual([['running', 'n1']])
     expect(await copies('tgtkill')).toEqual([1, 0, 0])
     await c.start(['n2'])
@@ -175,7 +176,8 @@ describe('netns cluster: nodes die in the middle of a migration', () => {
     await transferUnderWay(vpid)
     await c.hang('n1')
     await eventually(async () => (await rows('n3', vpid))[0]?.[0] === 'lost', 30_000, 'job lost while its node hangs')
-    expect(await copies('srchang')).toEqual([0, 0, 0]) // dumped, not restored anywhere
+    // Still frozen on n1 (the pages stream while CRIU dumps) or dumped: nowhere else.
+    expect((await copies('srchang')).slice(1)).toEqual([0, 0])
     await c.resume('n1')
     await migrating // its outcome as the CLI saw it depends on when n3 hung up on n1; what counts is below
     await allAlive()
