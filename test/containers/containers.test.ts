@@ -160,7 +160,7 @@ describe('container hosts (Docker, real daemons, real CRIU)', () => {
   it('a target container killed after restoring a migrating job, before confirming: the source runs it on, once, output whole', async () => {
     // n3 died in the test before; n1 and n2 are left.
     const vpid = await runJob('n1', 'ctgt=1; i=0; while [ ! -e /tmp/ctgt-stop ]; do i=$((i+1)); echo $i; sleep 0.05; done; exit 6')
-    await eventually(async () => (await logs('n1', vpid)).length > 0, 20_000, 'first lines')
+    await eventually(async () => (await logs('n1', vpid)).split('\n').length > 11, 20_000, 'ten lines')
     const reached = await pauseAt('n2', 'target-restored')
     const migrating = c.ssi('n1', ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'])
     await reached()
