@@ -31,6 +31,8 @@ export class DirectRecordError extends Error {
 }
 
 const CIPHER = 'aes-256-gcm'
+/** Plaintext bytes per cipher.update() when sealing (see RecordSealer.seal). */
+const SEAL_PIECE_BYTES = 64 * 1024
 
 function nonce (counter: number): Buffer {
   const iv = Buffer.alloc(12)
@@ -46,7 +48,12 @@ export class RecordSealer {
     if (key.byteLength !== KEY_BYTES) throw new DirectRecordError(`a record key has ${KEY_BYTES} bytes, not ${key.byteLength}`)
   }
 
-  /** The record as buffers to write in order (header, ciphertext, tag): no concatenation copy. */
+  /**
+   * The record as buffers to write in order (header, ciphertext pieces, tag): no concatenation
+   * copy. The payload is encrypted in SEAL_PIECE_BYTES slices: Node allocates a fresh output buffer
+   * per update(), and for 1 MiB outputs that allocation (fresh pages each time) made AES-GCM run at
+   * ~1 GB/s here against ~2.8 GB/s in 64 KiB slices (OpenSSL's own rate: ~4.4 GB/s).
+   */
   seal (type: RecordTypeValue, payload: Uint8Array): Buffer[] {
     if (payload.byteLength > MAX_RECORD_BYTES) throw new DirectRecordError(`record payload of ${payload.byteLength} bytes is over ${MAX_RECORD_BYTES}`)
     const header = Buffer.allocUnsafe(RECORD_HEADER_BYTES)
@@ -54,9 +61,13 @@ export class RecordSealer {
     header.writeUInt32BE(payload.byteLength, 1)
     const cipher = createCipheriv(CIPHER, this.key, nonce(this.counter++))
     cipher.setAAD(header)
-    const body = payload.byteLength === 0 ? Buffer.alloc(0) : cipher.update(payload)
+    const parts: Buffer[] = [header]
+    for (let at = 0; at < payload.byteLength; at += SEAL_PIECE_BYTES) {
+      parts.push(cipher.update(payload.subarray(at, Math.min(payload.byteLength, at + SEAL_PIECE_BYTES))))
+    }
     cipher.final()
-    return [header, body, cipher.getAuthTag()]
+    parts.push(cipher.getAuthTag())
+    return parts
   }
 }
 
