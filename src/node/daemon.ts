@@ -17,6 +17,7 @@ import { Libp2pPeerRpc } from './peer-rpc.js'
 import { Libp2pBulkTransport, ipOfAddr } from './bulk-transport.js'
 import { IMAGES_PROTOCOL } from '../protocol/images.js'
 import { PAGES_PROTOCOL } from '../migration/page-stream.js'
+import { LAZY_PAGES_PROTOCOL } from './migration-post-copy.js'
 import { CHECKPOINT_PROTOCOL } from '../protocol/checkpoint.js'
 import { MigrationService } from './migration.js'
 import { checkpointsDir, startCheckpoints } from './checkpoint/index.js'
@@ -133,8 +134,11 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       nodeOf: peerId => membership.list().find(m => m.peerId === peerId)?.name,
       shutdown: shutdown.signal,
       logger: logger.child({ component: 'bulk' }),
-      // Image dirs travel over direct AES-GCM connections on the listen IP (fallback: libp2p).
-      direct: { protocols: [IMAGES_PROTOCOL, CHECKPOINT_PROTOCOL, PAGES_PROTOCOL], bindHost: ipOfAddr(node.listen) }
+      // Image dirs and page streams travel over direct AES-GCM connections on the listen IP
+      // (fallback: libp2p). Post-copy's page bridge needs the direct path's END record: CRIU's page
+      // server takes an EOF as "the target has every page", and a yamux stream of a target killed
+      // mid-pull could end cleanly, reporting a broken pull as complete.
+      direct: { protocols: [IMAGES_PROTOCOL, CHECKPOINT_PROTOCOL, PAGES_PROTOCOL, LAZY_PAGES_PROTOCOL], bindHost: ipOfAddr(node.listen) }
     })
     const migration = new MigrationService({
       selfName: node.name, local: localJobs, runtime, rpc, bulk, dir: join(node.stateDir, 'migrations'), logger: logger.child({ component: 'migration' }), store,
