@@ -46,6 +46,11 @@ describe('netns cluster: nodes die in the middle of a migration', () => {
   }
   /** Stops the counting job and checks its exit status and that its output is 1..N, none lost or repeated. */
   const finish = async (marker: string, vpid: number, code: number, from: string): Promise<void> => {
+    // It runs (three more lines) before it is told to stop: a job frozen for most of the test (a
+    // hung source) may have printed only a few lines so far.
+    const count = async (): Promise<number> => (await cli(from, ['logs', String(vpid)])).stdout.split('\n').length - 1
+    const before = await count()
+    await eventually(async () => await count() >= before + 3, 30_000, 'the job printing again')
     await writeFile(join(hookDir, `${marker}-stop`), '')
     expect((await cli(from, ['wait', String(vpid)])).code).toBe(code)
     const out = (await cli(from, ['logs', String(vpid)])).stdout
