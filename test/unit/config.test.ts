@@ -1,4 +1,4 @@
-import { mkdtemp, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
@@ -46,9 +46,13 @@ describe('cluster config', () => {
 
   it('reports unreadable files and YAML syntax errors', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'ssi-config-'))
-    await expect(loadClusterConfig(join(dir, 'missing.yaml'))).rejects.toThrow(/cannot read config/)
-    await writeFile(join(dir, 'bad.yaml'), 'cluster: [unclosed\n')
-    await expect(loadClusterConfig(join(dir, 'bad.yaml'))).rejects.toThrow(/not valid YAML/)
+    try {
+      await expect(loadClusterConfig(join(dir, 'missing.yaml'))).rejects.toThrow(/cannot read config/)
+      await writeFile(join(dir, 'bad.yaml'), 'cluster: [unclosed\n')
+      await expect(loadClusterConfig(join(dir, 'bad.yaml'))).rejects.toThrow(/not valid YAML/)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 
   it('finds nodes by name and lists the known ones otherwise', () => {
