@@ -320,9 +320,14 @@ export class LocalJobs {
   async forget (vpid: number): Promise<void> {
     const e = this.jobs.get(vpid)
     if (e === undefined || !TERMINAL_STATES.has(e.record.state)) return
-    if (e.runtime !== undefined) await this.init.runtime.remove(e.runtime).catch(() => {})
+    await this.removeFiles(vpid, e)
     await this.init.store.del(jobKey(vpid))
     this.jobs.delete(vpid)
+  }
+
+  private async removeFiles (vpid: number, e: Entry): Promise<void> {
+    const removed = e.runtime !== undefined ? this.init.runtime.remove(e.runtime) : this.init.runtime.removeStored(vpid)
+    await removed.catch((err: unknown) => { this.init.logger.warn({ vpid, err: String(err) }, 'could not remove the files of a finished job') })
   }
 
   /** CPU use since the previous sample (or since start), in percent of one core. */
@@ -372,8 +377,10 @@ export class LocalJobs {
   /** The job's output; with `follow`, until it has ended and all is read. */
   output (vpid: number, fd: 1 | 2, offset: number, follow: boolean, signal?: AbortSignal): AsyncIterable<Uint8Array> {
     const e = this.entry(vpid)
-    if (e.runtime === undefined) return (async function * () {})()
-    return this.init.runtime.output(e.runtime, fd, offset, follow, signal)
+    if (e.runtime !== undefined) return this.init.runtime.output(e.runtime, fd, offset, follow, signal)
+    // Loaded by `recover` without a handle: nothing writes to its files any more.
+    if (TERMINAL_STATES.has(e.record.state) || e.record.state === 'checkpointed') return this.init.runtime.storedOutput(vpid, fd, offset)
+    return (async function * () {})()
   }
 
   /**
@@ -408,7 +415,7 @@ export class LocalJobs {
     let removed = 0
     for (const [vpid, e] of this.jobs) {
       if (!TERMINAL_STATES.has(e.record.state) || now - (e.record.endedMs ?? now) < this.init.retainFinishedMs) continue
-      if (e.runtime !== undefined) await this.init.runtime.remove(e.runtime).catch(() => {})
+      await this.removeFiles(vpid, e)
       await this.init.store.del(jobKey(vpid))
       this.jobs.delete(vpid)
       removed++

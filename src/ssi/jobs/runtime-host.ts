@@ -4,7 +4,7 @@
  * share a job cgroup.
  */
 import { closeSync, constants, openSync, readSync } from 'node:fs'
-import { mkdir, readFile, stat, unlink } from 'node:fs/promises'
+import { mkdir, readFile, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Criu, findCriu } from '../../migration/criu/index.js'
 import { restoreCommand } from '../../migration/restore-command.js'
@@ -14,7 +14,7 @@ import { findExternalFiles } from '../../migration/stdio-files.js'
 import { unusedMounts } from '../../migration/used-mounts.js'
 import { createCgroupManager } from '../cgroups/index.js'
 import type { CgroupManager } from '../cgroups/index.js'
-import { createJobSpawner, JobNotFoundError } from '../spawner/index.js'
+import { createJobSpawner, JobNotFoundError, readChunk } from '../spawner/index.js'
 import type { ExitInfo } from './record.js'
 import { LAZY_PIPE_MAX_SIZE } from '../../migration/modes.js'
 import type { MigrationCapabilities } from '../../migration/modes.js'
@@ -140,6 +140,21 @@ class HostJobRuntime implements JobRuntime {
       yield data
       next = nextOffset
     }
+  }
+
+  async * storedOutput (vpid: number, fd: 1 | 2, offset: number): AsyncIterable<Uint8Array> {
+    const path = fd === 1 ? this.paths(vpid).stdout : this.paths(vpid).stderr
+    for (let next = offset; ;) {
+      const data = await readChunk(path, next, 1024 * 1024)
+      if (data.byteLength === 0) return
+      yield data
+      next += data.byteLength
+    }
+  }
+
+  async removeStored (vpid: number): Promise<void> {
+    if (await this.cgroups?.exists(String(vpid)).catch(() => false) === true) await this.cgroups?.destroy(String(vpid), { timeoutMs: 5000 })
+    await rm(this.paths(vpid).jobDir, { recursive: true, force: true })
   }
 
   async writeStdin (job: RuntimeJob, data: Uint8Array, paused?: () => boolean): Promise<number> { return await this.spawner.writeStdin(this.handle(job), data, undefined, paused) }

@@ -83,6 +83,13 @@ export interface JobRuntime {
   writeStdin(job: RuntimeJob, data: Uint8Array, paused?: () => boolean): Promise<number>
   closeStdin(job: RuntimeJob): Promise<void>
   usage(job: RuntimeJob): Promise<JobUsage | undefined>
+  /**
+   * The output of a job this daemon holds no handle for (one that ended, or stopped for a checkpoint,
+   * before a daemon restart), read from its files in `paths(vpid)`.
+   */
+  storedOutput(vpid: number, fd: 1 | 2, offset: number): AsyncIterable<Uint8Array>
+  /** Deletes the dir (output files) of such a job, and its cgroup if one is left. */
+  removeStored(vpid: number): Promise<void>
   /** Frees the job's cgroup after it ended; its output stays until `remove`. */
   release(job: RuntimeJob): Promise<void>
   /** Deletes everything left of a finished job (output files, dir). */

@@ -13,6 +13,7 @@ export { ShimJobSpawner, signalProcess } from './shim-spawner.js'
 export type { ShimJobSpawnerInit } from './shim-spawner.js'
 export { DEFAULT_SHIM_PATH, findTini } from './launch.js'
 export { decodeExit, procStartTime } from './state.js'
+export { readChunk } from './output.js'
 
 export function createJobSpawner (init: ShimJobSpawnerInit): JobSpawner {
   return new ShimJobSpawner(init)
