@@ -9,31 +9,18 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { decodeHeartbeat, PEER_PROTOCOL_VERSION } from '../../src/protocol/peer.js'
 import { MAX_MEMBERS } from '../../src/node/membership.js'
-import { eventually, makeCluster } from '../helpers/cluster.js'
-import type { TestCluster } from '../helpers/cluster.js'
+import { eventually } from '../helpers/cluster.js'
 import type { NodeInfo } from '../../src/api/schema.js'
-import { fuzzPeer } from './peer.js'
-import type { FuzzPeer } from './peer.js'
+import { fuzzTarget } from './peer.js'
 import { fuzzSeed, mutate, oddValues, pack, rawMsgpack, Rng, rssBytes } from './mutate.js'
 
 const MESSAGES = 10_000
 
-let cluster: TestCluster
-let peer: FuzzPeer
 const seed = fuzzSeed()
-
-beforeAll(async () => {
-  cluster = await makeCluster({ nodes: 2 })
-  await cluster.start()
-  peer = await fuzzPeer(cluster)
-})
-afterAll(async () => {
-  await peer?.stop()
-  await cluster?.stop()
-})
+const target = fuzzTarget(2)
 
 /** A valid heartbeat of a made-up node, with no addresses (so nothing the daemon would dial). */
 function heartbeat (cluster: string, rng: Rng, seq: number): Record<string, unknown> {
@@ -67,6 +54,7 @@ async function countLog (path: string, text: string): Promise<number> {
 
 describe(`heartbeat fuzz (FUZZ_SEED=${seed})`, () => {
   it(`drops ${MESSAGES} malformed heartbeats with a logged reason; membership and the daemon stay sound`, async () => {
+    const { cluster, peer } = target
     const rng = new Rng(seed)
     const pid = await cluster.pid('n1')
     const log = join(cluster.config.nodes[0]!.stateDir, 'daemon.log')

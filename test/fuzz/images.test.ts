@@ -10,16 +10,14 @@
 import { createHash } from 'node:crypto'
 import { lstat, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { Unpackr } from 'msgpackr'
 import {
   encodeCancel, encodeFrame, encodeHeader, encodeTrailer, FrameType, IMAGES_PROTOCOL, MAX_CONTROL_FRAME, MAX_DATA_FRAME
 } from '../../src/protocol/images.js'
 import type { ImageFile, ImageHeader } from '../../src/protocol/images.js'
 import { RPC_PROTOCOL } from '../../src/node/peer-rpc.js'
-import { makeCluster } from '../helpers/cluster.js'
-import type { TestCluster } from '../helpers/cluster.js'
-import { exchange, fuzzPeer, inParallel, splitLp, varint } from './peer.js'
+import { exchange, fuzzTarget, inParallel, splitLp, varint } from './peer.js'
 import type { FuzzPeer } from './peer.js'
 import { fuzzSeed, listFiles, mutate, oddValues, pack, Rng, rssBytes } from './mutate.js'
 
@@ -109,22 +107,12 @@ const job = (vpid: number): unknown => ({
   vpid, owner: { uid: 65534, gid: 65534, groups: [], user: 'nobody' }, argv: ['true'], cwd: '/', hostname: 'h', limits: {}, homeNode: 'n9', createdMs: 1
 })
 
-let cluster: TestCluster
-let peer: FuzzPeer
 const seed = fuzzSeed()
-
-beforeAll(async () => {
-  cluster = await makeCluster({ nodes: 1 })
-  await cluster.start()
-  peer = await fuzzPeer(cluster)
-})
-afterAll(async () => {
-  await peer?.stop()
-  await cluster?.stop()
-})
+const target = fuzzTarget()
 
 describe(`image transfer fuzz (FUZZ_SEED=${seed})`, () => {
   it(`refuses >= ${MIN_FRAMES} malformed image frames, writes nothing outside its dir, stays up`, async () => {
+    const { cluster, peer } = target
     const rng = new Rng(seed)
     const pid = await cluster.pid('n1')
     const incomingDir = join(cluster.config.nodes[0]!.stateDir, 'migrations', 'in')

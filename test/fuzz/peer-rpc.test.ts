@@ -4,13 +4,10 @@
  * valid requests. Every stream must end (no hang) with one well-formed reply, and the daemon must
  * stay up, answer `status`, keep its memory bounded and write no files outside its state dir.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { Unpackr } from 'msgpackr'
 import { MAX_RPC_FRAME, RPC_PROTOCOL } from '../../src/node/peer-rpc.js'
-import { makeCluster } from '../helpers/cluster.js'
-import type { TestCluster } from '../helpers/cluster.js'
-import { exchange, fuzzPeer, inParallel, splitLp, varint } from './peer.js'
-import type { FuzzPeer } from './peer.js'
+import { exchange, fuzzTarget, inParallel, splitLp, varint } from './peer.js'
 import { fuzzSeed, listFiles, mutate, oddValues, pack, rawMsgpack, Rng, rssBytes } from './mutate.js'
 
 const REQUESTS = 10_000
@@ -56,22 +53,12 @@ function nextRequest (rng: Rng, valid: Buffer[]): Buffer {
   return Buffer.alloc(0) // nothing at all
 }
 
-let cluster: TestCluster
-let peer: FuzzPeer
 const seed = fuzzSeed()
-
-beforeAll(async () => {
-  cluster = await makeCluster({ nodes: 1 })
-  await cluster.start()
-  peer = await fuzzPeer(cluster)
-})
-afterAll(async () => {
-  await peer?.stop()
-  await cluster?.stop()
-})
+const target = fuzzTarget()
 
 describe(`peer RPC fuzz (FUZZ_SEED=${seed})`, () => {
   it(`answers ${REQUESTS} malformed requests on ${RPC_PROTOCOL} and stays up with bounded memory`, async () => {
+    const { cluster, peer } = target
     const rng = new Rng(seed)
     const valid = validRequests()
     const pid = await cluster.pid('n1')

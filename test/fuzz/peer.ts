@@ -6,8 +6,10 @@
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { afterAll, beforeAll } from 'vitest'
 import { createNodeHost } from '../../src/node/host.js'
 import { clusterPrologue, readClusterKey } from '../../src/node/identity.js'
+import { makeCluster } from '../helpers/cluster.js'
 import type { NodeHost } from '../../src/node/host.js'
 import type { TestCluster } from '../helpers/cluster.js'
 import type { Stream } from '@libp2p/interface'
@@ -31,6 +33,38 @@ export async function fuzzPeer (cluster: TestCluster, node = 'n1'): Promise<Fuzz
   })
   const conn = await host.dial(multiaddr(config.listen), { signal: AbortSignal.timeout(10_000) })
   return { host, target: conn.remotePeer.toString(), stop: async () => { await host.stop() } }
+}
+
+export interface FuzzTarget {
+  readonly cluster: TestCluster
+  /** Connected to the daemon of n1. */
+  readonly peer: FuzzPeer
+}
+
+/**
+ * Registers the file's beforeAll/afterAll: a cluster of `nodes` daemons and a fuzz peer connected
+ * to n1, both stopped after the file. Read the fields inside a test (they exist once beforeAll ran).
+ */
+export function fuzzTarget (nodes = 1): FuzzTarget {
+  let cluster: TestCluster | undefined
+  let peer: FuzzPeer | undefined
+  beforeAll(async () => {
+    cluster = await makeCluster({ nodes })
+    await cluster.start()
+    peer = await fuzzPeer(cluster)
+  })
+  afterAll(async () => {
+    await peer?.stop()
+    await cluster?.stop()
+  })
+  const started = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('fuzzTarget: read inside a test, after beforeAll')
+    return value
+  }
+  return {
+    get cluster () { return started(cluster) },
+    get peer () { return started(peer) }
+  }
 }
 
 export interface Exchange {

@@ -8,12 +8,10 @@
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { Unpackr } from 'msgpackr'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { MAX_RPC_FRAME } from '../../src/node/peer-rpc.js'
 import { RPC_MUX_PROTOCOL } from '../../src/node/rpc-mux.js'
-import { makeCluster } from '../helpers/cluster.js'
-import type { TestCluster } from '../helpers/cluster.js'
-import { fuzzPeer } from './peer.js'
+import { fuzzTarget } from './peer.js'
 import type { FuzzPeer } from './peer.js'
 import { fuzzSeed, mutate, oddValues, pack, rawMsgpack, Rng, rssBytes } from './mutate.js'
 
@@ -77,22 +75,12 @@ class MuxClient {
   }
 }
 
-let cluster: TestCluster
-let peer: FuzzPeer
 const seed = fuzzSeed()
-
-beforeAll(async () => {
-  cluster = await makeCluster({ nodes: 1 })
-  await cluster.start()
-  peer = await fuzzPeer(cluster)
-})
-afterAll(async () => {
-  await peer?.stop()
-  await cluster?.stop()
-})
+const target = fuzzTarget()
 
 describe(`peer RPC mux fuzz (FUZZ_SEED=${seed})`, () => {
   it(`survives ${FRAMES} malformed frames on ${RPC_MUX_PROTOCOL}: each is answered, tolerated or costs the stream`, async () => {
+    const { cluster, peer } = target
     const rng = new Rng(seed)
     const pid = await cluster.pid('n1')
     const rssBefore = await rssBytes(pid)
