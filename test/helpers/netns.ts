@@ -9,14 +9,16 @@
  */
 import { execFile, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, readdir, readFile, rename, stat } from 'node:fs/promises'
+import { chmod, mkdir, readdir, readFile, rename, stat } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import type { ChildProcess } from 'node:child_process'
-import { makeCluster } from './cluster.js'
+import { ssi } from './cli.js'
+import { eventually, makeCluster } from './cluster.js'
 import { hostVeth, netnsName, netnsPids, nodeAddress, NETNS_DIR } from '../../src/node/netns/network.js'
 import { removeCgroupPrefix } from '../../src/node/netns/cgroups.js'
 import type { TestCluster } from './cluster.js'
+import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
 
 const exec = promisify(execFile)
 const TEST_PREFIX = 'nt'
@@ -203,6 +205,55 @@ export async function makeNetnsCluster (opts: { nodes: number, extra?: Record<st
     }
   }
   return self
+}
+
+/**
+ * The beforeAll of a netns suite: fails saying what is missing where netns tests cannot run, sweeps
+ * what a crashed run left, makes a cluster of `nodes` (its dir open to the jobs' users), runs
+ * `beforeStart`, starts every node and waits until each sees all alive. A cluster that fails to
+ * start is stopped again.
+ */
+export async function startNetnsCluster (nodes: number, beforeStart?: () => Promise<void>): Promise<NetnsCluster> {
+  const missing = netnsUnsupported()
+  if (missing !== undefined) throw new Error(missing)
+  await sweepStaleNetns()
+  const c = await makeNetnsCluster({ nodes })
+  try {
+    await chmod(c.dir, 0o755)
+    await beforeStart?.()
+    await c.start()
+    await netnsClient(() => c).allAlive()
+  } catch (err) {
+    await c.stop().catch(() => {})
+    throw err
+  }
+  return c
+}
+
+export interface NetnsClient {
+  /** `ssi <args>` against `node`'s control socket. */
+  cli(node: string, args: string[], timeoutMs?: number): ReturnType<typeof ssi>
+  /** `ssi ps --json` as seen from `node`. */
+  ps(node: string): Promise<JobInfo[]>
+  /** Waits (40 s at most) until every node sees every node alive. */
+  allAlive(): Promise<void>
+}
+
+/** The CLI calls netns tests make, on `cluster()` (read at each call: suites make it in beforeAll). */
+export function netnsClient (cluster: () => NetnsCluster): NetnsClient {
+  const cli = async (node: string, args: string[], timeoutMs = 60_000): ReturnType<typeof ssi> => await ssi(cluster().socket(node), args, { timeoutMs })
+  return {
+    cli,
+    ps: async node => (JSON.parse((await cli(node, ['ps', '--json'])).stdout) as PsResult).jobs,
+    async allAlive () {
+      const c = cluster()
+      const nodes = c.config.nodes.map(n => n.name)
+      await eventually(async () => {
+        for (const f of nodes) if ((await c.call<NodeInfo[]>(f, 'nodes')).filter(n => n.state === 'alive').length !== nodes.length) return false
+        return true
+      }, 40_000, 'every node alive')
+    }
+  }
 }
 
 /**

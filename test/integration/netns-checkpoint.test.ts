@@ -3,35 +3,20 @@
  * node is killed is restored once, by its home node, from its newest checkpoint on a live node,
  * keeping its vpid; `ssi inspect` shows it was rolled back. Needs root, iproute2, CRIU >= 4.2.
  */
-import { chmod } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ssi } from '../helpers/cli.js'
 import { eventually } from '../helpers/cluster.js'
-import { makeNetnsCluster, netnsUnsupported, sweepStaleNetns } from '../helpers/netns.js'
+import { netnsClient, startNetnsCluster } from '../helpers/netns.js'
 import type { NetnsCluster } from '../helpers/netns.js'
-import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
+import type { JobInfo } from '../../src/api/schema.js'
 
 const NODES = ['n1', 'n2', 'n3', 'n4']
 
 describe('netns cluster: a lost job with periodic checkpoints is restored', () => {
   let c: NetnsCluster
-  const cli = async (node: string, args: string[], timeoutMs = 60_000): ReturnType<typeof ssi> => await ssi(c.socket(node), args, { timeoutMs })
-  const ps = async (node: string): Promise<JobInfo[]> => (JSON.parse((await cli(node, ['ps', '--json'])).stdout) as PsResult).jobs
-  const allAlive = async (): Promise<void> => {
-    await eventually(async () => {
-      for (const f of NODES) if ((await c.call<NodeInfo[]>(f, 'nodes')).filter(n => n.state === 'alive').length !== NODES.length) return false
-      return true
-    }, 40_000, 'every node alive')
-  }
+  const { cli, ps, allAlive } = netnsClient(() => c)
 
   beforeAll(async () => {
-    const missing = netnsUnsupported()
-    if (missing !== undefined) throw new Error(missing)
-    await sweepStaleNetns()
-    c = await makeNetnsCluster({ nodes: 4 })
-    await chmod(c.dir, 0o755)
-    await c.start()
-    await allAlive()
+    c = await startNetnsCluster(NODES.length)
   }, 90_000)
 
   afterAll(async () => {

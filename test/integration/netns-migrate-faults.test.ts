@@ -7,15 +7,14 @@
  * reported lost by `ssi wait`, never twice; its output whole. Points in a migration are reached
  * through SSI_TEST_MIGRATION_HOOK (src/node/migration-hooks.ts). Needs root, iproute2, CRIU >= 4.2.
  */
-import { chmod, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { ssi } from '../helpers/cli.js'
 import { eventually } from '../helpers/cluster.js'
-import { makeNetnsCluster, netnsUnsupported, sweepStaleNetns } from '../helpers/netns.js'
+import { netnsClient, startNetnsCluster } from '../helpers/netns.js'
 import type { NetnsCluster } from '../helpers/netns.js'
-import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
+import type { JobInfo } from '../../src/api/schema.js'
 
 const NODES = ['n1', 'n2', 'n3']
 const lines = (n: number): string => Array.from({ length: n }, (_, i) => `${i + 1}\n`).join('')
@@ -23,16 +22,9 @@ const lines = (n: number): string => Array.from({ length: n }, (_, i) => `${i + 
 describe('netns cluster: nodes die in the middle of a migration', () => {
   let c: NetnsCluster
   let hookDir: string
-  const cli = async (node: string, args: string[], timeoutMs = 60_000): ReturnType<typeof ssi> => await ssi(c.socket(node), args, { timeoutMs })
-  const ps = async (node: string): Promise<JobInfo[]> => (JSON.parse((await cli(node, ['ps', '--json'])).stdout) as PsResult).jobs
+  const { cli, ps, allAlive } = netnsClient(() => c)
   const rows = async (node: string, vpid: number): Promise<Array<[string, string]>> =>
     (await ps(node)).filter(j => j.vpid === vpid).map(j => [j.state, j.node])
-  const allAlive = async (): Promise<void> => {
-    await eventually(async () => {
-      for (const f of NODES) if ((await c.call<NodeInfo[]>(f, 'nodes')).filter(n => n.state === 'alive').length !== NODES.length) return false
-      return true
-    }, 40_000, 'every node alive')
-  }
   /** The job's shell in each node's namespace: [n1, n2, n3] counts. */
   const copies = async (marker: string): Promise<number[]> => await Promise.all(NODES.map(async n => (await c.processesWith(n, marker)).length))
   /** A job on `node` (home `home`) counting until the file `${marker}-stop` exists, then exiting with `code`. */
@@ -80,20 +72,15 @@ describe('netns cluster: nodes die in the middle of a migration', () => {
   }
 
   beforeAll(async () => {
-    const missing = netnsUnsupported()
-    if (missing !== undefined) throw new Error(missing)
-    await sweepStaleNetns()
-    hookDir = await mkdtemp('/tmp/ssi-nthook-')
-    const hook = join(hookDir, 'hook')
-    // Pauses the daemon's migration at the point named by a file in hookDir (once), so the test can
-    // kill the node there; every other point passes at once.
-    await writeFile(hook, `#!/bin/sh\nif [ -e ${hookDir}/$1 ]; then rm -f ${hookDir}/$1; touch ${hookDir}/$1.reached; sleep 50; fi\nexit 0\n`, { mode: 0o755 })
-    c = await makeNetnsCluster({ nodes: 3 })
-    await chmod(c.dir, 0o755)
-    // Kept for the whole suite: nodes restarted by a test get it too.
-    process.env.SSI_TEST_MIGRATION_HOOK = hook
-    await c.start()
-    await allAlive()
+    c = await startNetnsCluster(NODES.length, async () => {
+      hookDir = await mkdtemp('/tmp/ssi-nthook-')
+      const hook = join(hookDir, 'hook')
+      // Pauses the daemon's migration at the point named by a file in hookDir (once), so the test can
+      // kill the node there; every other point passes at once.
+      await writeFile(hook, `#!/bin/sh\nif [ -e ${hookDir}/$1 ]; then rm -f ${hookDir}/$1; touch ${hookDir}/$1.reached; sleep 50; fi\nexit 0\n`, { mode: 0o755 })
+      // Kept for the whole suite: nodes restarted by a test get it too.
+      process.env.SSI_TEST_MIGRATION_HOOK = hook
+    })
   }, 90_000)
 
   afterEach(async () => {

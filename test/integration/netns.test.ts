@@ -4,29 +4,20 @@
  * test ends with every job accounted for (running once, or lost) and the cluster whole again.
  * Needs root, iproute2 and util-linux; the migration test also CRIU >= 4.2.
  */
-import { chmod } from 'node:fs/promises'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { ssi } from '../helpers/cli.js'
 import { eventually } from '../helpers/cluster.js'
-import { makeNetnsCluster, netnsUnsupported, sweepStaleNetns } from '../helpers/netns.js'
+import { netnsClient, startNetnsCluster } from '../helpers/netns.js'
 import type { NetnsCluster } from '../helpers/netns.js'
-import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
+import type { NodeInfo } from '../../src/api/schema.js'
 
 const NODES = ['n1', 'n2', 'n3', 'n4']
 
 describe('netns cluster: nodes as separate hosts, faults injected', () => {
   let c: NetnsCluster
-  const cli = async (node: string, args: string[], timeoutMs = 60_000): ReturnType<typeof ssi> => await ssi(c.socket(node), args, { timeoutMs })
-  const ps = async (node: string): Promise<JobInfo[]> => (JSON.parse((await cli(node, ['ps', '--json'])).stdout) as PsResult).jobs
+  const { cli, ps, allAlive } = netnsClient(() => c)
   const stateOn = async (node: string, vpid: number): Promise<string | undefined> => (await ps(node)).find(j => j.vpid === vpid)?.state
   const view = async (from: string): Promise<Record<string, string>> =>
     Object.fromEntries((await c.call<NodeInfo[]>(from, 'nodes')).map(n => [n.name, n.state]))
-  const allAlive = async (from: string[] = NODES): Promise<void> => {
-    await eventually(async () => {
-      for (const f of from) if (Object.values(await view(f)).filter(s => s === 'alive').length !== NODES.length) return false
-      return true
-    }, 40_000, `every node alive as seen from ${from.join(', ')}`)
-  }
   /** Starts `sleep` detached on `node`, launched through `via` (its home node). */
   const startJob = async (via: string, node: string, seconds = 600): Promise<number> => {
     const r = await cli(via, ['run', '-d', '--node', node, '--', 'sleep', String(seconds)])
@@ -36,13 +27,7 @@ describe('netns cluster: nodes as separate hosts, faults injected', () => {
   const started: number[] = []
 
   beforeAll(async () => {
-    const missing = netnsUnsupported()
-    if (missing !== undefined) throw new Error(missing)
-    await sweepStaleNetns()
-    c = await makeNetnsCluster({ nodes: 4 })
-    await chmod(c.dir, 0o755)
-    await c.start()
-    await allAlive()
+    c = await startNetnsCluster(NODES.length)
   }, 90_000)
 
   afterEach(async () => {
