@@ -53,7 +53,9 @@ try {
   leaks = await findLeaks(c.config.name, dir, c.config.nodes.map(n => n.stateDir))
   retained = await retainedCheckpoints(c.config.nodes.map(n => n.stateDir))
   dumpLogs = await keptDumpLogs(c.config.nodes.map(n => n.stateDir))
-  if (process.env.SSI_KEEP_TEST_DIRS === undefined) await rm(dir, { recursive: true, force: true })
+  // A failed run keeps its daemons' logs (daemon.log per node dir) for whoever looks into it.
+  const failed = ctx.stats.violations.length > 0 || leaks.length > 0
+  if (process.env.SSI_KEEP_TEST_DIRS === undefined && !failed) await rm(dir, { recursive: true, force: true })
 }
 const jobs = [...ctx.jobs.values()]
 const endings: Record<string, number> = {}
@@ -61,6 +63,7 @@ for (const j of jobs) { const k = j.ended === undefined ? 'no-end' : `${j.ended.
 const report = {
   benchmark: 'soak',
   seed,
+  dir,
   durationMs,
   elapsedMs: Date.now() - startMs,
   nodes: nodeCount,

@@ -5,6 +5,7 @@
  * it with `SOAK_SEED=N` (or `npm run bench:soak -- --seed N`). Needs root, tini, CRIU >= 4.2.
  */
 import { spawn } from 'node:child_process'
+import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect, it } from 'vitest'
 
@@ -12,6 +13,7 @@ const repo = join(import.meta.dirname, '../..')
 
 interface SoakReport {
   seed: number
+  dir: string
   operations: Record<string, number>
   faultsInjected: Record<string, number>
   invariantViolations: { count: number, details: unknown[] }
@@ -36,7 +38,9 @@ it('a 55 s churn soak: 0 invariant violations, 0 leaked resources', { timeout: 1
   try { report = JSON.parse(r.stdout) as SoakReport } catch {
     throw new Error(`soak (seed ${seed}) printed no report (exit ${r.code}):\n${r.stderr.slice(-4000)}`)
   }
-  const summary = JSON.stringify({ seed, violations: report.invariantViolations, leaks: report.leakedResources }, null, 2)
+  const failed = report.invariantViolations.count > 0 || report.leakedResources.count > 0
+  const summary = JSON.stringify({ seed, violations: report.invariantViolations, leaks: report.leakedResources }, null, 2) +
+    (failed ? `\n${await evidence(report, r.stderr)}` : '')
   // Every kind of operation and fault happened, so a quiet run cannot pass for a good one.
   expect(report.faultsInjected['daemon-restart'], summary).toBeGreaterThanOrEqual(1)
   expect(report.faultsInjected['node-kill'], summary).toBeGreaterThanOrEqual(1)
@@ -46,3 +50,18 @@ it('a 55 s churn soak: 0 invariant violations, 0 leaked resources', { timeout: 1
   expect(report.leakedResources.count, summary).toBe(0)
   expect(r.code, summary).toBe(0)
 })
+
+/** What the soak and the daemons logged about each job a violation names: enough to start from in a CI log. */
+async function evidence (report: SoakReport, stderr: string): Promise<string> {
+  const vpids = [...new Set((report.invariantViolations.details as Array<{ vpid?: number }>).flatMap(v => v.vpid === undefined ? [] : [String(v.vpid)]))]
+  const out: string[] = [`soak dir kept: ${report.dir}`]
+  const logs = await readdir(report.dir).then(names => names.filter(n => !n.includes('.')), () => [])
+  for (const vpid of vpids.slice(0, 3)) {
+    out.push(`--- soak log on ${vpid}:`, ...stderr.split('\n').filter(l => l.includes(vpid)).slice(-20))
+    for (const node of logs) {
+      const lines = (await readFile(join(report.dir, node, 'daemon.log'), 'utf8').catch(() => '')).split('\n').filter(l => l.includes(vpid))
+      if (lines.length > 0) out.push(`--- ${node}/daemon.log on ${vpid}:`, ...lines.slice(-25).map(l => l.slice(0, 600)))
+    }
+  }
+  return out.join('\n')
+}
