@@ -70,7 +70,7 @@ export async function runCli (argv: readonly string[], deps: CliDeps): Promise<n
     printer: deps.printer,
     signal,
     globals: () => globals(),
-    client: async () => await (client ??= deps.connect(globals().socket, signal)),
+    client: async () => await (client ??= deps.connect(socketPath(globals().socket), signal)),
     now: deps.now ?? Date.now,
     setExitCode: (code) => { exitCode = code },
     env: deps.env,
@@ -100,6 +100,12 @@ export async function runCli (argv: readonly string[], deps: CliDeps): Promise<n
   } finally {
     if (client !== undefined) (await client.catch(() => undefined))?.close()
   }
+}
+
+/** The socket to connect to; an empty one (`--socket ''`) is a usage error, not a TCP port. */
+function socketPath (path: string): string {
+  if (path === '') throw new UsageError(`the control socket path is empty (--socket or SSI_SOCKET): give the daemon's socket, e.g. ${DEFAULT_SOCKET_PATH}`)
+  return path
 }
 
 function defaultSocket (deps: CliDeps): string {

@@ -100,6 +100,16 @@ describe('ssi nodes', () => {
     await h.run(['nodes'])
     expect(h.sockets).toEqual(['/tmp/a.sock', '/tmp/b.sock', '/tmp/env.sock', '/run/ssi/ssi.sock'])
   })
+
+  it('an empty --socket or SSI_SOCKET is one clear line (not a TCP port error), and no connection', async () => {
+    const h = harness({ nodes })
+    expect(await h.run(['--socket', '', 'nodes'])).toBe(2)
+    expect(await h.run(['nodes'], { SSI_SOCKET: '' })).toBe(2)
+    expect(await h.run(['--socket=', 'run', '--', 'true'])).toBe(125)
+    const line = 'ssi: the control socket path is empty (--socket or SSI_SOCKET): give the daemon\'s socket, e.g. /run/ssi/ssi.sock'
+    expect(h.err).toEqual([line, line, line])
+    expect(h.sockets).toEqual([])
+  })
 })
 
 describe('ssi status', () => {
