@@ -225,7 +225,9 @@ export const checkpointedEventSchema = z.object({ kind: z.literal('checkpointed'
 export const runEventSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('started'), vpid: z.number().int().positive(), node: z.string() }),
   outputEventSchema,
-  checkpointedEventSchema
+  checkpointedEventSchema,
+  /** Writing the forwarded stdin failed while the job runs on (e.g. its node is unreachable): later stdin is dropped. */
+  z.object({ kind: z.literal('stdin-closed'), message: z.string().max(1000) })
 ])
 export const logsEventSchema = z.discriminatedUnion('kind', [outputEventSchema, checkpointedEventSchema])
 /** Input of an attached `run`: stdin bytes, end of stdin, or a signal to forward (e.g. Ctrl-C). */

@@ -48,7 +48,7 @@ class ForegroundJob {
   detached = false
   private lastInterruptMs: number | undefined
   private stdin: AsyncIterator<Uint8Array> | undefined
-  private ended = false
+  private stdinStopped = false
 
   constructor (private readonly ctx: CliContext, private readonly call: RunCall) {}
 
@@ -56,6 +56,10 @@ class ForegroundJob {
     if (event.kind === 'started') this.vpid = event.vpid
     else if (event.kind === 'output') await this.ctx.output.write(event.fd, event.data)
     else if (event.kind === 'checkpointed') this.ctx.printer.err(`ssi: ${checkpointedMessage(event)}`)
+    else if (event.kind === 'stdin-closed') {
+      this.ctx.printer.err(`ssi: stopped forwarding stdin: ${event.message}`)
+      this.stopStdin()
+    }
     // Other kinds come from a newer daemon (kinds are only appended): nothing to show.
   }
 
@@ -71,25 +75,36 @@ class ForegroundJob {
     this.lastInterruptMs = now
   }
 
-  /** Sends stdin in pieces, each once the socket took the previous one, then end of file. */
+  /**
+   * Sends stdin in pieces, each once the socket took the previous one, then end of file. A read
+   * error is said and ends stdin (the job gets end of file); a failed send means the call ended or
+   * its connection broke, which the call's own result or error reports.
+   */
   async forwardStdin (source: AsyncIterable<Uint8Array>): Promise<void> {
-    this.stdin = source[Symbol.asyncIterator]()
-    try {
-      for (let next = await this.stdin.next(); next.done !== true && !this.ended; next = await this.stdin.next()) {
-        const chunk = next.value
-        for (let at = 0; at < chunk.length; at += STDIN_PIECE_BYTES) {
-          await this.call.send({ stdin: chunk.subarray(at, at + STDIN_PIECE_BYTES) })
-        }
+    const stdin = this.stdin = source[Symbol.asyncIterator]()
+    for (;;) {
+      let next: IteratorResult<Uint8Array>
+      try {
+        next = await stdin.next()
+      } catch (err) {
+        if (!this.stdinStopped) this.ctx.printer.err(`ssi: cannot read stdin (${(err as Error).message}): the job gets end of file`)
+        break
       }
-    } catch {
-      // stdin failed (EIO, closed) or the call ended: what was read has been sent.
+      if (next.done === true || this.stdinStopped) break
+      try {
+        for (let at = 0; at < next.value.length; at += STDIN_PIECE_BYTES) {
+          await this.call.send({ stdin: next.value.subarray(at, at + STDIN_PIECE_BYTES) })
+        }
+      } catch {
+        return
+      }
     }
-    if (!this.ended) this.send({ eof: true })
+    if (!this.stdinStopped) this.send({ eof: true })
   }
 
-  /** The job ended: stop reading stdin (a terminal would otherwise keep the CLI waiting). */
+  /** The job ended, or the daemon can no longer write its stdin: stop reading stdin (a terminal would otherwise keep the CLI waiting). */
   stopStdin (): void {
-    this.ended = true
+    this.stdinStopped = true
     void this.stdin?.return?.()?.catch(() => {})
   }
 

@@ -75,6 +75,12 @@ describe('cluster process namespace (3 real daemons)', () => {
     expect(r.code).toBe(130)
   })
 
+  it('run -i: a job that ends while stdin still flows ends the command at once, with no stdin error', async () => {
+    // Its init (tini) keeps the FIFO open while the job runs, so the writes fail only once it ended.
+    const r = await run(['run', '-i', '--node', 'n2', '--', 'sh', '-c', 'head -c 1 >/dev/null; exec 0<&-; sleep 1; echo done'], { input: 'x'.repeat(4 * 1024 * 1024), timeoutMs: 20_000 })
+    expect(r).toMatchObject({ code: 0, stdout: 'done\n', stderr: '' })
+  })
+
   it('enforces limits: OOM-kills and reports a job beyond --memory, caps forks with --pids', async () => {
     const oom = await run(['run', '--memory', '32M', '--', 'sh', '-c', 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo survived'])
     expect(oom.code).toBe(137)

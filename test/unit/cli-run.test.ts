@@ -254,6 +254,46 @@ describe('ssi run -i: stdin', () => {
     expect(await done).toBe(0)
   })
 
+  it('a stdin write the daemon could not make (stdin-closed) is said once and ends forwarding: nothing more sent, no end of file', async () => {
+    const h = harness()
+    let reads = 0
+    let more!: () => void
+    async function * endless (): AsyncIterable<Uint8Array> {
+      for (;;) {
+        reads++
+        yield bytes('x')
+        await new Promise<void>(resolve => { more = resolve })
+      }
+    }
+    const done = h.run(['run', '-i', '--', 'cat'], { stdin: endless })
+    await waitFor(() => h.streams[0]?.inputs.length === 1, 'the first chunk')
+    const stream = h.streams[0] as StubStream
+    stream.emit({ kind: 'started', vpid: VPID, node: 'n1' })
+    stream.emit({ kind: 'stdin-closed', message: 'cannot open /x/stdin: the job no longer reads its stdin' })
+    await waitFor(() => h.err.length === 1, 'the message')
+    expect(h.err).toEqual(['ssi: stopped forwarding stdin: cannot open /x/stdin: the job no longer reads its stdin'])
+    more() // the read already under way when forwarding stopped: its bytes are not sent
+    await new Promise(resolve => setTimeout(resolve, 20))
+    expect(stream.inputs).toEqual([{ stdin: bytes('x') }])
+    expect(reads).toBe(2)
+    stream.finish(ended())
+    expect(await done).toBe(0)
+  })
+
+  it('a stdin read error is said, and the job gets end of file', async () => {
+    const h = harness()
+    async function * failing (): AsyncIterable<Uint8Array> {
+      yield bytes('a')
+      throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' })
+    }
+    const done = h.run(['run', '-i', '--', 'cat'], { stdin: failing })
+    await waitFor(() => h.streams[0]?.inputs.length === 2, 'the chunk and end of file')
+    expect(h.streams[0]?.inputs).toEqual([{ stdin: bytes('a') }, { eof: true }])
+    expect(h.err).toEqual(['ssi: cannot read stdin (EIO: i/o error, read): the job gets end of file'])
+    h.streams[0]?.finish(ended())
+    expect(await done).toBe(0)
+  })
+
   it('without -i, stdin is never read', async () => {
     const h = harness()
     h.onStream = script([])

@@ -7,7 +7,7 @@ import type { ControlServer } from '../control-server.js'
 import type { ClusterJobs } from '../../ssi/jobs/cluster.js'
 import type { JobRecord } from '../../ssi/jobs/record.js'
 import type { JobsConfig } from '../config.js'
-import type { JobInfo, ParsedParams, RunResult } from '../../api/schema.js'
+import type { JobInfo, ParsedParams, RunEvent, RunInput, RunResult } from '../../api/schema.js'
 import type { MigrationSummary } from '../../protocol/migrate.js'
 import { migrationEventSchema } from '../../protocol/migrate.js'
 
@@ -32,7 +32,7 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
     await ctx.emit({ kind: 'started', vpid: job.vpid, node: job.node })
     if (p.detach) return toRunResult(job)
     // Runs until the client stops sending; it never throws, so nothing needs to await it.
-    void forwardInputs(jobs, job, ctx.caller.uid, ctx.inputs)
+    void forwardInputs(jobs, job, ctx.caller.uid, ctx.inputs, async (e) => { await ctx.emit(e) })
     const last = await jobs.output(job.vpid, true, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal, job.node, async (rec) => { await ctx.emit(checkpointedEvent(rec)) })
     // The output's end normally brings the final record along; otherwise (lost, moved) wait for it.
     const final = last !== undefined && isFinal(last) ? last : await jobs.wait(job.vpid, ctx.signal)
@@ -83,16 +83,42 @@ function checkpointedEvent (rec: JobRecord): { kind: 'checkpointed', vpid: numbe
   return { kind: 'checkpointed', vpid: rec.vpid, node: to?.node ?? rec.node, ...(to?.dir === undefined ? {} : { dir: to.dir }), atMs: to?.atMs ?? Date.now() }
 }
 
-/** Relays the attached client's stdin and signals (Ctrl-C) to the job until the client stops sending. */
-async function forwardInputs (jobs: ClusterJobs, job: JobRecord, uid: number, inputs: AsyncIterable<unknown>): Promise<void> {
-  let node = job.node // follows the job when it migrates (jobs.stdin answers where the bytes went)
+/**
+ * How long a failed stdin write waits for the job to end, ms: the job's own end (its init gone,
+ * the FIFO with it) explains the failure, and the client is told only about one it does not.
+ */
+const STDIN_ERROR_GRACE_MS = 1000
+
+async function endsWithin (jobs: ClusterJobs, vpid: number, ms: number): Promise<boolean> {
+  try {
+    await jobs.wait(vpid, AbortSignal.timeout(ms))
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Relays the attached client's stdin and signals (Ctrl-C) to the job until the client stops sending.
+ * A failed stdin write ends stdin forwarding and, unless the job ended meanwhile, is told to the
+ * client (e.g. the job's node is unreachable); inputs are still read, so signals keep reaching the
+ * job (unread inputs would pause the whole connection).
+ */
+async function forwardInputs (jobs: ClusterJobs, job: JobRecord, uid: number, inputs: AsyncIterable<unknown>, emit: (e: RunEvent) => Promise<void>): Promise<void> {
+  let node: string | undefined = job.node // follows the job when it migrates (jobs.stdin answers where the bytes went); undefined: stdin closed
   try {
     for await (const raw of inputs) {
-      const input = raw as { stdin?: Uint8Array, eof?: boolean, signal?: string }
+      const input = raw as RunInput
       if (input.signal !== undefined) await jobs.kill(job.vpid, input.signal as NodeJS.Signals, uid).catch(() => {})
-      if (input.stdin !== undefined || input.eof === true) node = await jobs.stdin(job.vpid, uid, input.stdin, input.eof === true, node)
+      if (node === undefined || (input.stdin === undefined && input.eof !== true)) continue
+      try {
+        node = await jobs.stdin(job.vpid, uid, input.stdin, input.eof === true, node)
+      } catch (err) {
+        node = undefined
+        if (!await endsWithin(jobs, job.vpid, STDIN_ERROR_GRACE_MS)) await emit({ kind: 'stdin-closed', message: (err as Error).message.slice(0, 1000) }).catch(() => {})
+      }
     }
-  } catch { /* the job ended or the client left: nothing more to forward */ }
+  } catch { /* the client left: nothing more to forward */ }
 }
 
 /** Ended for good (not merely moved to another node). */
