@@ -17,6 +17,7 @@ struct spec {
   gid_t gid;
   int mount_proc;        /* 1 (default): new mount namespace with a /proc of the job's PID ns */
   int stdin_fifo;        /* 1: stdin is the FIFO <jobDir>/stdin, else /dev/null */
+  int io_uring;          /* 1 (default): the job may use io_uring; 0: io_uring_setup fails (seccomp) */
   size_t nargs, nenv, ngroups, ncgroups, ncmd;
   char **args;           /* NULL-terminated */
   char **env;            /* NULL-terminated */
@@ -45,6 +46,10 @@ int proc_child_in_own_group(pid_t pid);
 
 /* Value of the "oom_kill N" line of a memory.oom_control / memory.events file, -1 if unknown. */
 long long read_oom_kill(const char *path);
+
+/* Installs the job's seccomp filter that makes io_uring_setup fail with ENOSYS (seccomp.c).
+ * Needs no_new_privs or CAP_SYS_ADMIN. Returns 0 or -1 (errno set). */
+int block_io_uring(void);
 
 /* Current wall-clock time in milliseconds since the epoch. */
 long long now_ms(void);

@@ -89,6 +89,9 @@ static int apply(struct spec *s, const char *key, char *v) {
   else if (!strcmp(key, "stdin")) {
     if (parse_ulong(v, 1, &x) < 0) return -1;
     s->stdin_fifo = (int)x;
+  } else if (!strcmp(key, "iouring")) {
+    if (parse_ulong(v, 1, &x) < 0) return -1;
+    s->io_uring = (int)x;
   } else if (!strcmp(key, "mountproc")) {
     if (parse_ulong(v, 1, &x) < 0) return -1;
     s->mount_proc = (int)x;
@@ -105,6 +108,7 @@ int spec_read(int dirfd, struct spec *s, char *err, size_t errlen) {
   size_t len;
   memset(s, 0, sizeof(*s));
   s->mount_proc = 1;
+  s->io_uring = 1;
   s->buf = read_all(dirfd, &len, err, errlen);
   if (!s->buf) return -1;
   if (alloc_lists(s, len) < 0) {

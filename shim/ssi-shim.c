@@ -174,6 +174,8 @@ static void drop_privileges(struct job *j, int errfd) {
   /* A user's job never gains privileges it did not have: setuid and file-capability binaries run
    * without them (root's jobs keep what root has). */
   if (j->spec.uid != 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(errfd, "no_new_privs");
+  /* After the uid change: a user's job has no_new_privs by now, root's has CAP_SYS_ADMIN. */
+  if (!j->spec.io_uring && block_io_uring() < 0) child_fail(errfd, "seccomp (blocking io_uring)");
 }
 
 /* Pid 1 of the new PID namespace: becomes tini. Never returns. */

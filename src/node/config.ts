@@ -52,7 +52,14 @@ const jobsSchema = z.object({
   /** Bytes of stdout+stderr kept per job after it ends. Default 64 MiB. */
   logRetentionBytes: bytes.default(64 * 1024 * 1024),
   /** How long records and logs of finished jobs are kept, in ms. Default 24 h. */
-  retainFinishedMs: z.number().int().positive().default(24 * 3600 * 1000)
+  retainFinishedMs: z.number().int().positive().default(24 * 3600 * 1000),
+  /**
+   * "block" (default): a job's io_uring_setup fails with ENOSYS (seccomp), so it uses epoll and
+   * threads instead and stays migratable: CRIU cannot dump an io_uring instance, and libuv in
+   * Node >= 22 opens some in every process. "allow": jobs may use io_uring, and `ssi migrate` and
+   * `ssi checkpoint` refuse those that do.
+   */
+  ioUring: z.enum(['block', 'allow']).default('block')
 }).strict()
 
 /** Live migration (`ssi migrate`). */

@@ -109,7 +109,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       shutdown: shutdown.signal
     })
     const view: ClusterView = { selfName: node.name, selfId: node.id, nodes: () => membership.list() }
-    const runtime = await createJobRuntime({ cluster: config.name, node: node.name, jobsRoot: join(node.stateDir, 'jobs'), logger: logger.child({ component: 'runtime' }) })
+    const runtime = await createJobRuntime({ cluster: config.name, node: node.name, jobsRoot: join(node.stateDir, 'jobs'), logger: logger.child({ component: 'runtime' }), allowIoUring: config.jobs.ioUring === 'allow' })
     // Last in the shutdown: the node's cgroup dir goes if no job outlives the daemon.
     cleanups.push(async () => { await removeEmptyCgroupPrefix(jobCgroupPrefix(config.name, node.name)) })
     const localJobs = new LocalJobs({

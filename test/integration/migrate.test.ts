@@ -84,6 +84,26 @@ describe('ssi migrate (real daemons, real CRIU)', () => {
     expect((await run(['ps', '--json'])).stdout.match(new RegExp(`"vpid": ${vpid},`, 'g'))).toHaveLength(1)
   }, 90_000)
 
+  it('a job cannot set up io_uring (CRIU cannot dump it), so it stays migratable; the filter moves with it', async () => {
+    // io_uring_setup(1, NULL): EFAULT (14) where io_uring is allowed, ENOSYS (38) under ssi's seccomp filter.
+    const script = `const k = require('koffi'); const sc = k.load('libc.so.6').func('long syscall(long, long, void *)')
+      const probe = () => { const r = sc(425, 1, null); return r < 0 ? 'errno ' + k.errno() : 'fd ' + r }
+      const seccomp = () => /Seccomp:\\s+(\\d)/.exec(require('fs').readFileSync('/proc/self/status', 'utf8'))[1]
+      setInterval(() => console.log('io_uring_setup ' + probe() + ', seccomp mode ' + seccomp()), 100)`
+    const started = await run(['run', '-d', '--node', 'n1', '--', process.execPath, '-e', script], { cwd: join(import.meta.dirname, '../..') })
+    const vpid = Number(started.stdout.trim())
+    leftover.push(vpid)
+    const last = async (): Promise<string> => (await run(['logs', String(vpid)])).stdout.trim().split('\n').pop() ?? ''
+    await eventually(async () => (await last()) !== '', 10_000, 'first probe')
+    expect(await last()).toBe('io_uring_setup errno 38, seccomp mode 2')
+    const moved = await run(['migrate', String(vpid), 'n2'])
+    expect(moved.stderr).toBe('')
+    const lines = await lineCount(vpid)
+    await eventually(async () => (await lineCount(vpid)) > lines + 2, 10_000, 'probes on n2')
+    expect(await last()).toBe('io_uring_setup errno 38, seccomp mode 2')
+    expect(await job(vpid)).toMatchObject({ node: 'n2', state: 'running' })
+  }, 40_000)
+
   it('refuses a second concurrent migration of the same job', async () => {
     const started = await run(['run', '-d', '--node', 'n1', '--', 'sleep', '60'])
     const vpid = Number(started.stdout.trim())
@@ -108,7 +128,7 @@ describe('ssi migrate (real daemons, real CRIU)', () => {
       await eventually(async () => (await run(['logs', String(vpid)])).stdout === 'connected\n', 10_000, 'connected')
       const r = await run(['migrate', String(vpid), 'n2'])
       expect(r.code).not.toBe(0)
-      expect(r.stderr).toMatch(/cannot migrate: pid \d+ fd \d+: established TCP connection to/)
+      expect(r.stderr).toMatch(/cannot migrate: .*pid \d+ fd \d+: established TCP connection to/)
       expect(await job(vpid)).toMatchObject({ node: 'n1', state: 'running' })
     } finally {
       server.close()

@@ -30,6 +30,8 @@ export interface JobRuntimeInit {
   readonly shimPath?: string
   /** Where CRIU writes its logs (one per request); default `<jobsRoot>/../criu`. */
   readonly criuWorkDir?: string
+  /** Jobs may use io_uring (then they cannot migrate); default false: see JobSpec.ioUring. */
+  readonly allowIoUring?: boolean
 }
 
 interface HostRuntimeJob extends RuntimeJob { readonly handle: JobHandle }
@@ -42,14 +44,14 @@ export const jobCgroupPrefix = (cluster: string, node: string): string => `ssi-$
 export async function createJobRuntime (init: JobRuntimeInit): Promise<JobRuntime> {
   const cgroups = createCgroupManager({ prefix: jobCgroupPrefix(init.cluster, init.node), logger: init.logger })
   const spawner = createJobSpawner({ cgroups, shimPath: init.shimPath, logger: init.logger })
-  return new HostJobRuntime(spawner, init.jobsRoot, init.criuWorkDir ?? join(init.jobsRoot, '..', 'criu'), init.logger, cgroups)
+  return new HostJobRuntime(spawner, init.jobsRoot, init.criuWorkDir ?? join(init.jobsRoot, '..', 'criu'), init.logger, cgroups, init.allowIoUring ?? false)
 }
 
 class HostJobRuntime implements JobRuntime {
   private criu: Promise<Criu> | undefined
   private caps: Promise<MigrationCapabilities> | undefined
 
-  constructor (private readonly spawner: JobSpawner, private readonly jobsRoot: string, private readonly criuWorkDir: string, private readonly logger: SpawnerLogger, private readonly cgroups?: CgroupManager) {}
+  constructor (private readonly spawner: JobSpawner, private readonly jobsRoot: string, private readonly criuWorkDir: string, private readonly logger: SpawnerLogger, private readonly cgroups?: CgroupManager, private readonly allowIoUring = false) {}
 
   /**
    * Runs a dump leaving out the mounts the job does not use (unusedMounts); if that dump fails,
@@ -97,7 +99,8 @@ class HostJobRuntime implements JobRuntime {
       hostname: spec.hostname,
       limits: spec.limits,
       stdin: spec.stdin,
-      jobsRoot: this.jobsRoot
+      jobsRoot: this.jobsRoot,
+      ioUring: this.allowIoUring
     }, signal)
     return this.wrap(spec.vpid, handle)
   }

@@ -87,7 +87,8 @@ export interface RunSpecExtras {
 export function encodeRunSpec (spec: JobSpec, extras: RunSpecExtras): Buffer {
   const records: Array<[string, string | number]> = [
     ['v', 1], ['tini', extras.tini], ['hostname', spec.hostname], ['cwd', spec.cwd],
-    ['uid', spec.uid], ['gid', spec.gid], ['stdin', spec.stdin ? 1 : 0], ['mountproc', spec.privateProc === false ? 0 : 1]
+    ['uid', spec.uid], ['gid', spec.gid], ['stdin', spec.stdin ? 1 : 0], ['mountproc', spec.privateProc === false ? 0 : 1],
+    ['iouring', spec.ioUring === false ? 0 : 1]
   ]
   for (const g of spec.groups) records.push(['group', g])
   for (const file of extras.procsFiles) records.push(['cgroup', file])

@@ -49,6 +49,11 @@ export interface JobSpec {
    * such as ps see the job's own pids. CRIU must then dump with `--external mnt[]`.
    */
   readonly privateProc?: boolean
+  /**
+   * false: the job's io_uring_setup fails with ENOSYS (a seccomp filter), so programs fall back to
+   * epoll and threads and the job stays migratable (CRIU cannot dump io_uring). Default true.
+   */
+  readonly ioUring?: boolean
 }
 
 /** Restarts a checkpointed job (migration): runs `command` as a child of a subreaper shim. */
