@@ -58,7 +58,8 @@ describe('what can migrate, and what is refused (real daemons, real CRIU)', () =
   beforeAll(async () => {
     if (process.getuid?.() !== 0) throw new Error('migration tests need root (CRIU)')
     work = await mkdtemp(join(tmpdir(), 'ssi-what-'))
-    c = await makeCluster({ nodes: 2 })
+    // io_uring allowed, so the refusal of a job using it can be shown (by default jobs cannot set it up: migrate.test.ts).
+    c = await makeCluster({ nodes: 2, extra: { jobs: { ioUring: 'allow' } } })
     await c.start()
     await eventually(async () => (await c.call<NodeInfo[]>('n1', 'nodes')).filter(n => n.state === 'alive').length === 2, 30_000, '2 alive')
   })

@@ -50,7 +50,7 @@ describe('encodeRunSpec', () => {
     const records = buf.toString().split('\0')
     expect(records.pop()).toBe('')
     expect(records).toEqual([
-      'v=1', 'tini=/usr/bin/tini', 'hostname=n1-2000017', 'cwd=/tmp', 'uid=1000', 'gid=1000', 'stdin=1', 'mountproc=1',
+      'v=1', 'tini=/usr/bin/tini', 'hostname=n1-2000017', 'cwd=/tmp', 'uid=1000', 'gid=1000', 'stdin=1', 'mountproc=1', 'iouring=1',
       'group=1000', 'group=27', 'cgroup=/cg/a/cgroup.procs', 'cgroup=/cg/b/cgroup.procs', 'oom=/cg/a/memory.oom_control',
       'arg=make', 'arg=-j8', 'env=PATH=/usr/bin', 'env=EMPTY='
     ])
