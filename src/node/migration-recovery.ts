@@ -6,6 +6,9 @@
  *   merely received: the target drops it and the job is restored here from its images. Still
  *   restoring: ask again. Unreachable: ask again until `settleTimeoutMs`, then restore here;
  * - target confirmed before the restart: the job moved.
+ * Before the job runs here again (resume or restore), its home node is asked whether it restored the
+ * job from a periodic checkpoint elsewhere meanwhile (this node was dead to the majority): then the
+ * job runs there, and the tree or images here are stale.
  * The outcome lands in the job's record (`ssi inspect` shows it under "migration").
  */
 import { rm } from 'node:fs/promises'
@@ -15,6 +18,8 @@ import type { LocalJobs } from '../ssi/jobs/local.js'
 import type { DumpedFile, JobRuntime, RuntimeJob } from '../ssi/jobs/runtime.js'
 import type { PeerRpc } from '../ssi/ports.js'
 import type { Logger } from './logger.js'
+import type { Recovery } from '../ssi/failure/lost.js'
+import { isVpidNotFound } from '../ssi/jobs/errors.js'
 import { settlePostCopy } from './migration-post-copy-recovery.js'
 
 export interface RecoveryInit {
@@ -57,7 +62,11 @@ async function settle (init: RecoveryInit, entry: JournalEntry<DumpedFile[]>): P
   }
   const plan = recoveryPlan(entry, job.treeAlive)
   init.logger.info({ vpid, target, phase, plan }, 'settling an interrupted migration')
-  if (plan === 'forget') {
+  const elsewhere = plan === 'resume' || plan === 'settle' ? await restoredElsewhere(init, entry) : undefined
+  if (elsewhere !== undefined) {
+    await init.cancelTarget(target, vpid).catch(() => {})
+    await local.markMoved(vpid, elsewhere, `${why}; meanwhile its home node restored it from a checkpoint on ${elsewhere}, where it runs now: the copy here was stale`)
+  } else if (plan === 'forget') {
     await moved(init, entry, `${why}; ${target} had confirmed it runs there`)
   } else if (plan === 'resume') {
     await init.cancelTarget(target, vpid).catch(() => {})
@@ -87,6 +96,28 @@ async function settleWithTarget (init: RecoveryInit, entry: JournalEntry<DumpedF
 
 async function moved (init: RecoveryInit, entry: JournalEntry<DumpedFile[]>, detail: string): Promise<void> {
   await init.local.markMoved(entry.vpid, entry.target, detail)
+}
+
+/**
+ * The node the job runs on now if its home node restored it there from a checkpoint after this
+ * migration began; undefined if it did not, or did not answer within `settleTimeoutMs`.
+ */
+async function restoredElsewhere (init: RecoveryInit, entry: JournalEntry<DumpedFile[]>): Promise<string | undefined> {
+  const { homeNode, node: self } = init.local.get(entry.vpid)
+  const deadline = Date.now() + init.settleTimeoutMs
+  for (;;) {
+    init.signal.throwIfAborted()
+    try {
+      const loc = await init.rpc.call(homeNode, 'loc.get', { vpid: entry.vpid }, { signal: init.signal, timeoutMs: 5000 }) as { node?: string, recovered?: Recovery }
+      const r = loc.recovered
+      return r !== undefined && r.node !== self && r.node === loc.node && r.atMs >= entry.startedMs ? r.node : undefined
+    } catch (err) {
+      // A vpid the home node no longer knows was not restored by it; an unreachable home may be joining yet.
+      if (isVpidNotFound(err) || Date.now() > deadline) return undefined
+      init.logger.debug({ vpid: entry.vpid, home: homeNode, err: (err as Error).message }, 'home node not answering yet')
+    }
+    await new Promise(resolve => setTimeout(resolve, RETRY_MS))
+  }
 }
 
 /** What the target holds, once it is neither unreachable nor still restoring; undefined after the deadline. */

@@ -120,8 +120,11 @@ export class IncomingMigrations {
   /** What this node holds of vpid, for a source settling an interrupted migration. */
   holds (vpid: number, from: string): TargetHolds {
     const inc = this.incoming.get(vpid)
-    if (inc !== undefined && inc.from === from) return inc.restoring === true ? 'restoring' : 'incoming'
     const { local } = this.init
+    // Running here by another way (its home node restored it from a checkpoint while the source was
+    // down): the source must not bring back its own copy.
+    const runsHere = local.has(vpid) && local.get(vpid).node === this.init.selfName && ['running', 'checkpointed'].includes(local.get(vpid).state)
+    if (inc !== undefined && inc.from === from && !(inc.restoring !== true && runsHere)) return inc.restoring === true ? 'restoring' : 'incoming'
     if (this.init.postCopy.isPulling(vpid)) return 'pulling'
     // Ended there after it moved still counts as "it moved": it must not run again here. Lost here
     // (a post-copy pull that broke) means nothing of it runs anywhere.

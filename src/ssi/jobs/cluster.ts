@@ -5,7 +5,7 @@
  */
 import { leastLoaded, RecentPlacements } from '../placement.js'
 import { homeNodeId } from '../vpid.js'
-import { JobStateError, NoNodeAvailableError, UnknownNodeError, VpidNotFoundError } from './errors.js'
+import { JobStateError, NoNodeAvailableError, UnknownNodeError, VpidNotFoundError, isVpidNotFound } from './errors.js'
 import { registerJobPeerHandlers } from './peer-handlers.js'
 import { locKey, TERMINAL_STATES } from './record.js'
 import type { LocalJobs, JobSnapshot, JobStore } from './local.js'
@@ -118,7 +118,7 @@ export class ClusterJobs {
         if (loc.state !== 'lost' || loc.lost === undefined) return where
         return await this.isBack(vpid, loc.node, signal) ? where : { ...where, lost: loc.lost }
       } catch (err) {
-        if (isNotFound(err) || signal?.aborted === true) throw err
+        if (isVpidNotFound(err) || signal?.aborted === true) throw err
       }
     }
     return { node: await this.findOnLiveNodes(vpid, home?.name ?? `id ${homeId}`, signal) }
@@ -191,7 +191,7 @@ export class ClusterJobs {
         rec = await this.init.rpc.call(loc.node, 'job.wait', { vpid }, { signal, timeoutMs: FOREVER_MS }) as JobRecord
       } catch (err) {
         if (loc.lost !== undefined && signal?.aborted !== true) return loc.lost
-        if (signal?.aborted === true || isNotFound(err)) throw err
+        if (signal?.aborted === true || isVpidNotFound(err)) throw err
         moved = undefined
         await new Promise(resolve => setTimeout(resolve, 500))
         continue
@@ -243,7 +243,7 @@ export class ClusterJobs {
       await new Promise(resolve => setTimeout(resolve, RESTORE_POLL_MS))
       signal?.throwIfAborted()
       const rec = await this.init.rpc.call(node, 'job.get', { vpid }, { signal, timeoutMs: 5000 }).catch((err: unknown) => {
-        if (signal?.aborted === true || isNotFound(err)) throw err
+        if (signal?.aborted === true || isVpidNotFound(err)) throw err
         return undefined // its node restarting: ask again
       }) as JobRecord | undefined
       if (rec === undefined || rec.state === 'checkpointed') continue
@@ -313,9 +313,4 @@ function dedupeByVpid (jobs: JobSnapshot[]): JobSnapshot[] {
     if (seen === undefined || rank(j) > rank(seen)) best.set(j.vpid, j)
   }
   return [...best.values()]
-}
-
-function isNotFound (err: unknown): boolean {
-  const e = err as { name?: string, remoteName?: string }
-  return e.name === 'VpidNotFoundError' || e.remoteName === 'VpidNotFoundError'
 }

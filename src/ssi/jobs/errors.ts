@@ -22,3 +22,9 @@ export class UnknownNodeError extends Error {
   static override name = 'UnknownNodeError'
   override name = 'UnknownNodeError'
 }
+
+/** A VpidNotFoundError, thrown here or by a peer (its name travels as remoteName). */
+export function isVpidNotFound (err: unknown): boolean {
+  const e = err as { name?: string, remoteName?: string }
+  return e.name === 'VpidNotFoundError' || e.remoteName === 'VpidNotFoundError'
+}
