@@ -8,6 +8,8 @@ import { TERMINAL_STATES, jobKey, stateForExit, transition } from './record.js'
 import type { CheckpointNote, ExitInfo, JobRecord, MigrationNote } from './record.js'
 import type { JobRuntime, RuntimeJob } from './runtime.js'
 import type { JobStartParams } from '../../protocol/jobs.js'
+import { recoverJobs } from './local-recovery.js'
+import type { RecoveryBook } from './local-recovery.js'
 
 export interface JobStore {
   get<T>(key: string): Promise<T | undefined>
@@ -31,7 +33,8 @@ export interface LocalJobsInit {
   readonly retainFinishedMs: number
 }
 
-interface Entry {
+/** A job's record and runtime handle, with a promise of its end (LocalJobs' bookkeeping). */
+export interface JobEntry {
   record: JobRecord
   runtime?: RuntimeJob
   ended: Promise<JobRecord>
@@ -60,7 +63,7 @@ async function abortableSleep (ms: number, signal?: AbortSignal): Promise<void> 
 }
 
 export class LocalJobs {
-  private readonly jobs = new Map<number, Entry>()
+  private readonly jobs = new Map<number, JobEntry>()
   private readonly cpuSamples = new Map<number, { ns: number, at: number }>()
   private readonly watchAbort = new AbortController()
 
@@ -71,42 +74,13 @@ export class LocalJobs {
    * `journalled` is true are left so, for the migration service to settle (see `recovered`).
    */
   async recover (journalled: (vpid: number) => boolean = () => false): Promise<void> {
-    for (const { value } of await this.init.store.list<JobRecord>('job/')) {
-      const entry = this.track(value)
-      if (TERMINAL_STATES.has(value.state)) { entry.resolveEnded(value); continue }
-      if (value.state === 'checkpointed') continue // nothing runs: it waits for `ssi restore`
-      const found = await this.init.runtime.adopt(value.vpid)
-      if (value.state === 'migrating' && journalled(value.vpid)) {
-        entry.runtime = found?.job
-        entry.treeAlive = found !== undefined && found.exit === undefined
-        continue
-      }
-      if (found === undefined) {
-        await this.update(entry, transition(value, value.state === 'starting' ? 'failed' : 'lost', { endedMs: Date.now(), error: 'nothing of the job was left when the daemon restarted' }))
-        continue
-      }
-      entry.runtime = found.job
-      if (value.state === 'migrating') {
-        await this.recoverMigrating(entry, found.exit !== undefined)
-        if (found.exit !== undefined) continue
-      }
-      if (value.state === 'starting') await this.update(entry, transition(value, 'running', { hostPid: found.job.hostPid, startedMs: Date.now() }))
-      if (found.exit !== undefined) await this.finish(entry, found.exit)
-      else this.watch(entry)
-      this.init.logger.info({ vpid: value.vpid, state: entry.record.state }, 're-adopted job')
+    const book: RecoveryBook = {
+      track: record => this.track(record),
+      update: async (entry, record, notify) => { await this.update(entry, record, notify) },
+      finish: async (entry, exit) => { await this.finish(entry, exit) },
+      watch: entry => { this.watch(entry) }
     }
-  }
-
-  /**
-   * The daemon stopped during a migration away. A tree still running was never dumped (or CRIU
-   * resumed it): it runs here again. A tree that is gone was dumped; whether a target restored it
-   * is not known here, so it is reported lost here (the target, if it has it, reports it running).
-   */
-  private async recoverMigrating (entry: Entry, gone: boolean): Promise<void> {
-    const error = 'the daemon stopped while the job was migrating away'
-    // Not told to the home node: it may already point at the target that restored the job.
-    if (gone) await this.update(entry, transition(entry.record, 'lost', { endedMs: Date.now(), error: `${error}; its tree is gone here` }), false)
-    else await this.update(entry, transition(entry.record, 'running'))
+    await recoverJobs(this.init, book, journalled)
   }
 
   stop (): void {
@@ -142,15 +116,15 @@ export class LocalJobs {
     return entry.record
   }
 
-  private track (record: JobRecord): Entry {
+  private track (record: JobRecord): JobEntry {
     let resolveEnded!: (r: JobRecord) => void
     const ended = new Promise<JobRecord>(resolve => { resolveEnded = resolve })
-    const entry: Entry = { record, ended, resolveEnded }
+    const entry: JobEntry = { record, ended, resolveEnded }
     this.jobs.set(record.vpid, entry)
     return entry
   }
 
-  private watch (entry: Entry): void {
+  private watch (entry: JobEntry): void {
     const rt = entry.runtime
     if (rt === undefined) return
     this.init.runtime.waitExit(rt, this.watchAbort.signal).then(
@@ -166,7 +140,7 @@ export class LocalJobs {
     ).catch(err => { this.init.logger.warn({ vpid: rt.vpid, err: (err as Error).message }, 'could not record a job end') })
   }
 
-  private async finish (entry: Entry, exit: ExitInfo): Promise<void> {
+  private async finish (entry: JobEntry, exit: ExitInfo): Promise<void> {
     // While migrating, the end of the supervised tree is CRIU's doing: the migration decides.
     if (TERMINAL_STATES.has(entry.record.state) || entry.record.state === 'migrating' || entry.record.state === 'checkpointed') return
     await this.update(entry, transition(entry.record, stateForExit(exit), { exit, endedMs: Date.now() }))
@@ -176,14 +150,14 @@ export class LocalJobs {
     this.cpuSamples.delete(entry.record.vpid)
   }
 
-  private async update (entry: Entry, record: JobRecord, notify = true): Promise<void> {
+  private async update (entry: JobEntry, record: JobRecord, notify = true): Promise<void> {
     entry.record = record
     await this.init.store.put(jobKey(record.vpid), record)
     if (TERMINAL_STATES.has(record.state)) entry.resolveEnded(record)
     if (notify) this.init.onChange(record)
   }
 
-  private entry (vpid: number): Entry {
+  private entry (vpid: number): JobEntry {
     const e = this.jobs.get(vpid)
     if (e === undefined) throw new VpidNotFoundError(`no job with vpid ${vpid} on ${this.init.node}`)
     return e
@@ -325,7 +299,7 @@ export class LocalJobs {
     this.jobs.delete(vpid)
   }
 
-  private async removeFiles (vpid: number, e: Entry): Promise<void> {
+  private async removeFiles (vpid: number, e: JobEntry): Promise<void> {
     const removed = e.runtime !== undefined ? this.init.runtime.remove(e.runtime) : this.init.runtime.removeStored(vpid)
     await removed.catch((err: unknown) => { this.init.logger.warn({ vpid, err: String(err) }, 'could not remove the files of a finished job') })
   }
