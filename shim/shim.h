@@ -18,6 +18,7 @@ struct spec {
   int mount_proc;        /* 1 (default): new mount namespace with a /proc of the job's PID ns */
   int stdin_fifo;        /* 1: stdin is the FIFO <jobDir>/stdin, else /dev/null */
   int io_uring;          /* 1 (default): the job may use io_uring; 0: io_uring_setup fails (seccomp) */
+  int hold;              /* restore mode: 1 = fd 0 is the daemon's socket; "go" keeps the job, EOF kills it */
   size_t nargs, nenv, ngroups, ncgroups, ncmd;
   char **args;           /* NULL-terminated */
   char **env;            /* NULL-terminated */
@@ -50,6 +51,9 @@ long long read_oom_kill(const char *path);
 /* Installs the job's seccomp filter that makes io_uring_setup fail with ENOSYS (seccomp.c).
  * Needs no_new_privs or CAP_SYS_ADMIN. Returns 0 or -1 (errno set). */
 int block_io_uring(void);
+
+/* Restore mode, hold=1: kills root unless the daemon writes "go" on fd 0 before closing it (hold.c). */
+void hold_until_adopted(pid_t root);
 
 /* Current wall-clock time in milliseconds since the epoch. */
 long long now_ms(void);

@@ -89,6 +89,9 @@ static int apply(struct spec *s, const char *key, char *v) {
   else if (!strcmp(key, "stdin")) {
     if (parse_ulong(v, 1, &x) < 0) return -1;
     s->stdin_fifo = (int)x;
+  } else if (!strcmp(key, "hold")) {
+    if (parse_ulong(v, 1, &x) < 0) return -1;
+    s->hold = (int)x;
   } else if (!strcmp(key, "iouring")) {
     if (parse_ulong(v, 1, &x) < 0) return -1;
     s->io_uring = (int)x;

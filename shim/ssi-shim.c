@@ -418,6 +418,7 @@ int main(int argc, char **argv) {
   record_started(&j, root, start, shimstart);
   if (j.spec.stdin_fifo) stdin_write_only(&j);
   handshake("ok %d %llu %d %llu", (int)root, start, (int)getpid(), shimstart);
+  if (j.restore && j.spec.hold) hold_until_adopted(root);
   record_exit(&j, wait_root(root));
   return 0;
 }

@@ -171,7 +171,8 @@ export class IncomingMigrations {
     // On failure the job dir stays (its shim.log and restore.log say why) until this vpid comes again.
     const job = await (async () => {
       if (lazyPages) await postCopy.startDaemon(vpid, inc.dir)
-      return await runtime.restore({ vpid, imagesDir: inc.dir, limits: prepared.job.limits, stdio, lazyPages }, signal)
+      // Held: should this daemon die before recording the job, the source rolls back, and the shim kills this copy.
+      return await runtime.restore({ vpid, imagesDir: inc.dir, limits: prepared.job.limits, stdio, lazyPages, hold: true }, signal)
     })().catch((err: unknown) => {
       inc.restoring = false
       throw err
@@ -184,6 +185,7 @@ export class IncomingMigrations {
     // Before adopting: a daemon that restarts before the last page arrived must find it unfinished.
     if (lazyPages) await postCopy.beginPull(vpid, from)
     await local.adoptMigrated(record, job)
+    if (!runtime.confirmRestored(job)) this.init.logger.warn({ vpid }, 'the restored job\'s shim was gone before it was confirmed')
     if (prepared.job.stdinClosed === true) await runtime.closeStdin(job).catch(() => {}) // the restored shim opened its keep-alive end again
     const cleanup = async (): Promise<void> => { await rm(inc.dir, { recursive: true, force: true }) }
     // Post-copy: the lazy-pages daemon reads the images dir until the last page arrived.

@@ -146,18 +146,21 @@ describe('migration failures (real daemons, real CRIU)', () => {
     process.env.SSI_TEST_MIGRATION_HOOK = hook
     try { await c.start(['n2']) } finally { delete process.env.SSI_TEST_MIGRATION_HOOK }
     await eventually(async () => (await c?.call<NodeInfo[]>('n1', 'nodes'))?.filter(n => n.state === 'alive').length === 2, 30_000, '2 alive')
-    const vpid = await start(counting(200, 8))
+    const vpid = await start(counting(400, 8)) // ~12 s: the copy on n2 would still run when checked
     const r = await ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 120_000 })
     expect(r.code).not.toBe(0)
     expect(r.stderr).toMatch(/restoring failed: .*; it runs here again/s)
     expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running' })
     const cgroupOnN2 = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter(l => l.includes(' cgroup ') && l.includes('pids'))
       .map(l => join(l.split(' ')[4] ?? '', `ssi-${c?.config.name ?? ''}-n2`, String(vpid), 'cgroup.procs'))[0] ?? ''
-    // Without the hook this time; the restarted n2 finds the copy it never confirmed and kills it.
+    // Its shim killed the copy it held for n2's daemon as soon as that daemon died: it never ran next to the rolled-back job.
+    const copyGone = async (): Promise<boolean> => !existsSync(cgroupOnN2) || (await readFile(cgroupOnN2, 'utf8')).trim() === ''
+    await eventually(copyGone, 3_000, 'the copy on n2 killed while n2 is down')
+    // Without the hook this time; the restarted n2 cleans up what is left of the copy it never confirmed.
     await c.start(['n2'])
-    await eventually(async () => !existsSync(cgroupOnN2) || (await readFile(cgroupOnN2, 'utf8')).trim() === '', 30_000, 'the copy on n2 gone')
+    await eventually(copyGone, 30_000, 'the copy on n2 gone')
     expect((await ssi(c.socket('n1'), ['wait', String(vpid)], { timeoutMs: 60_000 })).code).toBe(8)
-    expect((await ssi(c.socket('n1'), ['logs', String(vpid)])).stdout).toBe(lines(200))
+    expect((await ssi(c.socket('n1'), ['logs', String(vpid)])).stdout).toBe(lines(400))
   }, 180_000)
 
   it('with migration.recheckBeforeRestore, images corrupted on the target\'s disk after they arrived are refused before `criu restore`; the job resumes on the source', async () => {

@@ -269,9 +269,11 @@ class HostJobRuntime implements JobRuntime {
     // what the old FIFO held. A FIFO left here (a rollback) must not still hold those bytes.
     const stdin = spec.stdio.some(f => f.stream === 'stdin')
     if (stdin) await drainFifo(join(p.jobDir, 'stdin'))
-    const handle = await this.spawner.restore({ id: String(spec.vpid), jobsRoot: this.jobsRoot, command, pidFile, stdin, limits: spec.limits }, signal)
+    const handle = await this.spawner.restore({ id: String(spec.vpid), jobsRoot: this.jobsRoot, command, pidFile, stdin, limits: spec.limits, hold: spec.hold }, signal)
     return this.wrap(spec.vpid, handle)
   }
+
+  confirmRestored (job: RuntimeJob): boolean { return this.spawner.confirm(this.handle(job)) }
 }
 
 /** Discards what a FIFO holds (no-op if there is none): non-blocking, so it never waits for a writer. */

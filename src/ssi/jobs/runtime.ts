@@ -42,6 +42,8 @@ export interface RuntimeRestoreSpec {
   readonly stdio: readonly DumpedFile[]
   /** Post-copy: memory comes from a lazy-pages daemon started for imagesDir (startLazyPages). */
   readonly lazyPages?: boolean
+  /** The restored job dies with this daemon until `confirmRestored` (a migration's target). */
+  readonly hold?: boolean
 }
 
 /** A post-copy dump in progress: the images but memory are written, pages are being served. */
@@ -107,6 +109,8 @@ export interface JobRuntime {
    * already hold the output so far; resolves once the tree runs (then waitExit as for `start`).
    */
   restore(spec: RuntimeRestoreSpec, signal?: AbortSignal): Promise<RuntimeJob>
+  /** A job restored with `hold` is taken on (recorded): it outlives this daemon from now on. False: it is already gone. */
+  confirmRestored(job: RuntimeJob): boolean
   /** What this host can do for migration (post-copy, pre-copy); optional for runtimes without CRIU. */
   capabilities?(signal?: AbortSignal): Promise<MigrationCapabilities>
   /**

@@ -1,5 +1,7 @@
 /** Starting the shim and reading its one-line handshake; finding tini and the shim binary. */
 import { spawn } from 'node:child_process'
+import type { ChildProcessByStdio } from 'node:child_process'
+import type { Readable } from 'node:stream'
 import { accessSync, constants } from 'node:fs'
 import { delimiter, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -45,14 +47,14 @@ function parseHandshake (line: string): PidRecord {
 }
 
 /**
- * Runs `ssi-shim <mode> <jobDir>` in its own session with no stdio but the handshake pipe, and
- * resolves with the started job's pids once the shim reported. The shim forks away at once, so the
- * daemon never is the job's (or the shim's) parent.
+ * Runs `ssi-shim <mode> <jobDir>` in its own session with no stdio but the handshake pipe (and
+ * `stdinFd`, if given, as its fd 0), and resolves with the started job's pids once the shim
+ * reported. The shim forks away at once, so the daemon never is the job's (or the shim's) parent.
  */
-export function runShim (shimPath: string, mode: 'run' | 'restore', jobDir: string, timeoutMs: number, signal?: AbortSignal): Promise<PidRecord> {
+export function runShim (shimPath: string, mode: 'run' | 'restore', jobDir: string, timeoutMs: number, signal?: AbortSignal, stdinFd?: number): Promise<PidRecord> {
   signal?.throwIfAborted()
   return new Promise<PidRecord>((resolve, reject) => {
-    const child = spawn(shimPath, [mode, jobDir], { detached: true, stdio: ['ignore', 'pipe', 'ignore'] })
+    const child = spawn(shimPath, [mode, jobDir], { detached: true, stdio: [stdinFd ?? 'ignore', 'pipe', 'ignore'] }) as ChildProcessByStdio<null, Readable, null>
     const chunks: Buffer[] = []
     const finish = (err: unknown, rec?: PidRecord): void => {
       clearTimeout(timer)

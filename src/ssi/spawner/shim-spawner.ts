@@ -3,10 +3,12 @@
  * only writes the spec, starts the shim and afterwards reads files the shim and the job write;
  * signals go straight to the job's tini through a pidfd after checking its start time.
  */
+import { closeSync, writeSync } from 'node:fs'
 import { mkdir, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { constants } from 'node:os'
 import { join } from 'node:path'
 import { closePidfd, pidfdOpen, pidfdSendSignal } from '../../native/pidfd.js'
+import { socketPair } from '../../native/socketpair.js'
 import { CgroupExistsError } from '../cgroups/errors.js'
 import type { CgroupManager, CgroupStats } from '../cgroups/types.js'
 import { JobExistsError, JobLostError, JobNotFoundError, JobStartError, StdinClosedError } from './errors.js'
@@ -14,6 +16,7 @@ import { DEFAULT_SHIM_PATH, checkShim, findTini, runShim } from './launch.js'
 import { followFile, readChunk } from './output.js'
 import { encodeRestoreSpec, encodeRunSpec, validateJobSpec, validateRestoreSpec } from './spec.js'
 import { awaitOldShim, handleFor, isSameProcess, readExitRecord, readPidRecord } from './state.js'
+import type { PidRecord } from './state.js'
 import { StdinWriters } from './stdin.js'
 import { DirWatcher } from './watch.js'
 import type {
@@ -41,6 +44,8 @@ export class ShimJobSpawner implements JobSpawner {
   private readonly pollMs: number
   private readonly stdin = new StdinWriters()
   private binaries: { shim: string, tini: string } | undefined
+  /** Our ends of the sockets of restored jobs on hold (by job id): closing one without "go" kills its job. */
+  private readonly held = new Map<string, number>()
   /** Jobs roots known to exist: a job then costs one mkdir. */
   private readonly rootsMade = new Set<string>()
 
@@ -121,13 +126,55 @@ export class ShimJobSpawner implements JobSpawner {
     await this.createCgroup({ id: spec.id, limits: spec.limits ?? {} })
     try {
       await writeFile(join(jobDir, 'spec'), encodeRestoreSpec(spec, cg.oomEventsFile(spec.id), cg.procsFiles(spec.id)), { mode: 0o600 })
-      const rec = await runShim(shim, 'restore', jobDir, this.init.startTimeoutMs ?? 10_000, signal)
+      const rec = await this.runRestoreShim(shim, jobDir, spec, signal)
       this.init.logger?.debug({ job: spec.id, hostPid: rec.pid, shimPid: rec.shim }, 'job restored')
       return handleFor(spec.id, jobDir, rec, spec.stdin)
     } catch (err) {
       await cg.destroy(spec.id).catch(() => {})
       throw err
     }
+  }
+
+  /** With `hold`, the shim gets one end of a socket pair as its fd 0; we keep the other until `confirm`. */
+  private async runRestoreShim (shim: string, jobDir: string, spec: RestoreSpec, signal?: AbortSignal): Promise<PidRecord> {
+    const timeoutMs = this.init.startTimeoutMs ?? 10_000
+    if (spec.hold !== true) return await runShim(shim, 'restore', jobDir, timeoutMs, signal)
+    this.drop(spec.id)
+    const [ours, theirs] = socketPair('stream')
+    this.held.set(spec.id, ours)
+    try {
+      let started: Promise<PidRecord>
+      try {
+        started = runShim(shim, 'restore', jobDir, timeoutMs, signal, theirs)
+      } finally {
+        closeSync(theirs) // the shim has its copy: spawn() forked before returning
+      }
+      return await started
+    } catch (err) {
+      this.drop(spec.id)
+      throw err
+    }
+  }
+
+  confirm (handle: JobHandle): boolean {
+    const fd = this.held.get(handle.id)
+    if (fd === undefined) return true
+    this.held.delete(handle.id)
+    try {
+      return writeSync(fd, 'go\n') === 3
+    } catch {
+      return false // EPIPE: the shim is gone (and with it the job)
+    } finally {
+      closeSync(fd)
+    }
+  }
+
+  /** Closes our end of a held job's socket without "go": its shim kills the job. */
+  private drop (id: string): void {
+    const fd = this.held.get(id)
+    if (fd === undefined) return
+    this.held.delete(id)
+    try { closeSync(fd) } catch { /* already closed */ }
   }
 
   async adopt (jobDir: string): Promise<AdoptResult> {
@@ -215,6 +262,7 @@ export class ShimJobSpawner implements JobSpawner {
   }
 
   async release (handle: JobHandle, opts: { removeDir?: boolean, signal?: AbortSignal } = {}): Promise<void> {
+    this.drop(handle.id)
     if (handle.stdinPath !== undefined) this.stdin.destroy(handle.stdinPath)
     await this.init.cgroups.destroy(handle.id, { signal: opts.signal })
     if (opts.removeDir === true) await rm(handle.jobDir, { recursive: true, force: true })

@@ -100,6 +100,7 @@ export function encodeRunSpec (spec: JobSpec, extras: RunSpecExtras): Buffer {
 
 export function encodeRestoreSpec (spec: RestoreSpec, oomFile: string | undefined, procsFiles: readonly string[] = []): Buffer {
   const records: Array<[string, string | number]> = [['v', 1], ['pidfile', spec.pidFile], ['stdin', spec.stdin ? 1 : 0]]
+  if (spec.hold === true) records.push(['hold', 1])
   for (const file of procsFiles) records.push(['cgroup', file])
   if (oomFile !== undefined) records.push(['oom', oomFile])
   for (const a of spec.command) records.push(['cmd', a])

@@ -71,6 +71,11 @@ export interface RestoreSpec {
    * it, so a CRIU restoring with `--manage-cgroups=ignore` puts the tree there. Default none.
    */
   readonly limits?: JobLimits
+  /**
+   * The restored job lives only as long as this daemon until `confirm`: if the daemon dies first,
+   * the shim kills it (a migration's target whose source rolls back must not keep a copy). Default false.
+   */
+  readonly hold?: boolean
 }
 
 export interface JobHandle {
@@ -127,6 +132,8 @@ export interface JobSpawner {
   spawn(spec: JobSpec, signal?: AbortSignal): Promise<JobHandle>
   /** Runs a restore command under a subreaper shim that then supervises the restored root. */
   restore(spec: RestoreSpec, signal?: AbortSignal): Promise<JobHandle>
+  /** Lets a job restored with `hold` outlive this daemon (no-op otherwise); false if its shim was already gone. */
+  confirm(handle: JobHandle): boolean
   /** Re-attaches to the job of `jobDir` (e.g. after a daemon restart). @throws JobNotFoundError */
   adopt(jobDir: string): Promise<AdoptResult>
   /** The exit status if the job has ended, else undefined. Never blocks. */
