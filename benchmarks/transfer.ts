@@ -8,12 +8,13 @@
  *     key + yamux; the fallback path), none / zstd
  *   - a raw stream over that stack, over libp2p's defaults (TCP + noise + yamux) and over a direct
  *     connection, no files
- *   - ssi over the in-memory channel in one process (protocol, sha256 and disk, no network)
+ *   - ssi over the in-memory channel in one process (protocol, checksums and disk, no network)
  * next to baselines measured in the same run: a raw Node TCP socket copy (files → socket → files,
  * two processes) and `cp -r`. Image dirs live on tmpfs (/dev/shm) unless SSI_BENCH_DIR says
  * otherwise, so the disk does not dominate.  Run: npx tsx benchmarks/transfer.ts [--quick]
- * (--quick: 256 MiB only, one run each; --large: 1024 MiB incompressible without zstd only; otherwise
- * best of two runs, samples listed).
+ * (--quick: 256 MiB only, one run each; --large: 1024 MiB incompressible without zstd only; --direct:
+ * 1024 MiB over the daemon's direct path only, raw and ssi alternated three times; otherwise best of
+ * two runs, samples listed).
  */
 import '../src/polyfill.js'
 import { execFileSync, fork } from 'node:child_process'
@@ -30,7 +31,7 @@ import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import {
-  IMAGES_PROTOCOL, createMemoryChannelPair, listImageDir, receiveImageDir, sendImageDir, zstdImplementation
+  FAST_CRC32, IMAGES_PROTOCOL, createMemoryChannelPair, listImageDir, receiveImageDir, sendImageDir, zstdImplementation
 } from '../src/migration/transfer.js'
 import { Libp2pBulkTransport } from '../src/node/bulk-transport.js'
 import { createNodeHost } from '../src/node/host.js'
@@ -41,6 +42,8 @@ import type { Libp2p } from '@libp2p/interface'
 import type { Compression, ReceiveSummary } from '../src/migration/transfer.js'
 
 const MiB = 1024 * 1024
+/** As src/node/migration.ts sends images. */
+const MIGRATION_CHECKSUM = FAST_CRC32 ? 'crc32' : 'sha256'
 /** Raw bytes, drained by the receiver: the stack's own ceiling, without files or checksums. */
 const DRAIN_PROTOCOL = '/ssi/bench-drain/1'
 type Stack = 'daemon' | 'defaults'
@@ -132,7 +135,8 @@ async function receiverMain (): Promise<void> {
       } else if (msg.cmd === 'receive') {
         await transport?.handle(IMAGES_PROTOCOL, async (channel) => {
           const cpu0 = process.cpuUsage()
-          const reply = await receiveImageDir(channel, msg.dest as string, { maxTotalBytes: 2 ** 40 })
+          // As a migration target receives (no sha256 of its own unless it re-checks before restoring).
+          const reply = await receiveImageDir(channel, msg.dest as string, { maxTotalBytes: 2 ** 40, sha256: false })
             .then(summary => ({ ok: true, summary }), (err: Error) => ({ ok: false, error: err.message }))
           process.send?.({ ...reply, cpuS: cpuSeconds(process.cpuUsage(cpu0)) })
         })
@@ -223,7 +227,7 @@ async function viaLibp2p (rx: Receiver, path: Path, src: string, dest: string, c
     const t0 = performance.now()
     const cpu0 = process.cpuUsage()
     const channel = await transport.open('receiver', IMAGES_PROTOCOL, AbortSignal.timeout(10_000))
-    const sent = await sendImageDir(channel, src, { compress: compression })
+    const sent = await sendImageDir(channel, src, { compress: compression, checksum: MIGRATION_CHECKSUM })
     const seconds = (performance.now() - t0) / 1000
     const reply = await received
     return {
@@ -256,10 +260,10 @@ async function viaMemory (src: string, dest: string, compression: Compression, d
   const [a, b] = createMemoryChannelPair()
   const t0 = performance.now()
   const cpu0 = process.cpuUsage()
-  const [sent] = await Promise.all([sendImageDir(a, src, { compress: compression }), receiveImageDir(b, dest, { maxTotalBytes: 2 ** 40 })])
+  const [sent] = await Promise.all([sendImageDir(a, src, { compress: compression, checksum: MIGRATION_CHECKSUM }), receiveImageDir(b, dest, { maxTotalBytes: 2 ** 40, sha256: false })])
   const seconds = (performance.now() - t0) / 1000
   return {
-    path: 'ssi over the in-memory channel (one process: protocol + sha256 both ends + files)',
+    path: `ssi over the in-memory channel (one process: protocol + ${MIGRATION_CHECKSUM} both ends + files)`,
     dataset, MiB: mib, compression, MBps: mbps(sent.bytes, seconds), seconds: round(seconds), wireMiB: round(sent.wireBytes / MiB), senderCpuS: cpuSeconds(process.cpuUsage(cpu0))
   }
 }
@@ -335,6 +339,21 @@ async function measure (rx: Receiver, root: string, mib: number, dataset: Datase
   return rows
 }
 
+/** --direct: 1024 MiB, only the raw direct channel and ssi over it, alternated `repeats` times. */
+async function measureDirect (rx: Receiver, root: string, repeats: number): Promise<Row[]> {
+  const src = join(root, 'src-1024-random')
+  await makeImageDir(src, 1024, 'random')
+  let n = 0
+  const dest = (): string => join(root, `dest-${n++}`)
+  const rows: Row[] = []
+  for (let i = 0; i < repeats; i++) {
+    rows.push(await best(1, dest, async () => await viaRawStream(rx, 'daemon', 'random', 1024, 'direct')))
+    rows.push(await best(1, dest, async d => await viaLibp2p(rx, 'direct', src, d, 'none', 'random', 1024)))
+  }
+  await rm(src, { recursive: true, force: true })
+  return rows
+}
+
 async function main (): Promise<void> {
   const quick = process.argv.includes('--quick')
   const base = process.env.SSI_BENCH_DIR ?? '/dev/shm'
@@ -342,7 +361,8 @@ async function main (): Promise<void> {
   const rx = await Receiver.start()
   try {
     const repeats = quick ? 1 : 2
-    const rows = process.argv.includes('--large') ? await measure(rx, root, 1024, 'random', ['none'], repeats) : [
+    const rows = process.argv.includes('--direct') ? await measureDirect(rx, root, quick ? 1 : 3)
+      : process.argv.includes('--large') ? await measure(rx, root, 1024, 'random', ['none'], repeats) : [
       ...await measure(rx, root, 256, 'random', ['none', 'zstd'], repeats),
       ...(quick ? [] : await measure(rx, root, 1024, 'random', ['none', 'zstd'], repeats)),
       ...await measure(rx, root, 256, 'mixed', ['none', 'zstd'], repeats)
@@ -353,7 +373,7 @@ async function main (): Promise<void> {
     console.log(JSON.stringify({
       benchmark: 'transfer',
       platform: { node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, dir: root, zstd: zstdImplementation() },
-      note: 'MB/s = 10^6 bytes of image data per second, until the receiver verified all digests. CPU seconds exclude zstd child processes.',
+      note: `MB/s = 10^6 bytes of image data per second, until the receiver verified all digests (${MIGRATION_CHECKSUM} per file, as migrations send images). CPU seconds exclude zstd child processes.`,
       results: rows,
       targets: { [`daemonStack${largest}MiBGeq1000MBps`]: best >= 1000 }
     }, null, 2))

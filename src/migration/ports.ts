@@ -41,6 +41,12 @@ export interface ByteChannel {
    * not end cleanly, so it can tell an abort from a finished transfer). Idempotent.
    */
   abort(err: Error): void
+  /**
+   * True when `write` no longer needs `chunk` once its promise settled (it copied or encrypted the
+   * bytes): the caller may then refill the buffer, e.g. reuse its file-read buffers instead of
+   * allocating fresh ones. Absent or false: `chunk` belongs to the channel, as said above.
+   */
+  readonly copiesOnWrite?: boolean
 }
 
 /**

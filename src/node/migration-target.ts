@@ -10,7 +10,7 @@ import { bridge } from '../migration/page-bridge.js'
 import { readPagesHeader, PageStreamError } from '../migration/page-stream.js'
 import type { PageServerProcess } from '../migration/page-stream.js'
 import { receiveImageDir, recheckImages } from '../migration/transfer.js'
-import type { ReceiveSummary } from '../migration/transfer.js'
+import type { ExpectedImage, ReceiveSummary } from '../migration/transfer.js'
 import { killStaleCriu } from './stale-criu.js'
 import { JobStateError } from '../ssi/jobs/errors.js'
 import type { TargetHolds } from '../migration/journal.js'
@@ -92,7 +92,7 @@ export class IncomingMigrations {
       const inc = this.awaitingImages(fromNode, label)
       inc.received = received
       return inc.dir
-    }, { maxTotalBytes: this.init.maxImageBytes, signal })
+    }, { maxTotalBytes: this.init.maxImageBytes, signal, sha256: this.init.recheckBeforeRestore })
     received.catch(() => {})
     await received
   }
@@ -146,7 +146,7 @@ export class IncomingMigrations {
     // The transfer verified every file while writing it; optionally also catch on-disk corruption
     // since then (costs a read + sha256 of the images inside the downtime; the source rolls back).
     const { images } = await inc.received
-    if (this.init.recheckBeforeRestore) await recheckImages(inc.dir, images, signal)
+    if (this.init.recheckBeforeRestore) await recheckImages(inc.dir, withSha256(images), signal)
     if (inc.pageServer !== undefined) {
       if (inc.pagesBridged !== true) throw new JobStateError(`the pages of job ${vpid} did not arrive`)
       await Promise.race([inc.pageServer.done, new Promise<never>((_resolve, reject) => {
@@ -219,4 +219,12 @@ export class IncomingMigrations {
     await inc.pageServer?.done.catch(() => {})
     await rm(inc.dir, { recursive: true, force: true })
   }
+}
+
+/** The received images' sha256 digests (asked for with ReceiveOptions.sha256 when re-checking). */
+function withSha256 (images: ReceiveSummary['images']): ExpectedImage[] {
+  return images.map(({ name, size, sha256 }) => {
+    if (sha256 === undefined) throw new Error(`no sha256 of ${name} was computed on arrival: cannot re-check it`)
+    return { name, size, sha256 }
+  })
 }

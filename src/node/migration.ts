@@ -13,7 +13,7 @@ import { MigrationJournal } from '../migration/journal.js'
 import { migrate } from '../migration/stop-and-copy.js'
 import { migrationTestHooks } from './migration-hooks.js'
 import { recoverMigrations } from './migration-recovery.js'
-import { IMAGES_PROTOCOL, sendImageDir } from '../migration/transfer.js'
+import { FAST_CRC32, IMAGES_PROTOCOL, sendImageDir } from '../migration/transfer.js'
 import { listenLoopbackOnce } from '../migration/page-bridge.js'
 import { PAGES_PROTOCOL, pagesHeader, teePages } from '../migration/page-stream.js'
 import { migratePrepareReplySchema, migratePrepareSchema, migrateRestoreSchema, migrateStartSchema, migrateVpidSchema } from '../protocol/migrate.js'
@@ -82,6 +82,11 @@ interface Outgoing {
 }
 
 /** Where a streamed dump's page stream is recorded next to its images dir (for a rollback). */
+/**
+ * A migration's images are checked end to end with crc32 (the channel is authenticated; nobody
+ * needs their sha256 unless the target re-checks them, and then it computes one on arrival).
+ */
+const IMAGE_CHECKSUM = FAST_CRC32 ? 'crc32' : 'sha256'
 const pageStreamFile = (imagesDir: string): string => `${imagesDir}.pages`
 
 /** Outcomes known to the job's record: the journal entry goes. ('moved' stays until the commit is done.) */
@@ -420,7 +425,7 @@ export class MigrationService {
         const channel = this.hooks.wrapImages(await bulk.open(target, IMAGES_PROTOCOL, signal))
         const pageBytes = this.outgoing.get(Number(basename(dir)))?.pageBytes ?? 0
         try {
-          return { bytes: pageBytes + (await sendImageDir(channel, dir, { signal, label: basename(dir), onProgress: p => { events?.transfer(p) } })).bytes }
+          return { bytes: pageBytes + (await sendImageDir(channel, dir, { signal, label: basename(dir), checksum: IMAGE_CHECKSUM, onProgress: p => { events?.transfer(p) } })).bytes }
         } catch (err) {
           channel.abort(err instanceof Error ? err : new Error(String(err)))
           throw new Error(`sending the images to ${target} failed: ${(err as Error).message}`, { cause: err })

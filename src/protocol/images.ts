@@ -40,7 +40,8 @@ export const MAX_NAME_BYTES = 255
 export const compressionSchema = z.enum(['none', 'zstd'])
 export type Compression = z.infer<typeof compressionSchema>
 
-export const checksumSchema = z.enum(['sha256'])
+/** Values only ever gain members at the end (see src/migration/transfer/checksum.ts). */
+export const checksumSchema = z.enum(['sha256', 'crc32'])
 export type ChecksumAlgorithm = z.infer<typeof checksumSchema>
 
 const size = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
@@ -66,7 +67,8 @@ export const imageHeaderSchema = z.object({
 }).strict()
 export type ImageHeader = z.infer<typeof imageHeaderSchema>
 
-const hexDigest = z.string().regex(/^[0-9a-f]{64}$/)
+/** sha256: 64 hex digits; crc32: 8. A digest of the wrong kind simply does not match. */
+const hexDigest = z.string().regex(/^[0-9a-f]{8,64}$/)
 
 export const imageTrailerSchema = z.object({
   /** One lower-case hex digest per file, in header order. */

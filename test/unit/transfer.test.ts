@@ -2,14 +2,16 @@
  * Image-transfer protocol logic over the in-memory ByteChannel pair: round trips, refusals before
  * anything is written, integrity failures with clean-up, cancellation, compression, progress.
  */
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { mkdtemp, mkdir, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import * as zlib from 'node:zlib'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import {
   ImageIntegrityError, ImageTransferError, createMemoryChannelPair, receiveImageDir, sendImageDir
 } from '../../src/migration/transfer.js'
+import { portableCrc32 } from '../../src/migration/transfer/checksum.js'
 import {
   FrameType, IMAGES_WIRE_VERSION, encodeFrame, encodeHeader, encodeTrailer, imageNameProblem
 } from '../../src/protocol/images.js'
@@ -132,6 +134,54 @@ describe('image transfer over an in-memory channel', () => {
     expect(s).toBeInstanceOf(ImageIntegrityError)
     expect(s.remote).toBe(true)
     expect(await exists(dest)).toBe(false)
+  })
+
+  it('checks with crc32 when the sender asks; the receiver computes sha256 only if asked', async () => {
+    const data = { 'pages-1.img': randomBytes(3 * MiB + 5), 'core-1.img': randomBytes(700), 'empty.img': Buffer.alloc(0) }
+    const src = await makeImageDir(data)
+    for (const sha256 of [true, false]) {
+      const dest = join(root, `dest-${String(sha256)}`)
+      const { sent, received } = await transfer(src, dest, { checksum: 'crc32', chunkBytes: 256 * 1024 }, { sha256 })
+      expect(sent.status).toBe('fulfilled')
+      await expectSameDir(src, dest)
+      const { images } = (received as PromiseFulfilledResult<Awaited<ReturnType<typeof receiveImageDir>>>).value
+      for (const f of images) {
+        expect(f.sha256).toBe(sha256 ? createHash('sha256').update(data[f.name as keyof typeof data]).digest('hex') : undefined)
+      }
+    }
+  })
+
+  it('detects a flipped byte in transit with crc32 too', async () => {
+    const src = await makeImageDir({ 'a.img': randomBytes(2 * MiB), 'b.img': randomBytes(2 * MiB) })
+    const dest = join(root, 'dest')
+    const { sent, received } = await transfer(src, dest, { checksum: 'crc32' }, { sha256: false }, c => tamper(c, (chunk, offset) => {
+      if (MiB >= offset && MiB < offset + chunk.byteLength) flip(chunk, MiB - offset, 0x01)
+      return chunk
+    }))
+    const r = reason(received)
+    expect(r).toBeInstanceOf(ImageIntegrityError)
+    expect(r.file).toBe('a.img')
+    expect(r.message).toMatch(/crc32 mismatch/)
+    expect(reason(sent).remote).toBe(true)
+    expect(await exists(dest)).toBe(false)
+  })
+
+  it('reuses its read buffers over a channel that copies on write, byte-identically', async () => {
+    const src = await makeImageDir({ 'pages-1.img': randomBytes(5 * MiB + 3), 'pages-2.img': randomBytes(MiB - 1), 'x.img': randomBytes(10) })
+    const dest = join(root, 'dest')
+    const copying = (c: ByteChannel): ByteChannel => ({ ...tamper(c, chunk => Uint8Array.from(chunk)), copiesOnWrite: true })
+    const { sent, received } = await transfer(src, dest, { chunkBytes: 128 * 1024 }, {}, copying)
+    expect(sent.status).toBe('fulfilled')
+    expect(received.status).toBe('fulfilled')
+    await expectSameDir(src, dest)
+  })
+
+  it('has a portable crc32 equal to zlib\'s', () => {
+    const data = randomBytes(100_003)
+    const zlibCrc = (zlib as unknown as { crc32?: (d: Uint8Array, v?: number) => number }).crc32
+    const expected = zlibCrc?.(data.subarray(50), zlibCrc(data.subarray(0, 50)))
+    expect(portableCrc32(data.subarray(50), portableCrc32(data.subarray(0, 50)))).toBe(expected ?? portableCrc32(data))
+    expect(portableCrc32(Buffer.from('123456789'))).toBe(0xcbf43926)
   })
 
   it('leaves a pre-existing destination dir empty after a failure', async () => {

@@ -1,16 +1,16 @@
 /** The sending end of an image transfer: header, DATA frames (optionally zstd), trailer, result. */
-import { createHash } from 'node:crypto'
 import {
   DATA_CHUNK_BYTES, FRAME_HEADER_BYTES, FrameType, IMAGES_WIRE_VERSION, decodeResult, encodeCancel, encodeHeader,
   encodeTrailer, writeFrameHeader
 } from '../../protocol/images.js'
+import { createFileChecksum } from './checksum.js'
 import { ImageTransferError, asTransferError, remoteTransferError } from './errors.js'
 import { readFrames } from './frames.js'
 import { ProgressMeter } from './progress.js'
 import { listImageDir, readImageData } from './source.js'
 import { createZstdFilter } from './zstd.js'
-import type { Hash } from 'node:crypto'
-import type { Compression, ImageFile, ImageHeader, ImageResult } from '../../protocol/images.js'
+import type { FileChecksum } from './checksum.js'
+import type { ChecksumAlgorithm, Compression, ImageFile, ImageHeader, ImageResult } from '../../protocol/images.js'
 import type { ByteChannel } from '../ports.js'
 import type { ProgressListener, TransferLogger } from './progress.js'
 import type { DataChunk } from './source.js'
@@ -20,6 +20,11 @@ export interface SendOptions {
   /** 'none' (default) or 'zstd': zstd pays only on links slower than it compresses (see ../transfer.ts). */
   readonly compress?: Compression
   readonly zstd?: ZstdOptions
+  /**
+   * The per-file check the receiver compares (default 'sha256'). 'crc32' is ~8x cheaper and enough
+   * over an authenticated channel when nobody needs the content's sha256 (see ./checksum.ts).
+   */
+  readonly checksum?: ChecksumAlgorithm
   readonly signal?: AbortSignal
   readonly onProgress?: ProgressListener
   /** Least time between two progress reports (default 100 ms; the last one always comes). */
@@ -58,7 +63,7 @@ export async function sendImageDir (channel: ByteChannel, dir: string, opts: Sen
     throw asTransferError(err, opts.signal, 'io', `listing ${dir}`)
   })
   const header: ImageHeader = {
-    v: IMAGES_WIRE_VERSION, compression, checksum: 'sha256', files, totalBytes: files.reduce((a, f) => a + f.size, 0),
+    v: IMAGES_WIRE_VERSION, compression, checksum: opts.checksum ?? 'sha256', files, totalBytes: files.reduce((a, f) => a + f.size, 0),
     ...(opts.label === undefined ? {} : { label: opts.label })
   }
   const stop = new AbortController()
@@ -124,21 +129,23 @@ async function giveUp (channel: ByteChannel, err: ImageTransferError, result: Pr
 }
 
 async function sendData (channel: ByteChannel, dir: string, header: ImageHeader, meter: ProgressMeter, signal: AbortSignal, opts: SendOptions): Promise<number> {
-  const hashes = new FileHashes(header.files)
+  const hashes = new FileHashes(header.files, header.checksum)
   const chunks = readImageData(dir, header.files, opts.chunkBytes ?? DATA_CHUNK_BYTES, signal)
   const wireBytes = header.compression === 'zstd'
     ? await sendCompressed(channel, chunks, hashes, meter, signal, opts)
-    : await sendPlain(channel, chunks, hashes, meter, signal)
+    : await sendPlain(channel, chunks, hashes, meter, signal, channel.copiesOnWrite === true)
   await channel.write(encodeTrailer({ digests: hashes.digests(), wireBytes }), signal)
   return wireBytes
 }
 
-async function sendPlain (channel: ByteChannel, chunks: AsyncIterable<DataChunk>, hashes: FileHashes, meter: ProgressMeter, signal: AbortSignal): Promise<number> {
+/** `reuse`: the channel is done with a chunk once its write settled, so its buffer is read into again. */
+async function sendPlain (channel: ByteChannel, chunks: AsyncIterable<DataChunk>, hashes: FileHashes, meter: ProgressMeter, signal: AbortSignal, reuse: boolean): Promise<number> {
   let done = 0
   for await (const chunk of chunks) {
     hashes.update(chunk.file, chunk.body)
     writeFrameHeader(chunk.frame, FrameType.data, chunk.body.byteLength)
     await channel.write(chunk.frame, signal)
+    if (reuse) chunk.release()
     done += chunk.body.byteLength
     meter.update(done, done)
   }
@@ -208,24 +215,24 @@ class FrameBuilder {
   }
 }
 
-/** One sha256 per file, over its content; an empty file's digest is that of no bytes. */
+/** One checksum per file, over its content; an empty file's digest is that of no bytes. */
 class FileHashes {
-  private readonly hashes: Array<Hash | undefined>
+  private readonly hashes: Array<FileChecksum | undefined>
 
-  constructor (files: readonly ImageFile[]) {
+  constructor (files: readonly ImageFile[], private readonly algorithm: ChecksumAlgorithm) {
     this.hashes = files.map(() => undefined)
   }
 
   update (file: number, bytes: Uint8Array): void {
     let h = this.hashes[file]
     if (h === undefined) {
-      h = createHash('sha256')
+      h = createFileChecksum(this.algorithm)
       this.hashes[file] = h
     }
     h.update(bytes)
   }
 
   digests (): string[] {
-    return this.hashes.map(h => (h ?? createHash('sha256')).digest('hex'))
+    return this.hashes.map(h => (h ?? createFileChecksum(this.algorithm)).digest())
   }
 }

@@ -1,16 +1,16 @@
 /**
  * The receiving end's file access: splits the image byte stream into the header's files, writes
- * each with O_EXCL|O_NOFOLLOW inside the destination dir, hashes it on the way, and removes
+ * each with O_EXCL|O_NOFOLLOW inside the destination dir, checksums it on the way, and removes
  * everything it created when the transfer fails.
  */
-import { createHash } from 'node:crypto'
 import { constants } from 'node:fs'
 import { open, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { createFileChecksum } from './checksum.js'
 import { ImageIntegrityError, ImageTransferError } from './errors.js'
-import type { Hash } from 'node:crypto'
 import type { FileHandle } from 'node:fs/promises'
-import type { ImageFile } from '../../protocol/images.js'
+import type { ChecksumAlgorithm, ImageFile } from '../../protocol/images.js'
+import type { FileChecksum } from './checksum.js'
 
 /** Bytes gathered before one writev: large writes, a few in flight while the next fills. */
 const WRITE_BATCH_BYTES = 1024 * 1024
@@ -19,7 +19,8 @@ const WRITES_IN_FLIGHT = 4
 
 interface OpenFile {
   readonly fh: FileHandle
-  readonly hash: Hash
+  /** The header's checksum, and a sha256 too when asked for one and the checksum is not it. */
+  readonly hashes: readonly FileChecksum[]
   readonly file: ImageFile
   written: number
 }
@@ -31,8 +32,10 @@ interface OpenFile {
 export class ImageDirWriter {
   /** Bytes of image data accepted so far. */
   doneBytes = 0
-  /** Hex digests of the files completed so far, in header order. */
+  /** Hex digests (the header's checksum) of the files completed so far, in header order. */
   readonly digests: string[] = []
+  /** Their sha256 digests, when the checksum is sha256 or `sha256` was asked for. */
+  readonly sha256: string[] = []
   private readonly created: string[] = []
   private index = 0
   private current: OpenFile | undefined
@@ -42,7 +45,12 @@ export class ImageDirWriter {
   private readonly inFlight = new Set<Promise<void>>()
   private writeError: unknown
 
-  constructor (private readonly dir: string, private readonly files: readonly ImageFile[]) {}
+  constructor (
+    private readonly dir: string,
+    private readonly files: readonly ImageFile[],
+    private readonly checksum: ChecksumAlgorithm = 'sha256',
+    private readonly wantSha256 = true
+  ) {}
 
   async write (bytes: Uint8Array): Promise<void> {
     let at = 0
@@ -50,7 +58,7 @@ export class ImageDirWriter {
       const cur = this.current ?? await this.openNext()
       const take = Math.min(cur.file.size - cur.written, bytes.byteLength - at)
       const piece = bytes.subarray(at, at + take)
-      cur.hash.update(piece)
+      for (const h of cur.hashes) h.update(piece)
       this.batch.push(piece)
       this.batchBytes += take
       cur.written += take
@@ -98,7 +106,9 @@ export class ImageDirWriter {
       throw fsError(err, file, 'create')
     }
     this.created.push(path)
-    this.current = { fh, hash: createHash('sha256'), file, written: 0 }
+    const hashes = [createFileChecksum(this.checksum)]
+    if (this.wantSha256 && this.checksum !== 'sha256') hashes.push(createFileChecksum('sha256'))
+    this.current = { fh, hashes, file, written: 0 }
     this.batchPosition = 0
     return this.current
   }
@@ -113,7 +123,10 @@ export class ImageDirWriter {
     } finally {
       await cur.fh.close()
     }
-    this.digests.push(cur.hash.digest('hex'))
+    const [check, sha256] = cur.hashes.map(h => h.digest())
+    this.digests.push(check ?? '')
+    if (this.checksum === 'sha256') this.sha256.push(check ?? '')
+    else if (sha256 !== undefined) this.sha256.push(sha256)
   }
 
   /** Starts writing the gathered batch, waiting first if WRITES_IN_FLIGHT are still running. */

@@ -259,7 +259,7 @@ export class CheckpointCore {
 }
 
 /** The transfer's own sha256s (of what was written here) must be the manifest's. */
-function checkReceived (body: ManifestBody, images: ReadonlyArray<{ name: string, size: number, sha256: string }>): void {
+function checkReceived (body: ManifestBody, images: ReadonlyArray<{ name: string, size: number, sha256?: string }>): void {
   const got = new Map(images.map(i => [i.name, i]))
   for (const f of body.files) {
     const g = got.get(f.name)

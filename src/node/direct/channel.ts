@@ -23,6 +23,8 @@ export interface DirectKeys {
 const READ_HIGH_WATER = 8 * 1024 * 1024
 
 export class DirectByteChannel implements ByteChannel {
+  /** `write` seals (encrypts into new buffers) before it returns: the plaintext is free at once. */
+  readonly copiesOnWrite = true
   private readonly sealer: RecordSealer
   private readonly opener: RecordOpener
   private failure: ChannelClosedError | undefined
