@@ -19,7 +19,7 @@ import { createNodeHost } from '../../src/node/host.js'
 import { clusterPrologue } from '../../src/node/identity.js'
 import { decodeWith } from '../../src/protocol/peer.js'
 import { fuzzSeed, mutate, pack, Rng } from './mutate.js'
-import type { RecordTypeValue } from '../../src/node/direct/records.js'
+import type { RecordCrypto, RecordTypeValue } from '../../src/node/direct/records.js'
 import type { NodeHost } from '../../src/node/host.js'
 import { z } from 'zod'
 
@@ -28,14 +28,17 @@ const PROTOCOL = '/ssi/test-direct-fuzz/1'
 
 interface Sealed { readonly type: RecordTypeValue, readonly payload: Buffer }
 
-function sealAll (key: Buffer, records: Sealed[]): Buffer {
-  const sealer = new RecordSealer(key)
+/** Both implementations (native EVP and node:crypto), chosen per stream and per end: same bytes. */
+const CRYPTO: RecordCrypto[] = ['native', 'node']
+
+function sealAll (key: Buffer, records: Sealed[], crypto?: RecordCrypto): Buffer {
+  const sealer = new RecordSealer(key, crypto)
   return Buffer.concat(records.flatMap(r => sealer.seal(r.type, r.payload)))
 }
 
 /** Feeds `bytes` in random slices; returns the records opened before the first error (if any). */
 function openAll (rng: Rng, key: Buffer, bytes: Buffer): { opened: Sealed[], error?: unknown } {
-  const opener = new RecordOpener(key)
+  const opener = new RecordOpener(key, rng.pick(CRYPTO))
   const opened: Sealed[] = []
   try {
     for (let at = 0; at < bytes.length;) {
@@ -58,7 +61,7 @@ describe(`direct connection fuzz (FUZZ_SEED=${seed})`, () => {
       const records: Sealed[] = [{ type: RecordType.hello, payload: rng.bytes(32) }]
       for (let n = rng.int(4); n > 0; n--) records.push({ type: RecordType.data, payload: rng.bytes(rng.pick([0, 1, 100, 5000])) })
       records.push({ type: RecordType.end, payload: Buffer.alloc(0) })
-      const valid = sealAll(key, records)
+      const valid = sealAll(key, records, rng.pick(CRYPTO))
       const variant = rng.int(6)
       const input = variant === 0
         ? sealAll(randomBytes(32), records) // a stranger's key

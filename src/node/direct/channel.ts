@@ -1,7 +1,9 @@
 /**
  * A ByteChannel over a direct TCP connection whose bytes are AES-256-GCM records (./records.ts).
- * One `socket.write` per record part and no framing layers in between: this is what makes bulk
- * data cheaper per byte than a noise+yamux stream (see src/migration/transfer.ts).
+ * One `socket.write` per record (natively sealed into a pooled buffer that comes back once the
+ * socket flushed it) and no framing layers in between: this is what makes bulk data cheaper per
+ * byte than a noise+yamux stream (see src/migration/transfer.ts). Received records are opened in
+ * place, in the socket's own read buffers.
  */
 import { timingSafeEqual } from 'node:crypto'
 import { ChannelClosedError } from '../../migration/ports.js'
@@ -104,6 +106,10 @@ export class DirectByteChannel implements ByteChannel {
 
   private writeRecord (type: typeof RecordType[keyof typeof RecordType], payload: Uint8Array): boolean {
     const parts = this.sealer.seal(type, payload)
+    if (parts.length === 1 && parts[0] !== undefined) {
+      // Pooled output: back to the sealer once the socket flushed it (not after a failed write).
+      return this.socket.write(parts[0], err => { if (err == null) this.sealer.recycle(parts) })
+    }
     this.socket.cork()
     let ok = true
     for (const p of parts) ok = this.socket.write(p)
