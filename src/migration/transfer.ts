@@ -4,21 +4,27 @@
  *
  * Choices, measured on the 2-vCPU dev VM (Node 20, SHA-NI, both ends on the same two cores;
  * benchmarks/transfer.ts prints the current figures):
- * - Integrity: one sha256 per file, computed while reading (sender) and while writing (receiver),
- *   compared before the receiver answers ok. With SHA-NI, Node's sha256 runs at ~1.8 GB/s, i.e.
- *   ~0.55 s of one core per GiB per end (zlib.crc32 is ~3x cheaper but only catches accidents;
- *   sha256 also names the content, so a restore can re-check the images it is handed, and the
- *   checkpoint service compares the receiver's digests with the manifest). A hashing worker thread
- *   would not help here: both ends share the same 2 cores, so CPU per byte is the budget.
+ * - Integrity: one checksum per file, computed while reading (sender) and while writing
+ *   (receiver), compared before the receiver answers ok. The sender picks it (the header's
+ *   `checksum`): sha256 (default; ~0.55 s of one core per GiB per end with SHA-NI, more under load)
+ *   or crc32 (./transfer/checksum.ts; ~8x cheaper). Migrations use crc32: the channel is
+ *   authenticated (AES-GCM records, or Noise), so the end-to-end check only has to catch accidents
+ *   between the file read and the file write. Where the content must be named — a checkpoint's
+ *   signed manifest, a re-check right before restore — the receiver also computes a sha256 as the
+ *   files arrive (ReceiveOptions.sha256). A hashing worker thread would not help here: both ends
+ *   share the same 2 cores, so CPU per byte is the budget.
  * - The transport is the main cost. A noise+yamux stream costs ~2.5-4x the CPU per byte of TCP with
  *   one AES-256-GCM call per record (profiles: per-64-KiB ChaCha20-Poly1305 cipher objects and
  *   Buffer.concat copies in noise, yamux frames, Uint8ArrayLists and the GC they cause). So the
  *   daemon moves image dirs over a direct TCP connection of AES-256-GCM records negotiated over the
  *   libp2p stream (src/node/direct/, README Security), falling back to the stream itself.
- * - What remains per GiB, both ends together: sha256 x2, AES-GCM x2 (Node allocates every output
- *   buffer, ~2.5x what `openssl speed` does), two TCP copies, the file read and write, GC. That is
- *   ~2.5-3 s of CPU per GiB: on 2 cores shared by both ends, ~0.7-0.9 GB/s at best. Reaching
- *   1 GB/s would need dropping one of the sha256s or Node's per-call allocations.
+ * - Allocation is the other cost: every fresh Buffer of image data is external memory, and V8
+ *   scavenges for "external memory pressure" every few MiB of it. So on the direct path the sender
+ *   reuses its read buffers (the channel seals before `write` returns: `copiesOnWrite`), records are
+ *   sealed into pooled buffers and opened in place through Node's own OpenSSL (src/native/aes-gcm.ts).
+ * - What remains per GiB, per end (profiles at load ~12, a quiet machine takes about half): AES-GCM
+ *   ~0.45 s, crc32 ~0.2 s, the socket copy ~0.4 s, the file read or write ~0.3-0.4 s, GC ~0.1-0.2 s:
+ *   ~1.2 CPU-s sending and ~1.7 receiving (from ~2.1 and ~2.5 with sha256 and node:crypto).
  * - zstd is opt-in (`compress: 'zstd'`; the `zstd` binary on Node 20, zlib's on Node 22.15+).
  *   It pays only when the link is slower than zstd -1 and the image compresses: over the pnet
  *   stack a 75 %-compressible image went 1.0-1.45x as fast (runs vary); on incompressible data it
