@@ -14,11 +14,11 @@ import { spawn } from 'node:child_process'
 import { createReadStream } from 'node:fs'
 import { open } from 'node:fs/promises'
 import type { Socket } from 'node:net'
+import { readVpidHeader, vpidHeader } from './vpid-header.js'
 import type { ByteChannel } from './ports.js'
 
 /** Carries one migration's page stream; the source first writes the vpid (8 bytes, big-endian). */
 export const PAGES_PROTOCOL = '/ssi/stop-copy-pages/1'
-const HEADER_BYTES = 8
 
 export class PageStreamError extends Error {
   static override name = 'PageStreamError'
@@ -27,39 +27,12 @@ export class PageStreamError extends Error {
 
 /** The channel's first bytes: which migration the pages are for. */
 export function pagesHeader (vpid: number): Uint8Array {
-  const header = Buffer.alloc(HEADER_BYTES)
-  header.writeBigUInt64BE(BigInt(vpid))
-  return header
+  return vpidHeader(vpid)
 }
 
 /** Reads the vpid header; returns it and a channel whose `read` yields what follows it. */
 export async function readPagesHeader (channel: ByteChannel, signal: AbortSignal): Promise<{ vpid: number, rest: ByteChannel }> {
-  const reader = channel.read(signal)[Symbol.asyncIterator]()
-  let head: Uint8Array = new Uint8Array(0)
-  while (head.byteLength < HEADER_BYTES) {
-    const next = await reader.next()
-    if (next.done === true) throw new PageStreamError('page channel ended before its header')
-    head = Buffer.concat([head, next.value])
-  }
-  const vpid = Number(Buffer.from(head).readBigUInt64BE(0))
-  const extra = head.subarray(HEADER_BYTES)
-  async function * rest (): AsyncGenerator<Uint8Array> {
-    if (extra.byteLength > 0) yield extra
-    for (;;) {
-      const next = await reader.next()
-      if (next.done === true) return
-      yield next.value
-    }
-  }
-  return {
-    vpid,
-    rest: {
-      write: async (chunk, s) => { await channel.write(chunk, s) },
-      closeWrite: async (s) => { await channel.closeWrite(s) },
-      read: () => rest(),
-      abort: (err) => { channel.abort(err) }
-    }
-  }
+  return await readVpidHeader(channel, signal, () => new PageStreamError('page channel ended before its header'))
 }
 
 /** A `criu page-server` writing one dump's pages into a dir, fed through `socket`. */

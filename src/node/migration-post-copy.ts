@@ -9,6 +9,7 @@ import { readFile } from 'node:fs/promises'
 import { bridge, connectLoopback, freeLoopbackPort, listenLoopbackOnce } from '../migration/page-bridge.js'
 import { prefetchBridge } from '../migration/page-prefetch.js'
 import { readLazyRanges } from '../migration/criu/pagemap.js'
+import { readVpidHeader, vpidHeader } from '../migration/vpid-header.js'
 import type { LazyRange } from '../migration/criu/pagemap.js'
 import type { BridgeStats, LoopbackListener } from '../migration/page-bridge.js'
 import type { BulkTransport, ByteChannel } from '../migration/ports.js'
@@ -22,35 +23,6 @@ import type { Logger } from './logger.js'
  * source first writes the vpid (8 bytes, big-endian), then CRIU's bytes follow both ways.
  */
 export const LAZY_PAGES_PROTOCOL = '/ssi/lazy-pages/1'
-const HEADER_BYTES = 8
-
-/** Reads the vpid header; returns it and a channel whose `read` yields what follows it. */
-async function readHeader (channel: ByteChannel, signal: AbortSignal): Promise<{ vpid: number, rest: ByteChannel }> {
-  const reader = channel.read(signal)[Symbol.asyncIterator]()
-  let head = new Uint8Array(0)
-  while (head.byteLength < HEADER_BYTES) {
-    const next = await reader.next()
-    if (next.done === true) throw new PostCopyError('page channel ended before its header')
-    head = Buffer.concat([head, next.value])
-  }
-  const vpid = Number(Buffer.from(head).readBigUInt64BE(0))
-  const extra = head.subarray(HEADER_BYTES)
-  async function * read (): AsyncGenerator<Uint8Array> {
-    if (extra.byteLength > 0) yield extra
-    for (;;) {
-      const next = await reader.next()
-      if (next.done === true) return
-      yield next.value
-    }
-  }
-  const rest: ByteChannel = {
-    write: async (chunk, s) => { await channel.write(chunk, s) },
-    closeWrite: async (s) => { await channel.closeWrite(s) },
-    read: () => read(),
-    abort: (err) => { channel.abort(err) }
-  }
-  return { vpid, rest }
-}
 
 interface Outgoing {
   readonly abort: AbortController
@@ -141,9 +113,7 @@ export class PostCopyPlumbing {
     const o = this.out.get(vpid)
     if (o === undefined) throw new PostCopyError(`job ${vpid} has no lazy dump here`)
     const channel = await this.bulk.open(target, LAZY_PAGES_PROTOCOL, signal)
-    const header = Buffer.alloc(HEADER_BYTES)
-    header.writeBigUInt64BE(BigInt(vpid))
-    await channel.write(header, signal)
+    await channel.write(vpidHeader(vpid), signal)
     // Before the target runs the job, a broken stream must let the tree here go on (kill CRIU
     // first); once it runs there, the tree here is stale and CRIU's EOF handling kills it.
     const beforeTeardown = async (): Promise<void> => { if (o.pulling !== true) await this.killDump(o) }
@@ -227,7 +197,7 @@ export class PostCopyPlumbing {
 
   /** An incoming page channel: waits for the lazy-pages daemon's connection and bridges the two. */
   async handleChannel (channel: ByteChannel, fromNode: string, signal: AbortSignal): Promise<void> {
-    const { vpid, rest } = await readHeader(channel, signal)
+    const { vpid, rest } = await readVpidHeader(channel, signal, () => new PostCopyError('page channel ended before its header'))
     const entry = this.inc.get(vpid)
     if (entry === undefined || entry.from !== fromNode) throw new PostCopyError(`no post-copy migration of job ${vpid} from ${fromNode} was prepared`)
     const socket = await Promise.race([
