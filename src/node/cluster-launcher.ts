@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { DEFAULT_SOCKET_PATH } from '../api/constants.js'
 import { createClusterKey, writeFileAtomic } from './identity.js'
 import { netnsCommand, setupNetwork, teardownNetwork } from './netns/network.js'
+import { removeEndedJobCgroups } from '../ssi/jobs/node-cgroups.js'
 import type { ClusterConfig, NodeConfig } from './config.js'
 
 /** A small young generation keeps an idle daemon near 100 MB RSS instead of ~130 MB. */
@@ -137,6 +138,8 @@ export interface StoppedNode { readonly name: string, readonly pid?: number, rea
 export async function clusterDown (config: ClusterConfig, graceMs = 5000): Promise<StoppedNode[]> {
   const stopped = await stopDaemons(config, graceMs)
   if (config.netns !== undefined) await teardownNetwork(config)
+  // What a daemon killed after the grace period, or one whose jobs ended as it stopped, left behind.
+  else await Promise.all(config.nodes.map(async n => { await removeEndedJobCgroups(config.name, n) }))
   return stopped
 }
 

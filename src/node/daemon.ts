@@ -25,8 +25,8 @@ import type { Checkpoints } from './checkpoint/index.js'
 import { checkpointJobHooks, registerCheckpointHandlers } from './handlers/checkpoint.js'
 import { ClusterJobs } from '../ssi/jobs/cluster.js'
 import { LocalJobs } from '../ssi/jobs/local.js'
-import { createJobRuntime, jobCgroupPrefix } from '../ssi/jobs/runtime-host.js'
-import { removeEmptyCgroupPrefix } from '../ssi/cgroups/index.js'
+import { createJobRuntime } from '../ssi/jobs/runtime-host.js'
+import { removeEndedJobCgroups } from '../ssi/jobs/node-cgroups.js'
 import { VpidAllocator } from '../ssi/vpid.js'
 import { FailureHandler } from '../ssi/failure/handler.js'
 import { Fencer } from '../ssi/failure/fence.js'
@@ -110,8 +110,8 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     })
     const view: ClusterView = { selfName: node.name, selfId: node.id, nodes: () => membership.list() }
     const runtime = await createJobRuntime({ cluster: config.name, node: node.name, jobsRoot: join(node.stateDir, 'jobs'), logger: logger.child({ component: 'runtime' }), allowIoUring: config.jobs.ioUring === 'allow' })
-    // Last in the shutdown: the node's cgroup dir goes if no job outlives the daemon.
-    cleanups.push(async () => { await removeEmptyCgroupPrefix(jobCgroupPrefix(config.name, node.name)) })
+    // Last in the shutdown: the cgroups of jobs that ended go, and the node's cgroup dir if no job outlives the daemon.
+    cleanups.push(async () => { await removeEndedJobCgroups(config.name, node) })
     const localJobs = new LocalJobs({
       node: node.name,
       store,

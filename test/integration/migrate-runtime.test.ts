@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createCgroupManager, parseV1Mounts, removeEmptyCgroupPrefix } from '../../src/ssi/cgroups/index.js'
-import { createJobRuntime, jobCgroupPrefix } from '../../src/ssi/jobs/runtime-host.js'
+import { createJobRuntime } from '../../src/ssi/jobs/runtime-host.js'
+import { jobCgroupPrefix } from '../../src/ssi/jobs/node-cgroups.js'
 import type { JobRuntime } from '../../src/ssi/jobs/runtime.js'
 
 const NODE = `mrt${process.pid}`

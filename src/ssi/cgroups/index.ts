@@ -1,6 +1,6 @@
 /** Cgroups: the CgroupManager interface, its v1/v2/fake implementations and the host factory. */
 import { existsSync, readFileSync } from 'node:fs'
-import { rmdir } from 'node:fs/promises'
+import { readdir, rmdir } from 'node:fs/promises'
 import { CgroupV1Manager, parseV1Mounts } from './v1.js'
 import { CgroupV2Manager } from './v2.js'
 import type { CgroupLogger, CgroupManager } from './types.js'
@@ -30,15 +30,36 @@ export function createCgroupManager (init: CreateCgroupManagerInit): CgroupManag
   return new CgroupV1Manager({ mounts, prefix: init.prefix, logger: init.logger })
 }
 
+export interface RemovePrefixOptions {
+  /** Where cgroupfs is mounted (default /sys/fs/cgroup). */
+  readonly root?: string
+  /** Whether the (empty) child cgroup `name` may go first; default: none may. */
+  readonly removable?: (name: string) => Promise<boolean>
+}
+
 /**
  * Removes `<prefix>` from every hierarchy if no job cgroup is left in it (rmdir refuses a cgroup
- * with children, so a job that outlives its daemon keeps its parent). Managers make the prefix dir on
- * first use and never remove it, since jobs outlive daemons: the owner calls this when it stops.
+ * with children, so a job that outlives its daemon keeps its parent), after the empty children
+ * `removable` names (rmdir refuses one with tasks too). Managers make the prefix dir on first use
+ * and never remove it, since jobs outlive daemons: the owner calls this when it stops.
  */
-export async function removeEmptyCgroupPrefix (prefix: string, root = '/sys/fs/cgroup'): Promise<void> {
+export async function removeEmptyCgroupPrefix (prefix: string, opts: RemovePrefixOptions = {}): Promise<void> {
   if (prefix === '' || prefix.includes('/') || prefix.startsWith('.')) throw new Error(`not a cgroup prefix: ${prefix}`)
+  const root = opts.root ?? '/sys/fs/cgroup'
   const parents = existsSync(`${root}/cgroup.controllers`)
     ? [root]
     : [...new Set(parseV1Mounts(readFileSync('/proc/self/mountinfo', 'utf8'), root).values())]
-  await Promise.all(parents.map(async p => { await rmdir(`${p}/${prefix}`).catch(() => {}) }))
+  const verdicts = new Map<string, Promise<boolean>>()
+  const removable = async (name: string): Promise<boolean> => {
+    if (opts.removable === undefined) return false
+    if (!verdicts.has(name)) verdicts.set(name, opts.removable(name).catch(() => false))
+    return await (verdicts.get(name) as Promise<boolean>)
+  }
+  await Promise.all(parents.map(async p => {
+    const dir = `${p}/${prefix}`
+    for (const child of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      if (child.isDirectory() && await removable(child.name)) await rmdir(`${dir}/${child.name}`).catch(() => {})
+    }
+    await rmdir(dir).catch(() => {})
+  }))
 }

@@ -15,6 +15,7 @@ import { unusedMounts } from '../../migration/used-mounts.js'
 import { createCgroupManager } from '../cgroups/index.js'
 import type { CgroupManager } from '../cgroups/index.js'
 import { createJobSpawner, JobNotFoundError, readChunk } from '../spawner/index.js'
+import { jobCgroupPrefix } from './node-cgroups.js'
 import type { ExitInfo } from './record.js'
 import { LAZY_PIPE_MAX_SIZE } from '../../migration/modes.js'
 import type { MigrationCapabilities } from '../../migration/modes.js'
@@ -37,9 +38,6 @@ export interface JobRuntimeInit {
 interface HostRuntimeJob extends RuntimeJob { readonly handle: JobHandle }
 
 const toExit = (e: ExitStatus): ExitInfo => ({ code: e.code, signal: e.signal, oomKilled: e.oomKilled })
-
-/** The dir under each cgroup hierarchy that holds one node's job cgroups. */
-export const jobCgroupPrefix = (cluster: string, node: string): string => `ssi-${cluster}-${node}`
 
 export async function createJobRuntime (init: JobRuntimeInit): Promise<JobRuntime> {
   const cgroups = createCgroupManager({ prefix: jobCgroupPrefix(init.cluster, init.node), logger: init.logger })
