@@ -30,6 +30,9 @@ export const jobStartSchema = z.object({
 
 export const vpidParamSchema = z.object({ vpid }).strict()
 
+/** `job.supersede`: the copy of vpid on the called node is stale, the job runs on `node`. */
+export const jobSupersedeSchema = z.object({ vpid, node: z.string().min(1).max(64) }).strict()
+
 export const jobSignalSchema = z.object({
   vpid,
   signal: z.string().regex(/^SIG[A-Z0-9]+$/).max(16),

@@ -34,7 +34,7 @@ function handlerWith (nodes: NodeView[], peerDead: Record<string, string[]>, pee
   const rpc: PeerRpc = {
     async call (node, method, params) {
       if (method === 'failure.suspects') return { dead: peerDead[node] ?? [] }
-      if (method === 'job.signal') { signals.push(params); return {} }
+      if (method === 'job.signal' || method === 'job.supersede') { signals.push({ method, ...params as object }); return {} }
       if (method === 'job.list') return peerJobs[node] ?? []
       if (method === 'job.get') {
         const job = (peerJobs[node] ?? []).find(j => j.vpid === (params as { vpid: number }).vpid)
@@ -83,12 +83,12 @@ describe('FailureHandler', () => {
     expect(store.get('loc/000000002000001')).toMatchObject({ state: 'running' })
   })
 
-  it('a rejoined node\'s copy of a job that runs elsewhere now (restored from a checkpoint) is killed', async () => {
+  it('a rejoined node\'s copy of a job that runs elsewhere now (restored from a checkpoint) is superseded: killed, pointing at the live copy', async () => {
     const job = { vpid: 2000001, homeNode: 'n2', node: 'n1', state: 'running' as const }
     const { handler, store, signals } = handlerWith([], {}, { n1: [job], n3: [{ ...job, node: 'n3' }] })
     store.set('loc/000000002000001', { vpid: 2000001, node: 'n3', state: 'running' })
     await handler.reconcile('n1')
-    expect(signals).toEqual([{ vpid: 2000001, signal: 'SIGKILL', asUid: 0 }])
+    expect(signals).toEqual([{ method: 'job.supersede', vpid: 2000001, node: 'n3' }])
     expect(store.get('loc/000000002000001')).toMatchObject({ node: 'n3' })
   })
 

@@ -50,6 +50,19 @@ describe('LocalJobs and migration', () => {
     expect(local.canReceive(1000001)).toBe(true)
   })
 
+  it('a stale copy superseded by a restore elsewhere ends here as moved there: killed, its waiters told where the job runs', async () => {
+    const { runtime, end, released } = fakeRuntime()
+    const local = localJobs(runtime)
+    await local.start(start)
+    const waiting = local.wait(1000001)
+    expect(await local.supersede(1000001, 'n3')).toBe(true)
+    expect(released).toEqual([1000001])
+    end(1000001, { signal: 9, oomKilled: false }) // the kill that the release did: not the job's end
+    await tick()
+    expect(await waiting).toMatchObject({ state: 'moved', node: 'n3', migration: { to: 'n3', detail: expect.stringMatching(/stale copy: .*restored from a checkpoint on n3/) } })
+    expect(await local.supersede(1000001, 'n3')).toBe(false)
+  })
+
   it('lets only the owner or root migrate', async () => {
     const local = localJobs(fakeRuntime().runtime)
     await local.start(start)

@@ -186,6 +186,17 @@ export class FailureHandler {
   }
 
   /**
+   * Ends the stale copy of vpid on `node`: recorded there as moved to `runsOn` (its waiters follow
+   * the job there), or, from a node that lacks that method, merely killed.
+   */
+  private async supersede (node: string, vpid: number, runsOn: string): Promise<void> {
+    const opts = { timeoutMs: 5000, signal: this.abort.signal }
+    await this.init.rpc.call(node, 'job.supersede', { vpid, node: runsOn }, opts).catch(async () => {
+      await this.init.rpc.call(node, 'job.signal', { vpid, signal: 'SIGKILL', asUid: 0 }, opts).catch(() => {})
+    })
+  }
+
+  /**
    * `node` is back: for each of its jobs launched here, take back a lost record (the job survived)
    * or, if the job runs elsewhere now (restored from a checkpoint), kill this stale copy.
    */
@@ -203,7 +214,7 @@ export class FailureHandler {
       if (loc !== undefined && loc.node !== node && mayBeRunning(loc) && !TERMINAL_STATES.has(job.state)) {
         if (await this.runsOn(loc.node, job.vpid)) {
           this.init.logger.warn({ vpid: job.vpid, stale: node, runs: loc.node }, 'killing a stale copy of a job that runs elsewhere now')
-          await this.init.rpc.call(node, 'job.signal', { vpid: job.vpid, signal: 'SIGKILL', asUid: 0 }, { timeoutMs: 5000 }).catch(() => {})
+          await this.supersede(node, job.vpid, loc.node)
           continue
         }
         // Not there: the job migrated while this node could not be told (it was down), so this is

@@ -207,6 +207,18 @@ export class LocalJobs {
     return { record: e.record, runtime: e.runtime, treeAlive: e.treeAlive ?? false }
   }
 
+  /**
+   * This node's copy of the job is stale: its home node restored the job from a checkpoint on `node`
+   * while this node was away. The copy is killed (with its cgroup) and the record points at `node`,
+   * so waiters and followers here go on there, as after a migration. False if it is not running here.
+   */
+  async supersede (vpid: number, node: string): Promise<boolean> {
+    const e = this.jobs.get(vpid)
+    if (e === undefined || e.record.state !== 'running' || node === this.init.node) return false
+    await this.markMoved(vpid, node, `a stale copy: the job was restored from a checkpoint on ${node} while ${this.init.node} was away`)
+    return true
+  }
+
   /** The migration finished: the job runs on `node` now. Frees what is left of it here. */
   async markMoved (vpid: number, node: string, detail?: string): Promise<JobRecord> {
     const e = this.entry(vpid)

@@ -1,6 +1,6 @@
 /** The executing-node and home-node sides of the job methods, validated before use. */
 import { parseParams } from '../../protocol/peer.js'
-import { jobOutputSchema, jobSignalSchema, jobStartSchema, jobStdinSchema, locationSetSchema, vpidParamSchema } from '../../protocol/jobs.js'
+import { jobOutputSchema, jobSignalSchema, jobStartSchema, jobStdinSchema, jobSupersedeSchema, locationSetSchema, vpidParamSchema } from '../../protocol/jobs.js'
 import { VpidNotFoundError } from './errors.js'
 import { locKey, TERMINAL_STATES } from './record.js'
 import { listLost, lostKey, recoveredKey } from '../failure/lost.js'
@@ -18,6 +18,10 @@ export function registerJobPeerHandlers (rpc: PeerRpc, local: LocalJobs, store: 
     const { vpid, signal, asUid } = parseParams(jobSignalSchema, p)
     await local.signal(vpid, signal as NodeJS.Signals, asUid)
     return {}
+  })
+  rpc.handle('job.supersede', async p => {
+    const { vpid, node } = parseParams(jobSupersedeSchema, p)
+    return { superseded: await local.supersede(vpid, node) }
   })
   rpc.handle('job.wait', async (p, ctx) => await local.wait(parseParams(vpidParamSchema, p).vpid, ctx.signal))
   rpc.handle('job.stdin', async (p, ctx) => {

@@ -21,7 +21,8 @@ export const TERMINAL_STATES: ReadonlySet<JobState> = new Set(['exited', 'killed
 
 const ALLOWED: Readonly<Record<JobState, readonly JobState[]>> = {
   starting: ['running', 'failed', 'exited', 'killed', 'oom'],
-  running: ['exited', 'killed', 'oom', 'migrating', 'lost'],
+  // running -> moved: a stale copy superseded by the job restored elsewhere (LocalJobs.supersede).
+  running: ['exited', 'killed', 'oom', 'migrating', 'lost', 'moved'],
   migrating: ['running', 'exited', 'killed', 'oom', 'lost', 'moved', 'checkpointed'],
   exited: [],
   killed: [],
