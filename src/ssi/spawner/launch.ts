@@ -1,11 +1,13 @@
 /** Starting the shim and reading its one-line handshake; finding tini and the shim binary. */
 import { spawn } from 'node:child_process'
 import type { ChildProcessByStdio } from 'node:child_process'
-import type { Readable } from 'node:stream'
-import { accessSync, constants } from 'node:fs'
+import { accessSync, closeSync, constants } from 'node:fs'
+import { Socket } from 'node:net'
 import { delimiter, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { pipeCloexec, posixSpawnAvailable, reapLater, spawnDetached } from '../../native/spawn.js'
 import { JobStartError, RuntimeBinaryError } from './errors.js'
+import type { Readable } from 'node:stream'
 import type { PidRecord } from './state.js'
 
 /** dist/ssi-shim of this checkout: src/ssi/spawner and dist/ssi/spawner are both 3 levels down. */
@@ -54,26 +56,56 @@ function parseHandshake (line: string): PidRecord {
 export function runShim (shimPath: string, mode: 'run' | 'restore', jobDir: string, timeoutMs: number, signal?: AbortSignal, stdinFd?: number): Promise<PidRecord> {
   signal?.throwIfAborted()
   return new Promise<PidRecord>((resolve, reject) => {
-    const child = spawn(shimPath, [mode, jobDir], { detached: true, stdio: [stdinFd ?? 'ignore', 'pipe', 'ignore'] }) as ChildProcessByStdio<null, Readable, null>
     const chunks: Buffer[] = []
+    let out: Readable | undefined
     const finish = (err: unknown, rec?: PidRecord): void => {
       clearTimeout(timer)
       signal?.removeEventListener('abort', onAbort)
+      out?.destroy()
       if (rec !== undefined) resolve(rec)
       else reject(err)
     }
     const onAbort = (): void => { finish(signal?.reason) }
     const timer = setTimeout(() => { finish(new JobStartError(`ssi-shim gave no answer within ${timeoutMs} ms`)) }, timeoutMs)
     signal?.addEventListener('abort', onAbort, { once: true })
-    child.on('error', (err) => { finish(new RuntimeBinaryError(`cannot run ${shimPath}: ${err.message}`, { cause: err })) })
-    child.stdout.on('data', (c: Buffer) => { chunks.push(c) })
-    child.stdout.on('end', () => {
+    try {
+      out = startShim(shimPath, [mode, jobDir], stdinFd)
+    } catch (err) {
+      finish(new RuntimeBinaryError(`cannot run ${shimPath}: ${(err as Error).message}`, { cause: err }))
+      return
+    }
+    out.on('error', (err) => { finish(new RuntimeBinaryError(`cannot run ${shimPath}: ${err.message}`, { cause: err })) })
+    out.on('data', (c: Buffer) => { chunks.push(c) })
+    out.on('end', () => {
       try {
         finish(undefined, parseHandshake(Buffer.concat(chunks).toString('utf8')))
       } catch (err) {
         finish(err)
       }
     })
-    child.unref()
   })
+}
+
+/**
+ * Starts the shim detached and returns its stdout (the handshake). Through posix_spawn where glibc
+ * is found (src/native/spawn.ts: child_process.spawn would fork the whole daemon first, ~2-12 ms of
+ * a job start); else through child_process.
+ */
+function startShim (shimPath: string, args: readonly string[], stdinFd?: number): Readable {
+  if (!posixSpawnAvailable()) {
+    const child = spawn(shimPath, args, { detached: true, stdio: [stdinFd ?? 'ignore', 'pipe', 'ignore'] }) as ChildProcessByStdio<null, Readable, null>
+    child.on('error', (err) => { child.stdout.destroy(err) }) // e.g. ENOENT: reported by the reader
+    child.unref()
+    return child.stdout
+  }
+  const [r, w] = pipeCloexec()
+  try {
+    reapLater(spawnDetached(shimPath, [shimPath, ...args], { stdoutFd: w, stdinFd }))
+  } catch (err) {
+    closeSync(r)
+    throw err
+  } finally {
+    closeSync(w)
+  }
+  return new Socket({ fd: r, readable: true, writable: false })
 }
