@@ -104,7 +104,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       host,
       selfName: node.name,
       peerOf: name => { const m = membership.get(name); return m !== undefined && m.state !== 'dead' ? m.peerId : undefined },
-      nodeOf: peerId => membership.list().find(m => m.peerId === peerId)?.name,
+      nodeOf: peerId => membership.nameOf(peerId),
       logger: logger.child({ component: 'rpc' }),
       shutdown: shutdown.signal
     })
@@ -131,7 +131,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     const bulk = new Libp2pBulkTransport({
       host,
       peerOf: name => { const m = membership.get(name); return m !== undefined && m.state !== 'dead' ? m.peerId : undefined },
-      nodeOf: peerId => membership.list().find(m => m.peerId === peerId)?.name,
+      nodeOf: peerId => membership.nameOf(peerId),
       shutdown: shutdown.signal,
       logger: logger.child({ component: 'bulk' }),
       // Image dirs and page streams travel over direct AES-GCM connections on the listen IP

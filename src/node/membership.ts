@@ -124,6 +124,14 @@ export class Membership extends EventTarget {
     return [this.selfMember(), ...[...this.members.values()].sort((a, b) => a.id - b.id)]
   }
 
+  /** The name of the member with this PeerId (self included), without building member records: asked for every peer call. */
+  nameOf (peerId: string): string | undefined {
+    if (peerId === this.host.peerId.toString()) return this.init.self.name
+    let found: TrackedMember | undefined // the lowest id, as list().find() gave
+    for (const m of this.members.values()) if (m.peerId === peerId && (found === undefined || m.id < found.id)) found = m
+    return found?.name
+  }
+
   get (name: string): Member | undefined {
     return name === this.init.self.name ? this.selfMember() : this.members.get(name)
   }

@@ -176,7 +176,7 @@ export async function serveMux (init: MuxServeInit): Promise<void> {
   const send = async (frame: Uint8Array, signal: AbortSignal): Promise<void> => { await lp.write(frame, { signal }) }
   try {
     for (;;) {
-      const f = decodeWith(callerFrameSchema, (await lp.read()).subarray(), maxFrame, `rpc frame from ${fromNode()}`)
+      const f = decodeWith(callerFrameSchema, (await lp.read()).subarray(), maxFrame, () => `rpc frame from ${fromNode()}`)
       const call = calls.get(f.id)
       if (f.t === 'cancel') call?.abort.abort(new Error('cancelled by the caller'))
       else if (f.t === 'ack') {

@@ -54,20 +54,22 @@ export function decodeHeartbeat (data: Uint8Array): Heartbeat {
 }
 
 /** Size-limits, msgpack-decodes and validates one frame against a schema. */
-export function decodeWith<T> (schema: z.ZodType<T>, data: Uint8Array, maxBytes: number, what: string): T {
+export function decodeWith<T> (schema: z.ZodType<T>, data: Uint8Array, maxBytes: number, what: string | (() => string)): T {
+  // `what` may be a function: a label naming the peer costs a lookup, paid only when a frame is refused.
+  const label = (): string => typeof what === 'string' ? what : what()
   if (data.byteLength > maxBytes) {
-    throw new PeerMessageError(`${what} of ${data.byteLength} bytes exceeds the ${maxBytes}-byte limit`)
+    throw new PeerMessageError(`${label()} of ${data.byteLength} bytes exceeds the ${maxBytes}-byte limit`)
   }
   let raw: unknown
   try {
     raw = packr.unpack(data)
   } catch (err) {
-    throw new PeerMessageError(`${what} is not valid msgpack: ${(err as Error).message}`, { cause: err })
+    throw new PeerMessageError(`${label()} is not valid msgpack: ${(err as Error).message}`, { cause: err })
   }
   const parsed = schema.safeParse(raw)
   if (!parsed.success) {
     const issue = parsed.error.issues[0]
-    throw new PeerMessageError(`invalid ${what}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? ''}`)
+    throw new PeerMessageError(`invalid ${label()}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? ''}`)
   }
   return parsed.data
 }
