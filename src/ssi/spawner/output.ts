@@ -67,7 +67,9 @@ export async function * followFile (init: FollowInit): AsyncGenerator<Buffer> {
     }
   } finally {
     watcher.close()
-    await fh?.close()
+    // Not awaited: the follower is done, and its last message (the job's end) need not wait for a
+    // thread-pool round trip queued behind the cgroup removal of the job that just ended.
+    fh?.close().catch(() => {})
   }
 }
 

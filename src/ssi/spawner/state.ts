@@ -1,6 +1,5 @@
 /** The shim's state files (pid, exit) and process identity checks through /proc. */
 import { readFileSync } from 'node:fs'
-import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ExitStatus, JobHandle } from './types.js'
 
@@ -28,9 +27,15 @@ function parseRecords (text: string): Map<string, string> {
   return out
 }
 
+/**
+ * A state file's text (a few dozen bytes the shim wrote atomically), undefined if it does not exist.
+ * Read synchronously: the exit file is read at every wake-up of a job's watchers, and
+ * fs.promises.readFile costs four thread-pool round trips, which wait behind the cgroup removals
+ * of jobs just ended.
+ */
 async function readOptional (path: string): Promise<string | undefined> {
   try {
-    return await readFile(path, 'utf8')
+    return readFileSync(path, 'utf8')
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw err
