@@ -27,15 +27,30 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
       cpus: p.cpus ?? defaults.cpus,
       pids: p.pids ?? defaults.pids
     }
-    const job = await jobs.run({ argv: p.argv, env: p.env, cwd: p.cwd, limits, stdin: p.stdin, node: p.node }, owner, ctx.signal)
-    await hooks.started?.(job, p)
-    await ctx.emit({ kind: 'started', vpid: job.vpid, node: job.node })
-    if (p.detach) return toRunResult(job)
-    // Runs until the client stops sending; it never throws, so nothing needs to await it.
-    void forwardInputs(jobs, job, ctx.caller.uid, ctx.inputs, async (e) => { await ctx.emit(e) })
-    const last = await jobs.output(job.vpid, true, async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) }, ctx.signal, job.node, async (rec) => { await ctx.emit(checkpointedEvent(rec)) })
+    const req = { argv: p.argv, env: p.env, cwd: p.cwd, limits, stdin: p.stdin, node: p.node }
+    const started = async (job: JobRecord): Promise<void> => {
+      await hooks.started?.(job, p)
+      await ctx.emit({ kind: 'started', vpid: job.vpid, node: job.node })
+    }
+    if (p.detach) {
+      const job = await jobs.run(req, owner, ctx.signal)
+      await started(job)
+      return toRunResult(job)
+    }
+    let vpid = 0
+    // Start and output in one peer call (jobs.runAttached); output is passed on after `started`.
+    const last = await jobs.runAttached(req, owner, {
+      started: async (job) => {
+        vpid = job.vpid
+        await started(job)
+        // Runs until the client stops sending; it never throws, so nothing needs to await it.
+        void forwardInputs(jobs, job, ctx.caller.uid, ctx.inputs, async (e) => { await ctx.emit(e) })
+      },
+      onChunk: async (e) => { await ctx.emit({ kind: 'output', fd: e.fd, data: e.data }) },
+      onCheckpointed: async (rec) => { await ctx.emit(checkpointedEvent(rec)) }
+    }, ctx.signal)
     // The output's end normally brings the final record along; otherwise (lost, moved) wait for it.
-    const final = last !== undefined && isFinal(last) ? last : await jobs.wait(job.vpid, ctx.signal)
+    const final = last !== undefined && isFinal(last) ? last : await jobs.wait(vpid, ctx.signal)
     return toRunResult(final)
   })
   control.handle('ps', async (p, ctx) => await jobs.ps(p, ctx.signal))

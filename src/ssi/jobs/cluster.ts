@@ -20,6 +20,8 @@ import type { Recovery } from '../failure/lost.js'
 export const FOREVER_MS = 2 ** 31 - 1
 /** How often a follower of a checkpointed (stopped) job asks whether it was restored. */
 const RESTORE_POLL_MS = 1000
+/** How long a node may take to start a job (job.run's `started`), as a job.start call may (PeerRpc's default). */
+const START_TIMEOUT_MS = 30_000
 /** A stdin chunk chases a job across at most this many moves before giving up. */
 const MAX_STDIN_HOPS = 16
 
@@ -31,6 +33,23 @@ export interface RunRequest {
   readonly stdin: boolean
   /** Force a node instead of asking the placement policy. */
   readonly node?: string
+}
+
+/** A job's node and the parameters of its job.start. */
+interface Placed {
+  readonly node: string
+  readonly params: {
+    readonly vpid: number, readonly owner: JobOwner, readonly argv: readonly string[], readonly env: Readonly<Record<string, string>>
+    readonly cwd: string, readonly limits: JobLimits, readonly stdin: boolean, readonly homeNode: string
+  }
+}
+
+/** What an attached run (`runAttached`) tells its caller, in this order. */
+export interface AttachedRunHooks {
+  /** The job runs (its node's record); no output is passed on before this resolves. */
+  readonly started: (job: JobRecord) => Promise<void>
+  readonly onChunk: (e: OutputEvent) => Promise<void> | void
+  readonly onCheckpointed?: (rec: JobRecord) => Promise<void> | void
 }
 
 export interface PsFilter {
@@ -60,17 +79,77 @@ export class ClusterJobs {
 
   /** Chooses a node, allocates a vpid, records where it goes and starts it there. */
   async run (req: RunRequest, owner: JobOwner, signal?: AbortSignal): Promise<JobRecord> {
+    return await this.startPlaced(await this.place(req, owner), signal)
+  }
+
+  /**
+   * `run` and then `output` (follow) of the job, in one peer call where its node has `job.run`:
+   * `started` is awaited before any output is passed on. Resolves as `output` does.
+   */
+  async runAttached (req: RunRequest, owner: JobOwner, hooks: AttachedRunHooks, signal?: AbortSignal): Promise<JobRecord | undefined> {
+    const placed = await this.place(req, owner)
+    const offsets = { 1: 0, 2: 0 }
+    let job: JobRecord | undefined
+    const onEvent = async (raw: unknown): Promise<void> => {
+      const started = (raw as { started?: JobRecord }).started
+      if (job === undefined && started !== undefined) {
+        job = started
+        await this.keepStartedRecord(started)
+        await hooks.started(started)
+        return
+      }
+      const e = raw as OutputEvent
+      offsets[e.fd] += e.data.byteLength
+      await hooks.onChunk(e)
+    }
+    const done = await this.streamRun(placed, onEvent, () => job !== undefined, signal)
+    if (job === undefined) { // an older node: job.start, then job.output
+      job = await this.startPlaced(placed, signal)
+      await hooks.started(job)
+    }
+    return await this.followOutput(job.vpid, job.node, offsets, true, hooks.onChunk, signal, hooks.onCheckpointed, done)
+  }
+
+  /**
+   * The job.run call: its answer, or undefined if the node does not know the method. A failed start
+   * is recorded; the start has START_TIMEOUT_MS, what follows only the caller's signal.
+   */
+  private async streamRun ({ node, params }: Placed, onEvent: (e: unknown) => Promise<void>, started: () => boolean, signal?: AbortSignal): Promise<unknown> {
+    const deadline = AbortSignal.timeout(START_TIMEOUT_MS)
+    const either = signal === undefined ? deadline : AbortSignal.any([signal, deadline])
+    const call = new AbortController()
+    const onAbort = (): void => { if (!started() || signal?.aborted === true) call.abort(either.reason) }
+    either.addEventListener('abort', onAbort, { once: true })
+    try {
+      const done = await this.init.rpc.stream(node, 'job.run', params, { signal: call.signal, timeoutMs: FOREVER_MS, onEvent })
+      if (!started()) throw new JobStateError(`node ${node} ended job.run of ${params.vpid} without starting it`)
+      return done
+    } catch (err) {
+      if (started()) throw err
+      if ((err as { remoteName?: string }).remoteName === 'UnknownMethodError') return undefined
+      await this.init.store.put(locKey(params.vpid), { vpid: params.vpid, node, state: 'failed' })
+      throw err
+    } finally {
+      either.removeEventListener('abort', onAbort)
+    }
+  }
+
+  /** Where the job goes and its vpid, recorded as starting there, and the parameters of job.start. */
+  private async place (req: RunRequest, owner: JobOwner): Promise<Placed> {
     const node = this.chooseNode(req)
     const vpid = await this.init.allocator.allocate()
     await this.init.store.put(locKey(vpid), { vpid, node, state: 'starting' })
     this.recent.add(node)
-    const params = { vpid, owner, argv: req.argv, env: req.env, cwd: req.cwd, limits: req.limits, stdin: req.stdin, homeNode: this.init.view.selfName }
+    return { node, params: { vpid, owner, argv: req.argv, env: req.env, cwd: req.cwd, limits: req.limits, stdin: req.stdin, homeNode: this.init.view.selfName } }
+  }
+
+  private async startPlaced ({ node, params }: Placed, signal?: AbortSignal): Promise<JobRecord> {
     try {
       const job = await this.init.rpc.call(node, 'job.start', params, { signal }) as JobRecord
       await this.keepStartedRecord(job)
       return job
     } catch (err) {
-      await this.init.store.put(locKey(vpid), { vpid, node, state: 'failed' })
+      await this.init.store.put(locKey(params.vpid), { vpid: params.vpid, node, state: 'failed' })
       throw err
     }
   }
@@ -212,10 +291,16 @@ export class ClusterJobs {
    */
   async output (vpid: number, follow: boolean, onChunk: (e: OutputEvent) => Promise<void> | void, signal?: AbortSignal, knownNode?: string, onCheckpointed?: (rec: JobRecord) => Promise<void> | void): Promise<JobRecord | undefined> {
     // A migrated job's output files start with a copy of what it wrote before: offsets carry over.
-    const offsets = { 1: 0, 2: 0 }
-    let node = knownNode ?? await this.locate(vpid, signal)
+    const node = knownNode ?? await this.locate(vpid, signal)
+    return await this.followOutput(vpid, node, { 1: 0, 2: 0 }, follow, onChunk, signal, onCheckpointed)
+  }
+
+  /** `output` from `offsets` on `node`; `firstDone`: the answer of a first leg already streamed (job.run). */
+  private async followOutput (vpid: number, from: string, offsets: Record<1 | 2, number>, follow: boolean, onChunk: (e: OutputEvent) => Promise<void> | void, signal?: AbortSignal, onCheckpointed?: (rec: JobRecord) => Promise<void> | void, firstDone?: unknown): Promise<JobRecord | undefined> {
+    let node = from
+    let pending = firstDone
     for (;;) {
-      const done = await this.init.rpc.stream(node, 'job.output', { vpid, follow, stdoutOffset: offsets[1], stderrOffset: offsets[2] }, {
+      const done = pending ?? await this.init.rpc.stream(node, 'job.output', { vpid, follow, stdoutOffset: offsets[1], stderrOffset: offsets[2] }, {
         signal,
         timeoutMs: follow ? FOREVER_MS : 60_000,
         onEvent: async (raw) => {
@@ -224,6 +309,7 @@ export class ClusterJobs {
           await onChunk(e)
         }
       })
+      pending = undefined
       // Older nodes answer without the record: ask for it.
       const rec: JobRecord | undefined = (done as { record?: JobRecord } | undefined)?.record ??
         await this.init.rpc.call(node, 'job.get', { vpid }, { signal, timeoutMs: 5000 }).catch(() => undefined) as JobRecord | undefined

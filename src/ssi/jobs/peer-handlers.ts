@@ -5,9 +5,19 @@ import { VpidNotFoundError } from './errors.js'
 import { locKey, TERMINAL_STATES } from './record.js'
 import { listLost, lostKey, recoveredKey } from '../failure/lost.js'
 import type { LocationRecord } from '../failure/lost.js'
-import type { JobState } from './record.js'
+import type { JobRecord, JobState } from './record.js'
 import type { LocalJobs, JobStore } from './local.js'
-import type { PeerRpc } from '../ports.js'
+import type { PeerHandlerContext, PeerRpc } from '../ports.js'
+
+/** Emits the job's output from the offsets ({fd, data} events); resolves with its record (its final one with `follow`). */
+async function sendOutput (local: LocalJobs, vpid: number, follow: boolean, offsets: readonly [number, number], ctx: PeerHandlerContext): Promise<{ record: JobRecord }> {
+  const pump = async (fd: 1 | 2, offset: number): Promise<void> => {
+    for await (const data of local.output(vpid, fd, offset, follow, ctx.signal)) await ctx.emit({ fd, data })
+  }
+  await Promise.all([pump(1, offsets[0]), pump(2, offsets[1])])
+  // With the record the caller needs no second call to learn how the job ended (or that it moved).
+  return { record: follow ? await local.settled(vpid, ctx.signal) : local.get(vpid) }
+}
 
 export function registerJobPeerHandlers (rpc: PeerRpc, local: LocalJobs, store: JobStore): void {
   rpc.handle('job.start', async p => await local.start(parseParams(jobStartSchema, p)))
@@ -30,12 +40,15 @@ export function registerJobPeerHandlers (rpc: PeerRpc, local: LocalJobs, store: 
   })
   rpc.handle('job.output', async (p, ctx) => {
     const { vpid, follow, stdoutOffset, stderrOffset } = parseParams(jobOutputSchema, p)
-    const pump = async (fd: 1 | 2, offset: number): Promise<void> => {
-      for await (const data of local.output(vpid, fd, offset, follow, ctx.signal)) await ctx.emit({ fd, data })
-    }
-    await Promise.all([pump(1, stdoutOffset), pump(2, stderrOffset)])
-    // With the record the caller needs no second call to learn how the job ended (or that it moved).
-    return { record: follow ? await local.settled(vpid, ctx.signal) : local.get(vpid) }
+    return await sendOutput(local, vpid, follow, [stdoutOffset, stderrOffset], ctx)
+  })
+  // job.start and then job.output (follow, from the start) in one call: an attached `ssi run` saves
+  // a round trip, and the output is followed from the moment the job runs. The first event is
+  // `{ started: record }`; the caller falls back to the two calls where this method is unknown.
+  rpc.handle('job.run', async (p, ctx) => {
+    const record = await local.start(parseParams(jobStartSchema, p))
+    await ctx.emit({ started: record })
+    return await sendOutput(local, record.vpid, true, [0, 0], ctx)
   })
   rpc.handle('loc.get', async p => {
     const { vpid } = parseParams(vpidParamSchema, p)
