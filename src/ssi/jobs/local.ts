@@ -103,11 +103,15 @@ export class LocalJobs {
     }
     const entry = this.track(record)
     // The home node recorded where the job goes before it asked for it; it hears of the job's end
-    // (or failure), not of these two steps, which saves two peer calls per start.
-    await this.update(entry, record, false)
+    // (or failure), not of these two steps, which saves two peer calls per start. The record is
+    // written while the runtime prepares the job's dir and cgroup; the job is launched only once
+    // it is (so a restarted daemon finds every job it launched).
+    const recorded = this.update(entry, record, false)
+    recorded.catch(() => {}) // awaited below; the runtime may fail before it awaits it
     try {
-      entry.runtime = await this.init.runtime.start({ ...p, hostname: record.hostname })
+      entry.runtime = await this.init.runtime.start({ ...p, hostname: record.hostname }, undefined, recorded)
     } catch (err) {
+      await recorded.catch(() => {}) // its write first: the failure must be the record that stays
       await this.update(entry, transition(record, 'failed', { endedMs: Date.now(), error: (err as Error).message }))
       throw err
     }

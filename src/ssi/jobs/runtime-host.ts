@@ -85,7 +85,7 @@ class HostJobRuntime implements JobRuntime {
 
   private handle (job: RuntimeJob): JobHandle { return (job as HostRuntimeJob).handle }
 
-  async start (spec: RuntimeSpec, signal?: AbortSignal): Promise<RuntimeJob> {
+  async start (spec: RuntimeSpec, signal?: AbortSignal, ready?: Promise<void>): Promise<RuntimeJob> {
     const handle = await this.spawner.spawn({
       id: String(spec.vpid),
       argv: spec.argv,
@@ -99,7 +99,7 @@ class HostJobRuntime implements JobRuntime {
       stdin: spec.stdin,
       jobsRoot: this.jobsRoot,
       ioUring: this.allowIoUring
-    }, signal)
+    }, signal, ready)
     return this.wrap(spec.vpid, handle)
   }
 

@@ -72,8 +72,11 @@ export interface CheckpointOptions {
 }
 
 export interface JobRuntime {
-  /** Starts the job; resolves once its init runs (the exit may follow at any time). */
-  start(spec: RuntimeSpec, signal?: AbortSignal): Promise<RuntimeJob>
+  /**
+   * Starts the job; resolves once its init runs (the exit may follow at any time). `ready`: awaited
+   * right before the launch (see JobSpawner.spawn); its rejection fails the start.
+   */
+  start(spec: RuntimeSpec, signal?: AbortSignal, ready?: Promise<void>): Promise<RuntimeJob>
   /** Re-attaches to a job started by an earlier daemon; undefined if nothing is left of it. */
   adopt(vpid: number): Promise<{ job: RuntimeJob, exit?: ExitInfo } | undefined>
   /** Resolves with the exit once the job has ended (immediately if it already has). */

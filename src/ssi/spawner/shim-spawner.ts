@@ -59,7 +59,7 @@ export class ShimJobSpawner implements JobSpawner {
     return this.binaries
   }
 
-  async spawn (spec: JobSpec, signal?: AbortSignal): Promise<JobHandle> {
+  async spawn (spec: JobSpec, signal?: AbortSignal, ready?: Promise<void>): Promise<JobHandle> {
     signal?.throwIfAborted()
     await validateJobSpec(spec)
     const { shim, tini } = this.bins()
@@ -75,6 +75,7 @@ export class ShimJobSpawner implements JobSpawner {
     if (cgroup.status === 'rejected') throw cgroup.reason
     try {
       if (specFile.status === 'rejected') throw specFile.reason
+      await ready
       const rec = await runShim(shim, 'run', jobDir, this.init.startTimeoutMs ?? 10_000, signal)
       this.init.logger?.debug({ job: spec.id, hostPid: rec.pid, shimPid: rec.shim }, 'job started')
       return handleFor(spec.id, jobDir, rec, spec.stdin)

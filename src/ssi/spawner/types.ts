@@ -127,9 +127,11 @@ export interface JobSpawner {
   /**
    * Starts the job; resolves once tini runs in the job's namespaces and cgroup (the command itself
    * may still fail, e.g. exit 127 when not found). @throws JobSpecError, JobExistsError, JobStartError,
-   * RuntimeBinaryError
+   * RuntimeBinaryError. `ready` is awaited after the job dir, spec and cgroup are made and before
+   * the job is launched, so the caller's own bookkeeping (recording the job) can overlap that work;
+   * if it rejects, nothing is launched and the cgroup is removed.
    */
-  spawn(spec: JobSpec, signal?: AbortSignal): Promise<JobHandle>
+  spawn(spec: JobSpec, signal?: AbortSignal, ready?: Promise<void>): Promise<JobHandle>
   /** Runs a restore command under a subreaper shim that then supervises the restored root. */
   restore(spec: RestoreSpec, signal?: AbortSignal): Promise<JobHandle>
   /** Lets a job restored with `hold` outlive this daemon (no-op otherwise); false if its shim was already gone. */
