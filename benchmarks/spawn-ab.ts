@@ -1,0 +1,87 @@
+/**
+ * A/B API spawn latency: one 3-node cluster per build, side by side, the builds taking turns for each
+ * `run --node n2 -- true` through n1's control API, so load that comes and goes hits all alike.
+ * Prints p50/p99 per build, the CPU its three daemons used per run (user + system ms, which load
+ * hardly changes; idle heartbeats included) and the load average.
+ * Run: [RUNS=400] [EXTRA_FLAGS=--cpu-prof] npx tsx benchmarks/spawn-ab.ts name=/path/to/bin/ssid.js[@extra-json] ...
+ */
+import '../src/polyfill.js'
+import { spawn } from 'node:child_process'
+import { openSync, closeSync } from 'node:fs'
+import { mkdir, rm } from 'node:fs/promises'
+import { loadavg } from 'node:os'
+import { join } from 'node:path'
+import { ControlClient } from '../src/api/client.js'
+import { createClusterKey } from '../src/node/identity.js'
+import { DAEMON_NODE_FLAGS } from '../src/node/cluster-launcher.js'
+import { cpuSeconds, sleep, summarize } from './lib.js'
+import { makeCluster, waitReady } from '../test/helpers/cluster.js'
+import type { NodeInfo } from '../src/api/schema.js'
+
+const RUNS = Number(process.env.RUNS ?? 400)
+/** Extra node flags for the daemons, e.g. --cpu-prof. */
+const EXTRA_FLAGS = (process.env.EXTRA_FLAGS ?? '').split(' ').filter(Boolean)
+
+interface Variant { name: string, ssid: string, extra: Record<string, unknown> }
+const variants: Variant[] = process.argv.slice(2).map(arg => {
+  const [name, rest] = arg.split('=') as [string, string]
+  const at = rest.indexOf('@')
+  return { name, ssid: at < 0 ? rest : rest.slice(0, at), extra: at < 0 ? {} : JSON.parse(rest.slice(at + 1)) as Record<string, unknown> }
+})
+
+const pids: number[] = []
+const dirs: string[] = []
+async function up (v: Variant): Promise<{ v: Variant, client: ControlClient, pids: number[] }> {
+  const c = await makeCluster({ nodes: 3, extra: v.extra })
+  dirs.push(c.dir)
+  await createClusterKey(c.config.keyFile)
+  const mine: number[] = []
+  for (const n of c.config.nodes) {
+    await mkdir(n.stateDir, { recursive: true, mode: 0o700 })
+    const out = openSync(join(n.stateDir, 'daemon.log'), 'a')
+    const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...EXTRA_FLAGS, v.ssid, '--config', c.config.path, '--node', n.name], { stdio: ['ignore', out, out], env: { ...process.env, SSI_LOG_LEVEL: process.env.SSI_LOG_LEVEL ?? 'warn' }, cwd: n.stateDir })
+    closeSync(out)
+    pids.push(child.pid ?? 0)
+    mine.push(child.pid ?? 0)
+  }
+  const sockets = c.config.nodes.map(n => n.controlSocket)
+  await Promise.all(sockets.map(async s => { await waitReady(s, AbortSignal.timeout(120_000)) }))
+  const client = await ControlClient.connect(c.socket('n1'))
+  while ((await (client.call as (m: string, p: unknown) => Promise<NodeInfo[]>)('nodes', {})).filter(x => x.state === 'alive').length < 3) await sleep(100)
+  return { v, client, pids: mine }
+}
+
+async function runOnce (client: ControlClient): Promise<number> {
+  const t0 = performance.now()
+  const call = client.stream('run', { argv: ['true'], env: { PATH: '/usr/bin:/bin' }, cwd: '/tmp', node: 'n2' })
+  for await (const _ of call) { /* drain events */ }
+  const r = await call.result
+  if (r.status !== 0) throw new Error(`job exited ${r.status}`)
+  return performance.now() - t0
+}
+
+try {
+  const clusters = await Promise.all(variants.map(up))
+  for (const c of clusters) for (let i = 0; i < 20; i++) await runOnce(c.client) // warm up
+  const samples = clusters.map(() => [] as number[])
+  const load0 = loadavg()[0] ?? NaN
+  const cpu = async (c: { pids: number[] }): Promise<number> => (await Promise.all(c.pids.map(cpuSeconds))).reduce((a, b) => a + b, 0)
+  const cpu0 = await Promise.all(clusters.map(cpu))
+  for (let i = 0; i < RUNS; i++) {
+    // Alternate which build goes first, so neither always follows the other.
+    const order = i % 2 === 0 ? clusters.map((_, j) => j) : clusters.map((_, j) => clusters.length - 1 - j)
+    for (const j of order) samples[j]?.push(await runOnce(clusters[j]?.client as ControlClient))
+  }
+  const load1 = loadavg()[0] ?? NaN
+  const cpu1 = await Promise.all(clusters.map(cpu))
+  clusters.forEach((c, j) => {
+    const daemonCpuMsPerRun = Math.round(((cpu1[j] ?? 0) - (cpu0[j] ?? 0)) / RUNS * 1e4) / 10
+    console.log(JSON.stringify({ variant: c.v.name, ...summarize(samples[j] ?? []), daemonCpuMsPerRun, load1m: [Math.round(load0 * 100) / 100, Math.round(load1 * 100) / 100] }))
+    c.client.close()
+  })
+} finally {
+  for (const p of pids) try { process.kill(p, 'SIGTERM') } catch { /* gone */ }
+  await sleep(3000)
+  for (const p of pids) try { process.kill(p, 'SIGKILL') } catch { /* gone */ }
+  for (const d of dirs) if (process.env.KEEP === undefined) await rm(d, { recursive: true, force: true }); else console.log(d)
+}
