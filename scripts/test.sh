@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `npm test`: installs what a fresh clone needs, builds, lints, type-checks the tests, runs vitest.
+# `npm test`: installs what a fresh clone needs, builds, lints, type-checks the tests, runs vitest
+# (and, for a whole run, the unit and migration tests again on Node 22 and 24).
 # Extra arguments go to vitest (e.g. `npm test -- test/unit`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -33,3 +34,9 @@ npx tsc -p tsconfig.test.json
 
 step "vitest"
 npx vitest run "$@"
+
+# A whole run (no vitest arguments) also covers the other Node majors ssi supports.
+if [[ $# -eq 0 ]]; then
+  step "other Node majors"
+  scripts/test-node-majors.sh
+fi
