@@ -8,6 +8,7 @@ import type { Socket } from 'node:net'
 import { readFile } from 'node:fs/promises'
 import { bridge, connectLoopback, freeLoopbackPort, listenLoopbackOnce } from '../migration/page-bridge.js'
 import { prefetchBridge } from '../migration/page-prefetch.js'
+import { withExplicitEnd } from '../migration/explicit-end.js'
 import { readLazyRanges } from '../migration/criu/pagemap.js'
 import { readVpidHeader, vpidHeader } from '../migration/vpid-header.js'
 import type { LazyRange } from '../migration/criu/pagemap.js'
@@ -20,9 +21,11 @@ import type { Logger } from './logger.js'
 
 /**
  * Carries one post-copy migration's page-server connection (source opens it, target serves). The
- * source first writes the vpid (8 bytes, big-endian), then CRIU's bytes follow both ways.
+ * source first writes the vpid (8 bytes, big-endian), then CRIU's bytes follow both ways, framed
+ * with an explicit end (src/migration/explicit-end.ts): CRIU's page server on the source takes an
+ * EOF as a complete pull, and on the libp2p fallback a killed target's stream may end cleanly.
  */
-export const LAZY_PAGES_PROTOCOL = '/ssi/lazy-pages/1'
+export const LAZY_PAGES_PROTOCOL = '/ssi/lazy-pages/2'
 
 interface Outgoing {
   readonly abort: AbortController
@@ -117,7 +120,7 @@ export class PostCopyPlumbing {
     // Before the target runs the job, a broken stream must let the tree here go on (kill CRIU
     // first); once it runs there, the tree here is stale and CRIU's EOF handling kills it.
     const beforeTeardown = async (): Promise<void> => { if (o.pulling !== true) await this.killDump(o) }
-    const done = bridge(o.socket, channel, AbortSignal.any([signal, o.abort.signal]), { onBytes, beforeTeardown })
+    const done = bridge(o.socket, withExplicitEnd(channel), AbortSignal.any([signal, o.abort.signal]), { onBytes, beforeTeardown })
     done.catch(() => {})
     return { done }
   }
@@ -197,7 +200,8 @@ export class PostCopyPlumbing {
 
   /** An incoming page channel: waits for the lazy-pages daemon's connection and bridges the two. */
   async handleChannel (channel: ByteChannel, fromNode: string, signal: AbortSignal): Promise<void> {
-    const { vpid, rest } = await readVpidHeader(channel, signal, () => new PostCopyError('page channel ended before its header'))
+    const { vpid, rest: raw } = await readVpidHeader(channel, signal, () => new PostCopyError('page channel ended before its header'))
+    const rest = withExplicitEnd(raw)
     const entry = this.inc.get(vpid)
     if (entry === undefined || entry.from !== fromNode) throw new PostCopyError(`no post-copy migration of job ${vpid} from ${fromNode} was prepared`)
     const socket = await Promise.race([

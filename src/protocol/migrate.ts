@@ -37,7 +37,7 @@ export const migratedJobSchema = z.object({
 export const migratePrepareSchema = z.object({
   vpid,
   job: migratedJobSchema,
-  /** post-copy: the target also gets a page channel on /ssi/lazy-pages/1 and restores lazily. */
+  /** post-copy: the target also gets a page channel on /ssi/lazy-pages/2 and restores lazily. */
   mode: z.enum(['stop-copy', 'post-copy']).optional(),
   /**
    * stop-copy: the source can stream the pages as it dumps them (on /ssi/stop-copy-pages/1); a
