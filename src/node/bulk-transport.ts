@@ -13,6 +13,7 @@ import { acceptDirect, connectDirect, DIRECT_SUFFIX } from './direct/handshake.j
 import type { BulkHandler, BulkTransport, ByteChannel } from '../migration/ports.js'
 import type { Logger } from './logger.js'
 import type { DirectResult } from './direct/handshake.js'
+import type { DirectByteChannel } from './direct/channel.js'
 import type { Connection, Libp2p, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
@@ -49,7 +50,24 @@ export interface BulkTransportInit {
 }
 
 export class Libp2pBulkTransport implements BulkTransport {
+  /** Open direct connections by the node at their other end (see `hangUp`). */
+  private readonly directs = new Map<string, Set<DirectByteChannel>>()
+
   constructor (private readonly init: BulkTransportInit) {}
+
+  /**
+   * Aborts every open direct channel with `node` (e.g. once membership declares it dead). Its
+   * libp2p streams end with the connection the daemon hangs up on; a direct TCP connection to a
+   * hung (SIGSTOPped) host does not: its kernel keeps the connection up with a zero window, so a
+   * writer would wait for 'drain' forever and a reader for the next byte.
+   */
+  hangUp (node: string, reason: Error): number {
+    const open = this.directs.get(node)
+    if (open === undefined) return 0
+    this.directs.delete(node)
+    for (const channel of open) channel.abort(reason)
+    return open.size
+  }
 
   async open (node: string, protocol: string, signal: AbortSignal): Promise<ByteChannel> {
     const peer = this.init.peerOf(node)
@@ -63,7 +81,7 @@ export class Libp2pBulkTransport implements BulkTransport {
       const connection = await this.init.host.dial(peerIdFromString(peer), { signal: dialSignal })
       const stream = await connection.newStream([protocol + DIRECT_SUFFIX, protocol], { signal: dialSignal })
       if (stream.protocol !== protocol + DIRECT_SUFFIX) return new Libp2pByteChannel(stream, this.init.readHighWater)
-      return this.toChannel(await connectDirect(stream, ipOf(connection), dialSignal).catch((err: unknown) => {
+      return this.toChannel(node, await connectDirect(stream, ipOf(connection), dialSignal).catch((err: unknown) => {
         stream.abort(err instanceof Error ? err : new Error(String(err)))
         throw err
       }))
@@ -84,7 +102,7 @@ export class Libp2pBulkTransport implements BulkTransport {
       const peer = connection.remotePeer.toString()
       const fromNode = this.init.nodeOf(peer) ?? peer
       acceptDirect(stream, this.init.direct?.bindHost, this.init.shutdown).then(
-        r => { void this.serve(this.toChannel(r), fromNode, handler) },
+        r => { void this.serve(this.toChannel(fromNode, r), fromNode, handler) },
         (err: unknown) => {
           this.init.logger?.debug({ protocol, fromNode, err: (err as Error).message }, 'direct bulk handshake failed')
           stream.abort(err instanceof Error ? err : new Error(String(err)))
@@ -101,8 +119,16 @@ export class Libp2pBulkTransport implements BulkTransport {
     return this.init.direct?.protocols.includes(protocol) === true
   }
 
-  private toChannel (r: DirectResult): ByteChannel {
-    return r.kind === 'direct' ? r.channel : new Libp2pByteChannel(r.stream, this.init.readHighWater)
+  private toChannel (node: string, r: DirectResult): ByteChannel {
+    if (r.kind !== 'direct') return new Libp2pByteChannel(r.stream, this.init.readHighWater)
+    const open = this.directs.get(node) ?? new Set()
+    this.directs.set(node, open)
+    open.add(r.channel)
+    void r.channel.closed.then(() => {
+      open.delete(r.channel)
+      if (open.size === 0 && this.directs.get(node) === open) this.directs.delete(node)
+    })
+    return r.channel
   }
 
   private async serve (channel: ByteChannel, fromNode: string, handler: BulkHandler): Promise<void> {

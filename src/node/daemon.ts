@@ -177,7 +177,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     })
     failure.start()
     cleanups.push(async () => { failure.stop() })
-    const stopHangUps = hangUpOnDeath(membership, host, logger.child({ component: 'membership' }))
+    const stopHangUps = hangUpOnDeath(membership, host, logger.child({ component: 'membership' }), bulk, config.failureDetection.deadAfterMs)
     cleanups.push(async () => { stopHangUps() })
     const gc = setInterval(() => { void localJobs.collectGarbage() }, 60_000)
     cleanups.push(async () => { clearInterval(gc) })

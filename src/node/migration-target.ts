@@ -51,6 +51,8 @@ interface Incoming {
   pagesBridged?: boolean
   received?: Promise<ReceiveSummary>
   restoring?: boolean
+  /** Aborts the images and pages channels of this migration (cancel). */
+  readonly stop: AbortController
 }
 
 export class IncomingMigrations {
@@ -82,19 +84,32 @@ export class IncomingMigrations {
     const streamed = p.pages === 'stream' && p.mode !== 'post-copy' && this.init.runtime.receivePages !== undefined
     // No page server here (e.g. CRIU missing or broken): the pages come as files instead.
     const pageServer = streamed ? await this.init.runtime.receivePages?.(dir).catch(() => undefined) : undefined
-    this.incoming.set(p.vpid, { from, prepared: p, dir, expiry, pageServer })
+    this.incoming.set(p.vpid, { from, prepared: p, dir, expiry, pageServer, stop: new AbortController() })
     return pageServer === undefined ? {} : { pages: 'stream' }
   }
 
-  /** An images channel: received into the dir of the prepared migration it names. */
+  /**
+   * An images channel: received into the dir of the prepared migration it names. A receive that
+   * breaks (source gone, channel aborted, bad data) ends that migration here at once: the source
+   * cannot resend, so it rolls back, and its cancel may never come (it may have found this node hung).
+   */
   async receiveImages (channel: ByteChannel, fromNode: string, signal: AbortSignal): Promise<void> {
+    const stop = new AbortController()
+    let matched: Incoming | undefined
     const received: Promise<ReceiveSummary> = receiveImageDir(channel, label => {
       const inc = this.awaitingImages(fromNode, label)
       inc.received = received
+      matched = inc
+      inc.stop.signal.addEventListener('abort', () => { stop.abort(inc.stop.signal.reason) }, { once: true })
       return inc.dir
-    }, { maxTotalBytes: this.init.maxImageBytes, signal, sha256: this.init.recheckBeforeRestore })
+    }, { maxTotalBytes: this.init.maxImageBytes, signal: AbortSignal.any([signal, stop.signal]), sha256: this.init.recheckBeforeRestore })
     received.catch(() => {})
-    await received
+    try {
+      await received
+    } catch (err) {
+      if (matched !== undefined) await this.dropBroken(matched, 'receiving the images', err)
+      throw err
+    }
   }
 
   /** A streamed-pages channel: bridged to the prepared migration's page server until it is done. */
@@ -105,8 +120,21 @@ export class IncomingMigrations {
       throw new PageStreamError(`no migration of job ${vpid} from ${fromNode} awaits streamed pages on ${this.init.selfName}`)
     }
     inc.pagesBridged = true
-    await bridge(inc.pageServer.socket, rest, signal)
-    await inc.pageServer.done
+    try {
+      await bridge(inc.pageServer.socket, rest, AbortSignal.any([signal, inc.stop.signal]))
+      await inc.pageServer.done
+    } catch (err) {
+      await this.dropBroken(inc, 'receiving the streamed pages', err)
+      throw err
+    }
+  }
+
+  /** Cancels the migration `inc` (if it is still prepared here) after its channel broke. */
+  private async dropBroken (inc: Incoming, what: string, err: unknown): Promise<void> {
+    const vpid = inc.prepared.vpid
+    if (this.incoming.get(vpid) !== inc || inc.restoring === true) return
+    this.init.logger.warn({ vpid, from: inc.from, err: (err as Error).message }, `${what} failed: the migration is dropped here`)
+    await this.cancel(vpid, inc.from)
   }
 
   /** The prepared migration from `from` that images labelled `label` (a vpid) are for. */
@@ -213,6 +241,7 @@ export class IncomingMigrations {
     if (inc === undefined || inc.from !== from) return
     clearTimeout(inc.expiry)
     this.incoming.delete(vpid)
+    inc.stop.abort(new JobStateError(`the migration of job ${vpid} to ${this.init.selfName} was cancelled`))
     this.init.postCopy.cancelIn(vpid)
     inc.pageServer?.stop()
     await inc.received?.catch(() => {})

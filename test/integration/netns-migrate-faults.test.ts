@@ -161,6 +161,36 @@ describe('netns cluster: nodes die in the middle of a migration', () => {
     await finish('rstkill', vpid, 7, 'n2')
   }, 180_000)
 
+  it('target node hung (SIGSTOP) in the middle of the transfer: the source gives up once it is declared dead and runs the job on; continued, the target drops the partial images and takes the job', async () => {
+    await allAlive()
+    const vpid = await bigJob('tgthang')
+    const inDir = join(c.dir, 'n2', 'migrations', 'in', String(vpid))
+    const startedMs = Date.now()
+    const migrating = cli('n3', ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], 120_000)
+    await transferUnderWay(vpid)
+    await c.hang('n2')
+    const r = await migrating
+    // Declared dead after failureDetection.deadAfterMs: the source does not wait for a hung target.
+    expect(Date.now() - startedMs).toBeLessThan(60_000)
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(/migration of job \d+ transferring failed: .*node n2 stopped answering and was declared dead.*; it runs here again/s)
+    for (const n of ['n1', 'n3']) expect(await rows(n, vpid)).toEqual([['running', 'n1']])
+    expect(await copies('tgthang')).toEqual([1, 0, 0])
+    await c.resume('n2')
+    await allAlive()
+    // Its receive broke: the continued target drops the partial images at once, not after incomingTtlMs.
+    await eventually(async () => !existsSync(inDir), 20_000, 'the partial images removed on the continued target')
+    expect(await copies('tgthang')).toEqual([1, 0, 0])
+    expect(await rows('n2', vpid)).toEqual([['running', 'n1']])
+    // Nothing of the broken migration blocks the next one between the same two nodes.
+    const again = await cli('n3', ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], 120_000)
+    expect(again.stderr).toBe('')
+    expect(again.code).toBe(0)
+    for (const n of NODES) await eventually(async () => JSON.stringify(await rows(n, vpid)) === '[["running","n2"]]', 30_000, `job running on n2 as seen from ${n}`)
+    expect(await copies('tgthang')).toEqual([0, 1, 0])
+    await finish('tgthang', vpid, 4, 'n3')
+  }, 240_000)
+
   it('source node hung (SIGSTOP) in the middle of the transfer: lost while hung; continued, the job runs on exactly one node, output whole', async () => {
     await allAlive()
     const vpid = await bigJob('srchang')

@@ -232,6 +232,27 @@ describe('direct connections: negotiation and fallback', () => {
   it('falls back to the stream when the dialer cannot reach the offered port', async () => {
     await roundTrip(REFUSED_PROTOCOL, 'direct', Libp2pByteChannel)
   }, 20_000)
+
+  it('hangUp(node) aborts the direct channels with that node: a writer stalled on a peer that stopped reading (a hung host) is released', async () => {
+    const p = await libp2pPair(DIRECT_TEST_PROTOCOL, 'direct')
+    try {
+      expect(transports.direct!.hangUp('nobody', new Error('x'))).toBe(0)
+      // The receiving end never reads on: like a SIGSTOPped daemon, whose kernel keeps the TCP connection up.
+      let written = 0
+      const writing = (async () => { for (;;) { await p.a.write(Buffer.alloc(MiB)); written += MiB } })()
+      writing.catch(() => {})
+      let last = -1
+      while (written !== last) { last = written; await new Promise(resolve => setTimeout(resolve, 300)) }
+      expect(written).toBeLessThan(64 * MiB) // stalled
+      expect(transports.direct!.hangUp('b', new Error('node b stopped answering and was declared dead'))).toBe(1)
+      await expect(writing).rejects.toBeInstanceOf(ChannelClosedError)
+      await expect(writing).rejects.toThrow(/node b stopped answering/)
+      await expect(readAll(p.b)).rejects.toBeInstanceOf(ChannelClosedError) // the other end sees the cut
+      expect(transports.direct!.hangUp('b', new Error('again'))).toBe(0) // closed channels are forgotten
+    } finally {
+      p.done()
+    }
+  })
 })
 
 /** Runs one transfer from node a's `src` into node b's `dest`. */

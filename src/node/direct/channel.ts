@@ -39,6 +39,8 @@ export class DirectByteChannel implements ByteChannel {
   private queued = 0
   private wake: (() => void) | undefined
   private helloWaiters: Array<(err?: Error) => void> = []
+  /** Resolves once the TCP connection is closed (finished or torn down). */
+  readonly closed: Promise<void>
 
   /**
    * The dialing end sends its HELLO at once; the listening end only after the dialer's HELLO
@@ -52,6 +54,7 @@ export class DirectByteChannel implements ByteChannel {
     socket.on('end', () => { if (!this.ended) this.fail(new ChannelClosedError('channel reset by the remote (direct connection ended before its END record)')) })
     socket.on('error', (err) => { this.fail(new ChannelClosedError(`direct connection failed: ${err.message}`, { cause: err })) })
     socket.on('close', () => { if (!this.ended) this.fail(new ChannelClosedError('channel reset by the remote (direct connection closed)')) })
+    this.closed = new Promise(resolve => { socket.once('close', () => { resolve() }) })
     if (role === 'dialer') this.writeRecord(RecordType.hello, keys.token)
   }
 
