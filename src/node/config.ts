@@ -59,7 +59,13 @@ const jobsSchema = z.object({
    * Node >= 22 opens some in every process. "allow": jobs may use io_uring, and `ssi migrate` and
    * `ssi checkpoint` refuse those that do.
    */
-  ioUring: z.enum(['block', 'allow']).default('block')
+  ioUring: z.enum(['block', 'allow']).default('block'),
+  /**
+   * How long the last periodic checkpoint of an ended job (`--checkpoint-every`, held on another
+   * node) outlives its reaped record, in ms: it is dropped retainFinishedMs + this after the job
+   * ended. Default 0 (it goes with the record); a lost job that could not be restored counts as ended.
+   */
+  heldCheckpointAfterReapMs: z.number().int().min(0).default(0)
 }).strict()
 
 /** Live migration (`ssi migrate`). */

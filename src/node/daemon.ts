@@ -149,7 +149,8 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     const checkpoints = await startCheckpoints({
       onDumpDelivered: (vpid, to, leftRunning) => { checkpointedElsewhere.note(vpid, to, node.name, leftRunning) },
       selfName: node.name, cluster: config.name, ssiVersion: SSI_VERSION, clusterKey: psk, local: localJobs, runtime, rpc, bulk, view, store, jobs,
-      dir: checkpointsDir(node.stateDir), logger: logger.child({ component: 'checkpoint' })
+      dir: checkpointsDir(node.stateDir), logger: logger.child({ component: 'checkpoint' }),
+      dropHeldAfterEndMs: config.jobs.retainFinishedMs + config.jobs.heldCheckpointAfterReapMs
     })
     cleanups.push(async () => { checkpoints.stop() })
     await localJobs.recover(vpid => migration.isJournalled(vpid))

@@ -25,6 +25,8 @@ export interface CheckpointsInit extends Omit<CheckpointCoreInit, 'key'> {
   readonly jobs: ClusterJobs
   readonly view: ClusterView
   readonly store: JobStore
+  /** Held checkpoints of ended jobs are dropped this long after the end, ms (PeriodicInit.dropHeldAfterEndMs). */
+  readonly dropHeldAfterEndMs?: number
 }
 
 export interface Checkpoints {
@@ -38,7 +40,7 @@ export async function startCheckpoints (init: CheckpointsInit): Promise<Checkpoi
   await core.start()
   const operations = new CheckpointOperations(core, init.jobs, init.rpc, init.view)
   operations.registerPeerHandlers()
-  const periodic = new PeriodicCheckpoints({ selfName: init.selfName, store: init.store, rpc: init.rpc, view: init.view, jobs: init.jobs, logger: init.logger.child({ component: 'periodic-checkpoints' }) })
+  const periodic = new PeriodicCheckpoints({ selfName: init.selfName, store: init.store, rpc: init.rpc, view: init.view, jobs: init.jobs, logger: init.logger.child({ component: 'periodic-checkpoints' }), dropHeldAfterEndMs: init.dropHeldAfterEndMs })
   init.rpc.handle('ckpt.info', async p => (await periodic.record(parseParams(ckptVpidSchema, p).vpid)) ?? null)
   init.rpc.handle('ckpt.resume', async p => { await periodic.resume(parseParams(ckptVpidSchema, p).vpid); return {} })
   await periodic.start()

@@ -5,8 +5,11 @@
  * records each in its store under `ckpt/<vpid>` (PeriodicRecord): which node holds it and when it
  * was taken. A period in which the job is not running (migrating, checkpointed) is skipped; the
  * schedule ends when the job has ended, and resumes when it is restored. Timers re-arm after each round, so rounds never overlap.
+ * Once the job has ended and its record was reaped (config jobs.retainFinishedMs, then
+ * jobs.heldCheckpointAfterReapMs), its held checkpoint is dropped and the record goes (`expire`).
  */
 import { TERMINAL_STATES } from '../../ssi/jobs/record.js'
+import { isVpidNotFound } from '../../ssi/jobs/errors.js'
 import type { ClusterJobs } from '../../ssi/jobs/cluster.js'
 import type { JobStore } from '../../ssi/jobs/local.js'
 import type { ClusterView, PeerRpc } from '../../ssi/ports.js'
@@ -24,6 +27,8 @@ export interface PeriodicRecord {
   readonly lastError?: string
   /** The job ended: no more rounds. */
   readonly ended?: boolean
+  /** When a round found it ended (epoch ms): its held checkpoint expires from then (PeriodicInit.dropHeldAfterEndMs). */
+  readonly endedMs?: number
 }
 
 export const periodicKey = (vpid: number): string => `ckpt/${String(vpid).padStart(15, '0')}`
@@ -35,6 +40,14 @@ export interface PeriodicInit {
   readonly view: ClusterView
   readonly jobs: ClusterJobs
   readonly logger: Logger
+  /**
+   * How long after the job ended its held checkpoint and this record are kept, ms: the job's record
+   * is reaped after jobs.retainFinishedMs, its checkpoint goes heldCheckpointAfterReapMs later
+   * (config). Undefined: kept for ever.
+   */
+  readonly dropHeldAfterEndMs?: number
+  /** How often expired held checkpoints are looked for, ms (default 60 000). */
+  readonly sweepMs?: number
 }
 
 /** A round's dump + transfer deadline: at least this, or one period if longer. */
@@ -42,6 +55,7 @@ const MIN_ROUND_TIMEOUT_MS = 30_000
 
 export class PeriodicCheckpoints {
   private readonly timers = new Map<number, NodeJS.Timeout>()
+  private sweeper: NodeJS.Timeout | undefined
   private stopped = false
 
   constructor (private readonly init: PeriodicInit) {}
@@ -51,12 +65,41 @@ export class PeriodicCheckpoints {
     for (const { value } of await this.init.store.list<PeriodicRecord>('ckpt/')) {
       if (value.ended !== true) this.arm(value.vpid, value.everyMs)
     }
+    if (this.init.dropHeldAfterEndMs === undefined || this.stopped) return
+    this.sweeper = setInterval(() => { void this.expire().catch(() => {}) }, this.init.sweepMs ?? 60_000)
+    this.sweeper.unref()
   }
 
   stop (): void {
     this.stopped = true
+    clearInterval(this.sweeper)
     for (const t of this.timers.values()) clearTimeout(t)
     this.timers.clear()
+  }
+
+  /**
+   * Drops the held checkpoints of jobs that ended more than dropHeldAfterEndMs ago (on every live
+   * node: a holder replaced while a drop failed may keep an older one), then their records. A
+   * record whose holder is not alive now stays for the next sweep. Returns the vpids dropped.
+   */
+  async expire (now = Date.now()): Promise<number[]> {
+    const after = this.init.dropHeldAfterEndMs
+    if (after === undefined) return []
+    const dropped: number[] = []
+    for (const { value: rec } of await this.init.store.list<PeriodicRecord>('ckpt/')) {
+      if (rec.ended !== true || rec.endedMs === undefined || now - rec.endedMs < after || this.stopped) continue
+      const alive = this.init.view.nodes().filter(n => n.state === 'alive').map(n => n.name)
+      const holder = rec.last?.node
+      if (holder !== undefined && !alive.includes(holder)) continue
+      const results = await Promise.allSettled(alive.map(async n => await this.init.rpc.call(n, 'ckpt.drop', { vpid: rec.vpid }, { timeoutMs: 10_000 })))
+      if (holder !== undefined && results[alive.indexOf(holder)]?.status !== 'fulfilled') continue
+      // Restored meanwhile (resume) re-armed it: keep it then.
+      if ((await this.record(rec.vpid))?.ended !== true) continue
+      await this.init.store.del(periodicKey(rec.vpid))
+      this.init.logger.info({ vpid: rec.vpid, holder, endedMs: rec.endedMs }, 'held checkpoint of an ended job expired')
+      dropped.push(rec.vpid)
+    }
+    return dropped
   }
 
   /** Starts checkpointing vpid (a job of this home node) every `everyMs`. */
@@ -69,7 +112,10 @@ export class PeriodicCheckpoints {
   async resume (vpid: number): Promise<void> {
     const rec = await this.record(vpid)
     if (rec === undefined) return
-    if (rec.ended === true) await this.init.store.put(periodicKey(vpid), { ...rec, ended: false })
+    if (rec.ended === true) {
+      const { endedMs: _ended, ...running } = rec
+      await this.init.store.put(periodicKey(vpid), { ...running, ended: false })
+    }
     this.arm(vpid, rec.everyMs)
   }
 
@@ -91,10 +137,16 @@ export class PeriodicCheckpoints {
   private async round (vpid: number): Promise<boolean> {
     const rec = await this.record(vpid)
     if (rec === undefined || rec.ended === true || this.stopped) return false
-    const info = await this.init.jobs.inspect(vpid).catch(() => undefined)
+    let gone = false
+    const info = await this.init.jobs.inspect(vpid).catch((err: unknown) => { gone = isVpidNotFound(err); return undefined })
+    if (gone) {
+      // Ended and already reaped (e.g. this node was down meanwhile): it expires from now.
+      await this.init.store.put(periodicKey(vpid), { ...rec, ended: true, endedMs: Date.now() })
+      return false
+    }
     if (info === undefined) return true // its node does not answer now: try again next period
     if (TERMINAL_STATES.has(info.state)) {
-      await this.init.store.put(periodicKey(vpid), { ...rec, ended: true })
+      await this.init.store.put(periodicKey(vpid), { ...rec, ended: true, endedMs: info.endedMs ?? Date.now() })
       return false
     }
     if (info.state !== 'running') return true
