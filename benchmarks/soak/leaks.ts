@@ -76,7 +76,8 @@ export async function keptDumpLogs (stateDirs: readonly string[]): Promise<strin
 
 /**
  * Periodic checkpoints held for jobs that have ended: kept on purpose (`ssi restore --last` works
- * after the job ended), with no expiry yet. Reported, not counted as leaks.
+ * after the job ended) until jobs.retainFinishedMs + jobs.heldCheckpointAfterReapMs after its end,
+ * longer than a soak run. Reported, not counted as leaks.
  */
 export async function retainedCheckpoints (stateDirs: readonly string[]): Promise<string[]> {
   const out: string[] = []

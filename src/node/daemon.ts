@@ -145,6 +145,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       modes: config.migration, streamPages: config.migration.streamPages, recheckBeforeRestore: config.migration.recheckBeforeRestore
     })
     await migration.start()
+    cleanups.push(async () => { await migration.stop() })
     const checkpointedElsewhere = new CheckpointedElsewhere()
     const checkpoints = await startCheckpoints({
       onDumpDelivered: (vpid, to, leftRunning) => { checkpointedElsewhere.note(vpid, to, node.name, leftRunning) },
@@ -152,7 +153,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       dir: checkpointsDir(node.stateDir), logger: logger.child({ component: 'checkpoint' }),
       dropHeldAfterEndMs: config.jobs.retainFinishedMs + config.jobs.heldCheckpointAfterReapMs
     })
-    cleanups.push(async () => { checkpoints.stop() })
+    cleanups.push(async () => { await checkpoints.stop() })
     await localJobs.recover(vpid => migration.isJournalled(vpid))
     await rpc.start()
     await membership.start()

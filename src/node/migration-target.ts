@@ -46,8 +46,8 @@ interface Incoming {
   readonly prepared: MigratePrepareParams
   readonly dir: string
   readonly expiry: NodeJS.Timeout
-  /** Streamed pages: the page server writing them into `dir`. */
-  readonly pageServer?: PageServerProcess
+  /** Streamed pages: the page server writing them into `dir` (set once it runs). */
+  pageServer?: PageServerProcess
   pagesBridged?: boolean
   received?: Promise<ReceiveSummary>
   restoring?: boolean
@@ -57,6 +57,7 @@ interface Incoming {
 
 export class IncomingMigrations {
   private readonly incoming = new Map<number, Incoming>()
+  private closed = false
 
   constructor (private readonly init: IncomingInit) {}
 
@@ -70,22 +71,49 @@ export class IncomingMigrations {
     return vpids
   }
 
-  /** Reserves room for p.vpid; with `pages: 'stream'` (and a runtime that can), starts a page server. */
+  /**
+   * Reserves room for p.vpid; with `pages: 'stream'` (and a runtime that can), starts a page server.
+   * Registered before anything is created, so that a cancel arriving meanwhile (the source's call
+   * timed out on a slow start of the page server) finds it and nothing is left behind.
+   */
   async prepare (p: MigratePrepareParams, from: string): Promise<{ pages?: 'stream' }> {
+    if (this.closed) throw new JobStateError(`${this.init.selfName} is stopping`)
     if (this.incoming.has(p.vpid)) throw new JobStateError(`job ${p.vpid} is already migrating to ${this.init.selfName}`)
     if (!this.init.local.canReceive(p.vpid)) throw new JobStateError(`job ${p.vpid} already runs on ${this.init.selfName}`)
     const dir = join(this.init.dir, String(p.vpid))
-    await rm(dir, { recursive: true, force: true })
-    await mkdir(dir, { recursive: true, mode: 0o700 })
     // A source that died mid-migration must not block its later migrations to this node forever.
     const expiry = setTimeout(() => { void this.cancel(p.vpid, from) }, this.init.incomingTtlMs)
     expiry.unref()
-    if (p.mode === 'post-copy') await this.init.postCopy.prepareIn(p.vpid, from)
-    const streamed = p.pages === 'stream' && p.mode !== 'post-copy' && this.init.runtime.receivePages !== undefined
-    // No page server here (e.g. CRIU missing or broken): the pages come as files instead.
-    const pageServer = streamed ? await this.init.runtime.receivePages?.(dir).catch(() => undefined) : undefined
-    this.incoming.set(p.vpid, { from, prepared: p, dir, expiry, pageServer, stop: new AbortController() })
-    return pageServer === undefined ? {} : { pages: 'stream' }
+    const inc: Incoming = { from, prepared: p, dir, expiry, stop: new AbortController() }
+    this.incoming.set(p.vpid, inc)
+    try {
+      await rm(dir, { recursive: true, force: true })
+      await mkdir(dir, { recursive: true, mode: 0o700 })
+      if (p.mode === 'post-copy') await this.init.postCopy.prepareIn(p.vpid, from)
+      const streamed = p.pages === 'stream' && p.mode !== 'post-copy' && this.init.runtime.receivePages !== undefined
+      // No page server here (e.g. CRIU missing or broken): the pages come as files instead.
+      inc.pageServer = streamed ? await this.init.runtime.receivePages?.(dir).catch(() => undefined) : undefined
+      inc.stop.signal.throwIfAborted() // cancelled meanwhile
+    } catch (err) {
+      await this.cancel(p.vpid, from)
+      await this.dropCancelled(inc) // cancelled meanwhile: what it had not created yet then
+      throw err
+    }
+    return inc.pageServer === undefined ? {} : { pages: 'stream' }
+  }
+
+  /** What a prepare cancelled half-way created after the cancel ran. */
+  private async dropCancelled (inc: Incoming): Promise<void> {
+    this.init.postCopy.cancelIn(inc.prepared.vpid)
+    inc.pageServer?.stop()
+    await inc.pageServer?.done.catch(() => {})
+    if (this.incoming.get(inc.prepared.vpid) === undefined) await rm(inc.dir, { recursive: true, force: true })
+  }
+
+  /** The daemon stops: migrations prepared here and not restoring are cancelled (their dirs go now). */
+  async close (): Promise<void> {
+    this.closed = true
+    for (const [vpid, inc] of [...this.incoming]) if (inc.restoring !== true) await this.cancel(vpid, inc.from)
   }
 
   /**

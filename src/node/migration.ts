@@ -200,6 +200,14 @@ export class MigrationService {
     await this.init.bulk.handle(LAZY_PAGES_PROTOCOL, async (channel, fromNode, signal) => { await this.postCopy.handleChannel(channel, fromNode, signal) })
   }
 
+  /**
+   * The daemon stops: migrations prepared here that are not restoring are cancelled, so their
+   * partial images do not outlive the daemon (a source rolls back, or settles with `migrate.status`).
+   */
+  async stop (): Promise<void> {
+    await this.incoming.close()
+  }
+
   /** Runs the migration of a job of this node to `target`, in the mode asked for (default stop-copy). */
   async migrateOut (vpid: number, target: string, asUid: number, signal?: AbortSignal, opts: MigrateOutOptions = {}): Promise<MigrationSummary> {
     if (target === this.init.selfName) throw new JobStateError(`job ${vpid} already runs on ${target}`)

@@ -18,8 +18,24 @@ interface Slot {
 
 export class Arrivals {
   private readonly slots = new Map<string, Slot>()
+  private closed = false
 
   constructor (private readonly ttlMs = 10 * 60_000) {}
+
+  /**
+   * The daemon stops: unclaimed dirs are deleted now (not left for the next start), waiters fail,
+   * and a dir that still arrives is deleted at once.
+   */
+  async close (): Promise<void> {
+    this.closed = true
+    const slots = [...this.slots.values()]
+    this.slots.clear()
+    for (const s of slots) {
+      clearTimeout(s.timer)
+      for (const w of s.waiters.splice(0)) w({ error: new CheckpointStateError('the daemon is stopping') })
+      if (s.outcome !== undefined && 'dir' in s.outcome) await rm(s.outcome.dir, { recursive: true, force: true })
+    }
+  }
 
   private slot (from: string, vpid: number): Slot {
     const key = `${from}/${vpid}`
@@ -33,6 +49,10 @@ export class Arrivals {
 
   /** Records a received (and verified) dir, or why receiving failed. */
   put (from: string, vpid: number, outcome: Outcome): void {
+    if (this.closed) {
+      if ('dir' in outcome) void rm(outcome.dir, { recursive: true, force: true })
+      return
+    }
     const key = `${from}/${vpid}`
     const s = this.slot(from, vpid)
     if (s.outcome !== undefined && 'dir' in s.outcome) void rm(s.outcome.dir, { recursive: true, force: true })

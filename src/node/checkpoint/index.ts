@@ -32,7 +32,8 @@ export interface CheckpointsInit extends Omit<CheckpointCoreInit, 'key'> {
 export interface Checkpoints {
   readonly operations: CheckpointOperations
   readonly periodic: PeriodicCheckpoints
-  stop(): void
+  /** Stops the schedules and deletes unclaimed arrivals (checkpoints/work). */
+  stop(): Promise<void>
 }
 
 export async function startCheckpoints (init: CheckpointsInit): Promise<Checkpoints> {
@@ -44,7 +45,7 @@ export async function startCheckpoints (init: CheckpointsInit): Promise<Checkpoi
   init.rpc.handle('ckpt.info', async p => (await periodic.record(parseParams(ckptVpidSchema, p).vpid)) ?? null)
   init.rpc.handle('ckpt.resume', async p => { await periodic.resume(parseParams(ckptVpidSchema, p).vpid); return {} })
   await periodic.start()
-  return { operations, periodic, stop: () => { periodic.stop() } }
+  return { operations, periodic, stop: async () => { periodic.stop(); await core.stop() } }
 }
 
 export const checkpointsDir = (stateDir: string): string => join(stateDir, 'checkpoints')

@@ -78,6 +78,11 @@ export class CheckpointCore {
     })
   }
 
+  /** Deletes the checkpoint dirs that arrived here and were never claimed (see Arrivals.close). */
+  async stop (): Promise<void> {
+    await this.arrivals.close()
+  }
+
   /** A fresh path under work/ (not created). */
   workPath (): string { return join(this.init.dir, 'work', randomBytes(8).toString('hex')) }
 
