@@ -14,7 +14,7 @@ const LENGTH_BYTES = 4
 /** Largest frame payload; longer writes go as several frames. */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024
 /** Writes up to this size are copied behind their length (one channel write); longer ones go as two. */
-const COPY_BELOW_BYTES = 64 * 1024
+const COPY_BELOW_BYTES = 256 * 1024
 
 function lengthPrefix (n: number): Buffer {
   const b = Buffer.allocUnsafe(LENGTH_BYTES)

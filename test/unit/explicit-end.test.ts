@@ -60,7 +60,7 @@ describe('explicit-end channel', () => {
     const [rawA, rawB] = createMemoryChannelPair({ highWaterMark: 64 * 1024 * 1024 })
     const a = withExplicitEnd(rawA)
     const b = withExplicitEnd(rawB)
-    const pieces = [randomBytes(1), randomBytes(70_000), randomBytes(MAX_FRAME_BYTES + 3), randomBytes(0), randomBytes(4096)]
+    const pieces = [randomBytes(1), randomBytes(300_000), randomBytes(MAX_FRAME_BYTES + 3), randomBytes(0), randomBytes(4096)]
     const got = readAll(b)
     const back = readAll(a)
     for (const p of pieces) await a.write(p)
