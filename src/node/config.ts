@@ -91,7 +91,14 @@ const migrationSchema = z.object({
    * downtime (~0.55 s of a core per GiB). Default false: the window is milliseconds long and the
    * transfer already checked every byte. Checkpoint restores always re-check (images at rest).
    */
-  recheckBeforeRestore: z.boolean().default(false)
+  recheckBeforeRestore: z.boolean().default(false),
+  /**
+   * A migration's image send that moves no data and gets no answer from the target for this long
+   * is given up (the job runs on at the source), in ms. A target declared dead is given up at once
+   * (failureDetection.deadAfterMs); this bounds one that answers heartbeats but takes no data.
+   * Default 30 000.
+   */
+  transferIdleMs: z.number().int().min(1000).default(30_000)
 }).strict()
 
 const nodeSchema = z.object({

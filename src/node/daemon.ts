@@ -142,7 +142,8 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     })
     const migration = new MigrationService({
       selfName: node.name, local: localJobs, runtime, rpc, bulk, dir: join(node.stateDir, 'migrations'), logger: logger.child({ component: 'migration' }), store,
-      modes: config.migration, streamPages: config.migration.streamPages, recheckBeforeRestore: config.migration.recheckBeforeRestore
+      modes: config.migration, streamPages: config.migration.streamPages, recheckBeforeRestore: config.migration.recheckBeforeRestore,
+      transferIdleMs: config.migration.transferIdleMs
     })
     await migration.start()
     cleanups.push(async () => { await migration.stop() })

@@ -8,7 +8,8 @@
  *   <vpid> <source>` once the job was adopted and its pages are arriving (not awaited). Tests use
  *   it to kill a daemon at an exact point (the hook's parent is the daemon).
  * - SSI_TEST_FAULTS=corrupt-images: the source flips one byte of image data on the wire (after
- *   hashing it), as a faulty link or NIC would.
+ *   hashing it), as a faulty link or NIC would; SSI_TEST_FAULTS=stall-images: the image send stops
+ *   moving after the header and one DATA frame, as with a target that answers but takes no data.
  */
 import { execFile } from 'node:child_process'
 import type { ByteChannel } from '../migration/ports.js'
@@ -23,6 +24,7 @@ export interface MigrationTestHooks {
 export function migrationTestHooks (env: NodeJS.ProcessEnv = process.env): MigrationTestHooks {
   const hook = env.SSI_TEST_MIGRATION_HOOK
   const corrupt = (env.SSI_TEST_FAULTS ?? '').split(',').includes('corrupt-images')
+  const stall = (env.SSI_TEST_FAULTS ?? '').split(',').includes('stall-images')
   return {
     run: async (point, vpid, target) => {
       if (hook === undefined || hook === '') return
@@ -30,7 +32,29 @@ export function migrationTestHooks (env: NodeJS.ProcessEnv = process.env): Migra
         execFile(hook, [point, String(vpid), target], { timeout: 60_000 }, err => { if (err === null) resolve(); else reject(new Error(`test hook ${point} failed: ${err.message}`)) })
       })
     },
-    wrapImages: channel => corrupt ? corrupting(channel) : channel
+    wrapImages: channel => stall ? stalling(channel) : corrupt ? corrupting(channel) : channel
+  }
+}
+
+/**
+ * From its third write on (after the header and one DATA frame), every write waits until its
+ * signal aborts: what a source sees of a target that stopped taking data but still answers.
+ */
+function stalling (channel: ByteChannel): ByteChannel {
+  let writes = 0
+  return {
+    write: async (chunk, signal) => {
+      if (++writes > 2) {
+        await new Promise<never>((_resolve, reject) => {
+          if (signal?.aborted === true) reject(signal.reason)
+          signal?.addEventListener('abort', () => { reject(signal.reason) }, { once: true })
+        })
+      }
+      await channel.write(chunk, signal)
+    },
+    closeWrite: async signal => { await channel.closeWrite(signal) },
+    read: signal => channel.read(signal),
+    abort: err => { channel.abort(err) }
   }
 }
 

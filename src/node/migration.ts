@@ -14,6 +14,8 @@ import { migrate } from '../migration/stop-and-copy.js'
 import { migrationTestHooks } from './migration-hooks.js'
 import { recoverMigrations } from './migration-recovery.js'
 import { FAST_CRC32, IMAGES_PROTOCOL, sendImageDir } from '../migration/transfer.js'
+import type { TransferProgress } from '../migration/transfer.js'
+import { IdleWatchdog } from '../migration/idle-watchdog.js'
 import { listenLoopbackOnce } from '../migration/page-bridge.js'
 import { PAGES_PROTOCOL, pagesHeader, teePages } from '../migration/page-stream.js'
 import { migratePrepareReplySchema, migratePrepareSchema, migrateRestoreSchema, migrateStartSchema, migrateVpidSchema } from '../protocol/migrate.js'
@@ -64,6 +66,8 @@ export interface MigrationServiceInit {
   readonly streamPages?: boolean
   /** Targets re-hash received images right before restoring them (default false). */
   readonly recheckBeforeRestore?: boolean
+  /** An image send that moves no data (and gets no answer) this long is given up, ms (default 30 000). */
+  readonly transferIdleMs?: number
 }
 
 export interface MigrateOutOptions {
@@ -432,11 +436,16 @@ export class MigrationService {
       send: async (target, dir, signal) => {
         const channel = this.hooks.wrapImages(await bulk.open(target, IMAGES_PROTOCOL, signal))
         const pageBytes = this.outgoing.get(Number(basename(dir)))?.pageBytes ?? 0
+        // A target declared dead has its channels aborted (dead-peers.ts); one alive but not taking data, this.
+        const idle = new IdleWatchdog(this.init.transferIdleMs ?? 30_000, ms => new Error(`${target} took no data and sent no answer for ${ms} ms (migration.transferIdleMs)`))
         try {
-          return { bytes: pageBytes + (await sendImageDir(channel, dir, { signal, label: basename(dir), checksum: IMAGE_CHECKSUM, onProgress: p => { events?.transfer(p) } })).bytes }
+          const onProgress = (p: TransferProgress): void => { idle.touch(); events?.transfer(p) }
+          return { bytes: pageBytes + (await sendImageDir(channel, dir, { signal: AbortSignal.any([signal, idle.signal]), label: basename(dir), checksum: IMAGE_CHECKSUM, onProgress })).bytes }
         } catch (err) {
           channel.abort(err instanceof Error ? err : new Error(String(err)))
           throw new Error(`sending the images to ${target} failed: ${(err as Error).message}`, { cause: err })
+        } finally {
+          idle.stop()
         }
       },
       restore: async (target, vpid, stdio, signal) => {

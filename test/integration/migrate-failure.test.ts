@@ -20,9 +20,9 @@ import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
 const lines = (n: number, prefix = ''): string => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}\n`).join('')
 
 /** Starts a 2-node cluster; `env` goes to n1's daemon only. */
-async function cluster (env: Record<string, string> = {}): Promise<TestCluster> {
+async function cluster (env: Record<string, string> = {}, extra?: Record<string, unknown>): Promise<TestCluster> {
   if (process.getuid?.() !== 0) throw new Error('migration tests need root (CRIU)')
-  const c = await makeCluster({ nodes: 2 })
+  const c = await makeCluster({ nodes: 2, ...(extra === undefined ? {} : { extra }) })
   const saved = Object.fromEntries(Object.keys(env).map(k => [k, process.env[k]]))
   Object.assign(process.env, env)
   try { await c.start(['n1']) } finally {
@@ -183,6 +183,20 @@ describe('migration failures (real daemons, real CRIU)', () => {
     expect((await ssi(c.socket('n1'), ['wait', String(vpid)], { timeoutMs: 60_000 })).code).toBe(6)
     const logs: CliResult = await ssi(c.socket('n1'), ['logs', String(vpid)])
     expect(logs.stdout).toBe(lines(150))
+  }, 120_000)
+
+  it('a target that stops taking image data (alive, answering heartbeats) is given up after migration.transferIdleMs; the job runs on at the source, nothing left on the target', async () => {
+    c = await cluster({ SSI_TEST_FAULTS: 'stall-images' }, { migration: { transferIdleMs: 2000 } })
+    const vpid = await start(counting(150, 3))
+    const startedMs = Date.now()
+    const r = await ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 120_000 })
+    expect(Date.now() - startedMs).toBeLessThan(30_000)
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(/transferring failed: sending the images to n2 failed: .*n2 took no data and sent no answer for 2000 ms.*; it runs here again/s)
+    expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running' })
+    await eventually(async () => !existsSync(join(c?.dir ?? '', 'n2', 'migrations', 'in', String(vpid))), 10_000, 'nothing left on n2')
+    expect((await ssi(c.socket('n1'), ['wait', String(vpid)], { timeoutMs: 60_000 })).code).toBe(3)
+    expect((await ssi(c.socket('n1'), ['logs', String(vpid)])).stdout).toBe(lines(150))
   }, 120_000)
 
   it('corrupted image data is detected and refused; the job resumes on the source with all its output', async () => {
