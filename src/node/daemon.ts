@@ -169,7 +169,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       // The minority freezes restorable jobs once its peers turn suspect (src/ssi/failure/fence.ts);
       // restoring them only this long after the majority's verdict lets it do so first.
       restoreDelayMs: config.failureDetection.suspectAfterMs + 1000,
-      fencer: new Fencer({ rpc, view, nodes: nodeNames, jobs: localFenceTarget(localJobs, checkpointedElsewhere), logger: failureLogger }),
+      fencer: new Fencer({ rpc, view, nodes: nodeNames, jobs: localFenceTarget(localJobs, checkpointedElsewhere), logger: failureLogger, store }),
       // A lost job launched with --checkpoint-every is restored once, by its home (this node), from
       // its newest checkpoint on a live node; jobs without periodic checkpoints stay lost.
       restore: async (record, signal) => {

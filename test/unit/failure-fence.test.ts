@@ -2,13 +2,14 @@ import { describe, expect, it } from 'vitest'
 import { Fencer } from '../../src/ssi/failure/fence.js'
 import type { FenceJob, FenceTarget } from '../../src/ssi/failure/fence.js'
 import type { ClusterView, NodeView, PeerRpc } from '../../src/ssi/ports.js'
+import { MemoryStateStore } from '../../src/node/store.js'
 
 const node = (name: string, state: NodeView['state']): NodeView => ({
   name, id: Number(name.slice(1)), state, self: name === 'n3', load: { runQueue: 0, load1: 0, cpus: 1 }, memory: { freeBytes: 0, totalBytes: 0 }, jobs: 0
 })
 
 /** A Fencer on n3 of n1..n4 over a scripted view, home-node answers and a recording job target. */
-function fencerWith (jobs: FenceJob[]): {
+function fencerWith (jobs: FenceJob[], store?: MemoryStateStore): {
   fencer: Fencer
   actions: string[]
   see: (states: Record<string, NodeView['state']>) => void
@@ -35,7 +36,7 @@ function fencerWith (jobs: FenceJob[]): {
     thaw: async v => { actions.push(`thaw ${v}`) },
     kill: async v => { actions.push(`kill ${v}`) }
   }
-  const fencer = new Fencer({ rpc, view, nodes: ['n1', 'n2', 'n3', 'n4'], jobs: target, logger: { info () {}, warn () {} } })
+  const fencer = new Fencer({ rpc, view, nodes: ['n1', 'n2', 'n3', 'n4'], jobs: target, logger: { info () {}, warn () {} }, store })
   return { fencer, actions, see, homeSays }
 }
 
@@ -53,6 +54,21 @@ describe('Fencer (the minority side of a partition)', () => {
     // 2 of 4 is no majority. n3's own job and n4's (home on this side) cannot be restored by the other side.
     expect(actions).toEqual(['freeze 1000001'])
     expect(fencer.fenced()).toEqual([1000001])
+  })
+
+  it('a daemon restarted while its jobs are frozen settles them as its predecessor would have (the frozen set is stored)', async () => {
+    const store = new MemoryStateStore()
+    const before = fencerWith([{ vpid: 1000001, homeNode: 'n1' }], store)
+    before.see({ n1: 'dead', n2: 'dead', n3: 'alive', n4: 'dead' })
+    await before.fencer.tick(signal)
+    expect(before.actions).toEqual(['freeze 1000001'])
+    // The daemon restarts: a new Fencer over the same store; the job's processes are still stopped.
+    const after = fencerWith([{ vpid: 1000001, homeNode: 'n1' }], store)
+    after.homeSays.set(1000001, { node: 'n3', state: 'lost' })
+    after.see({ n1: 'alive', n2: 'alive', n3: 'alive', n4: 'dead' })
+    await after.fencer.tick(signal)
+    expect(after.actions).toEqual(['thaw 1000001'])
+    expect(await store.list('fenced/')).toEqual([])
   })
 
   it('back in a majority: kills the frozen copy of a job restored elsewhere, continues one that was not', async () => {

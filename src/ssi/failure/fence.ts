@@ -10,11 +10,14 @@
  * frozen job's home node is asked where the job runs: elsewhere → the frozen copy is killed; here
  * (not restored: no majority, the restore failed) → it is continued. A hung daemon cannot fence (its
  * jobs run on): the home node kills the stale copy when the node is back (handler.ts reconcile).
+ * What is frozen is kept in the state store (`fenced/<vpid>`): a daemon restarted while its jobs
+ * are frozen settles them like its predecessor would have, instead of leaving them stopped for good.
  */
 import { majorityOf } from './quorum.js'
 import { mayBeRunning } from './lost.js'
 import type { ClusterView, PeerRpc } from '../ports.js'
 import type { FailureLogger } from './handler.js'
+import type { JobStore } from '../jobs/local.js'
 
 /** A local running job that could be restored elsewhere: it has a checkpoint on another node. */
 export interface FenceJob {
@@ -41,19 +44,34 @@ export interface FencerInit {
   readonly nodes: readonly string[]
   readonly jobs: FenceTarget
   readonly logger: FailureLogger
+  /** Where the frozen jobs are noted, so that a restarted daemon settles them; none: memory only. */
+  readonly store?: JobStore
 }
+
+const fencedKey = (vpid: number): string => `fenced/${String(vpid).padStart(15, '0')}`
 
 export class Fencer {
   /** Frozen jobs → their home node. */
   private readonly frozen = new Map<number, string>()
+  private loaded: Promise<void> | undefined
 
   constructor (private readonly init: FencerInit) {}
+
+  /** Jobs an earlier daemon froze: still stopped (their processes outlived it), to be settled. */
+  private async load (): Promise<void> {
+    for (const { value } of await this.init.store?.list<{ vpid: number, home: string }>('fenced/') ?? []) {
+      this.frozen.set(value.vpid, value.home)
+      this.init.logger.warn({ vpid: value.vpid, home: value.home }, 'job frozen (fenced) by the previous daemon: settling it')
+    }
+  }
 
   /** vpids frozen now. */
   fenced (): number[] { return [...this.frozen.keys()] }
 
   /** One round: fence when in a minority, else settle what was fenced. */
   async tick (signal: AbortSignal): Promise<void> {
+    this.loaded ??= this.load().catch((err: unknown) => { this.init.logger.warn({ err: String(err) }, 'could not read the fenced jobs') })
+    await this.loaded
     const alive = new Set(this.init.view.nodes().filter(n => n.self || n.state === 'alive').map(n => n.name))
     alive.add(this.init.view.selfName)
     const seen = this.init.nodes.filter(n => alive.has(n)).length
@@ -64,6 +82,7 @@ export class Fencer {
   private async fence (alive: ReadonlySet<string>): Promise<void> {
     for (const job of await this.init.jobs.restorable()) {
       if (this.frozen.has(job.vpid) || alive.has(job.homeNode)) continue
+      await this.init.store?.put(fencedKey(job.vpid), { vpid: job.vpid, home: job.homeNode })
       await this.init.jobs.freeze(job.vpid)
       this.frozen.set(job.vpid, job.homeNode)
       this.init.logger.warn({ vpid: job.vpid, home: job.homeNode, alive: [...alive] }, 'no majority visible: job frozen (fenced) so that it cannot run twice if the majority restores it elsewhere')
@@ -77,6 +96,7 @@ export class Fencer {
       if (where === 'elsewhere') await this.init.jobs.kill(vpid)
       else await this.init.jobs.thaw(vpid)
       this.frozen.delete(vpid)
+      await this.init.store?.del(fencedKey(vpid))
       this.init.logger.warn({ vpid, home, where }, where === 'elsewhere' ? 'fenced job runs elsewhere now: this copy killed' : 'fenced job not restored elsewhere: continued')
     }
   }
