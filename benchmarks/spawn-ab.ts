@@ -3,7 +3,9 @@
  * `run --node n2 -- true` through n1's control API, so load that comes and goes hits all alike.
  * Prints p50/p99 per build, the CPU its three daemons used per run (user + system ms, which load
  * hardly changes; idle heartbeats included) and the load average.
- * Run: [RUNS=400] [EXTRA_FLAGS=--cpu-prof] npx tsx benchmarks/spawn-ab.ts name=/path/to/bin/ssid.js[@extra-json] ...
+ * THROUGHPUT=N: also launches N short detached jobs per build (16 at a time, in rounds of 100 the
+ * builds take turns at) and prints jobs/s.
+ * Run: [RUNS=400] [THROUGHPUT=1000] [EXTRA_FLAGS=--cpu-prof] npx tsx benchmarks/spawn-ab.ts name=/path/to/bin/ssid.js[@extra-json] ...
  */
 import '../src/polyfill.js'
 import { spawn } from 'node:child_process'
@@ -60,6 +62,29 @@ async function runOnce (client: ControlClient): Promise<number> {
   return performance.now() - t0
 }
 
+/** Launches `n` detached `true` jobs through n1, 16 at a time; resolves with the ms it took. */
+async function launchDetached (client: ControlClient, n: number): Promise<number> {
+  let next = 0
+  const t0 = performance.now()
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (next < n) {
+      next++
+      const call = client.stream('run', { argv: ['true'], env: { PATH: '/usr/bin:/bin' }, cwd: '/tmp', detach: true })
+      for await (const _ of call) { /* started */ }
+      await call.result
+    }
+  }))
+  return performance.now() - t0
+}
+
+async function throughput (clusters: Array<{ v: Variant, client: ControlClient }>, total: number): Promise<void> {
+  const ms = clusters.map(() => 0)
+  for (let done = 0; done < total; done += 100) {
+    for (const [j, c] of clusters.entries()) ms[j] = (ms[j] ?? 0) + await launchDetached(c.client, Math.min(100, total - done))
+  }
+  clusters.forEach((c, j) => { console.log(JSON.stringify({ variant: c.v.name, jobs: total, jobsPerSecond: Math.round(total / ((ms[j] ?? 1) / 1000)), load1m: Math.round((loadavg()[0] ?? NaN) * 100) / 100 })) })
+}
+
 try {
   const clusters = await Promise.all(variants.map(up))
   for (const c of clusters) for (let i = 0; i < 20; i++) await runOnce(c.client) // warm up
@@ -74,6 +99,7 @@ try {
   }
   const load1 = loadavg()[0] ?? NaN
   const cpu1 = await Promise.all(clusters.map(cpu))
+  if (process.env.THROUGHPUT !== undefined) await throughput(clusters, Number(process.env.THROUGHPUT))
   clusters.forEach((c, j) => {
     const daemonCpuMsPerRun = Math.round(((cpu1[j] ?? 0) - (cpu0[j] ?? 0)) / RUNS * 1e4) / 10
     console.log(JSON.stringify({ variant: c.v.name, ...summarize(samples[j] ?? []), daemonCpuMsPerRun, load1m: [Math.round(load0 * 100) / 100, Math.round(load1 * 100) / 100] }))
