@@ -42,6 +42,8 @@ export const jobInfoSchema = z.object({
   /** CPU use since the previous sample, in % of one core. */
   cpuPercent: nonNegative,
   rssBytes: nonNegative,
+  /** Frozen by fencing: its node sees no majority, so its processes stay stopped until that ends (`ps` shows `fenced`). */
+  fenced: z.boolean().optional(),
   /** How its last migration ended. */
   migration: z.object({
     from: z.string(),

@@ -88,7 +88,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     const shutdown = new AbortController()
     cleanups.push(async () => { shutdown.abort(new Error('daemon stopping')) })
     // Membership and the job service refer to each other (job counts, home updates): late-bound.
-    const late: { local?: LocalJobs, jobs?: ClusterJobs } = {}
+    const late: { local?: LocalJobs, jobs?: ClusterJobs, fencer?: Fencer } = {}
     const membership = new Membership(host, {
       cluster: config.name,
       self: node,
@@ -118,6 +118,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       runtime,
       logger: logger.child({ component: 'jobs' }),
       onChange: job => { void late.jobs?.reportToHome(job) },
+      isFenced: vpid => late.fencer?.isFenced(vpid) === true,
       retainFinishedMs: config.jobs.retainFinishedMs
     })
     late.local = localJobs
@@ -169,7 +170,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
       // The minority freezes restorable jobs once its peers turn suspect (src/ssi/failure/fence.ts);
       // restoring them only this long after the majority's verdict lets it do so first.
       restoreDelayMs: config.failureDetection.suspectAfterMs + 1000,
-      fencer: new Fencer({ rpc, view, nodes: nodeNames, jobs: localFenceTarget(localJobs, checkpointedElsewhere), logger: failureLogger, store }),
+      fencer: late.fencer = new Fencer({ rpc, view, nodes: nodeNames, jobs: localFenceTarget(localJobs, checkpointedElsewhere), logger: failureLogger, store }),
       // A lost job launched with --checkpoint-every is restored once, by its home (this node), from
       // its newest checkpoint on a live node; jobs without periodic checkpoints stay lost.
       restore: async (record, signal) => {

@@ -235,6 +235,10 @@ describe('netns cluster: nodes die in the middle of a migration', () => {
     // The minority freezes the job before the majority restores it: never two running copies.
     await eventually(async () => (await c.processStates('n3', 'fenced=1')).join() === 'T', 20_000, 'the job frozen on the minority side')
     const frozenSeenMs = Date.now()
+    // `ps` on the minority side says so, rather than `running`.
+    const psOnN3 = async (): Promise<JobInfo | undefined> => (JSON.parse((await cli('n3', ['ps', '--json'])).stdout) as { jobs: JobInfo[] }).jobs.find(j => j.vpid === vpid)
+    await eventually(async () => (await psOnN3())?.fenced === true, 10_000, 'ps on n3 showing the job fenced')
+    expect((await cli('n3', ['ps'])).stdout).toMatch(new RegExp(`^${vpid} +root +fenced +n3 `, 'm'))
     const recovered = (await eventually(async () => (await inspect('n2')).recovered, 40_000, 'the job restored by the majority')).value
     expect(recovered).toMatchObject({ fromNode: 'n3' })
     expect(['n1', 'n2']).toContain(recovered.node)

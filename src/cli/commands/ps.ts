@@ -68,6 +68,7 @@ export function renderPs (jobs: readonly JobInfo[], nowMs: number, columns: numb
 
 /** The state, with the exit code or signal for ended jobs: "exited(1)", "killed(9)". */
 function stateText (job: JobInfo): string {
+  if (job.fenced === true) return 'fenced'
   if (job.state === 'exited' && job.exit?.code !== undefined) return `exited(${job.exit.code})`
   if (job.state === 'killed' && job.exit?.signal !== undefined) return `killed(${job.exit.signal})`
   return job.state

@@ -68,6 +68,8 @@ export class Fencer {
   /** vpids frozen now. */
   fenced (): number[] { return [...this.frozen.keys()] }
 
+  isFenced (vpid: number): boolean { return this.frozen.has(vpid) }
+
   /** One round: fence when in a minority, else settle what was fenced. */
   async tick (signal: AbortSignal): Promise<void> {
     this.loaded ??= this.load().catch((err: unknown) => { this.init.logger.warn({ err: String(err) }, 'could not read the fenced jobs') })

@@ -31,6 +31,8 @@ export interface LocalJobsInit {
   /** Told of every state change, e.g. to update the job's home node. */
   readonly onChange: (job: JobRecord) => void
   readonly retainFinishedMs: number
+  /** Whether fencing has frozen the job (its processes are stopped while this node sees no majority). */
+  readonly isFenced?: (vpid: number) => boolean
 }
 
 /** A job's record and runtime handle, with a promise of its end (LocalJobs' bookkeeping). */
@@ -46,6 +48,8 @@ export interface JobEntry {
 export interface JobSnapshot extends JobRecord {
   readonly cpuPercent: number
   readonly rssBytes: number
+  /** Frozen by fencing (see LocalJobsInit.isFenced). */
+  readonly fenced?: boolean
 }
 
 /** What `stdin` did: bytes written here; `movedTo`: the job moved there, send the rest of the data (and the eof) to it. */
@@ -177,7 +181,8 @@ export class LocalJobs {
   async snapshot (vpid: number): Promise<JobSnapshot> {
     const e = this.entry(vpid)
     const usage = e.runtime !== undefined && !TERMINAL_STATES.has(e.record.state) ? await this.init.runtime.usage(e.runtime) : undefined
-    return { ...e.record, cpuPercent: usage === undefined ? 0 : this.cpuPercent(vpid, usage.cpuUsageNs), rssBytes: usage?.memoryBytes ?? 0 }
+    const fenced = e.record.state === 'running' && this.init.isFenced?.(vpid) === true ? { fenced: true } : {}
+    return { ...e.record, cpuPercent: usage === undefined ? 0 : this.cpuPercent(vpid, usage.cpuUsageNs), rssBytes: usage?.memoryBytes ?? 0, ...fenced }
   }
 
   /** Jobs of this node; jobs that moved away are listed by the node they moved to. */
