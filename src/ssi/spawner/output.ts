@@ -1,4 +1,5 @@
 /** Reading a job's output files: one chunk at an offset, or tail -f until the job has ended. */
+import { closeSync, openSync, readSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { basename, dirname } from 'node:path'
@@ -40,26 +41,33 @@ export interface FollowInit {
 /**
  * Yields the file's content from `fromOffset` as it grows. Ends when `finished()` is true and a
  * read after that returned nothing: everything written before the job ended has been yielded.
+ * Reads are synchronous (a local file, at most CHUNK bytes from the page cache): through the thread
+ * pool each read waited behind the cgroup removals and store writes of jobs just ended, and the
+ * last empty reads stood between a job's end and its caller hearing of it.
  */
 export async function * followFile (init: FollowInit): AsyncGenerator<Buffer> {
   const watcher = new DirWatcher(dirname(init.path), init.pollMs, [basename(init.path), 'exit'])
-  let fh: FileHandle | undefined
+  const buf = Buffer.allocUnsafe(CHUNK)
+  let fd: number | undefined
   let offset = init.fromOffset
+  const next = (): Buffer => {
+    fd ??= openSyncOptional(init.path)
+    if (fd === undefined) return EMPTY
+    const n = readSync(fd, buf, 0, CHUNK, offset)
+    offset += n
+    return n === 0 ? EMPTY : Buffer.from(buf.subarray(0, n))
+  }
   try {
     for (;;) {
       init.signal?.throwIfAborted()
-      fh ??= await openOptional(init.path)
-      const chunk = fh === undefined ? Buffer.alloc(0) : await readAt(fh, offset)
+      const chunk = next()
       if (chunk.length > 0) {
-        offset += chunk.length
         yield chunk
         continue
       }
       if (await init.finished()) {
-        fh ??= await openOptional(init.path)
-        const last = fh === undefined ? Buffer.alloc(0) : await readAt(fh, offset)
+        const last = next()
         if (last.length === 0) return
-        offset += last.length
         yield last
         continue
       }
@@ -67,14 +75,17 @@ export async function * followFile (init: FollowInit): AsyncGenerator<Buffer> {
     }
   } finally {
     watcher.close()
-    // Not awaited: the follower is done, and its last message (the job's end) need not wait for a
-    // thread-pool round trip queued behind the cgroup removal of the job that just ended.
-    fh?.close().catch(() => {})
+    if (fd !== undefined) closeSync(fd)
   }
 }
 
-async function readAt (fh: FileHandle, offset: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(CHUNK)
-  const { bytesRead } = await fh.read(buf, 0, CHUNK, offset)
-  return Buffer.from(buf.subarray(0, bytesRead))
+const EMPTY = Buffer.alloc(0)
+
+function openSyncOptional (path: string): number | undefined {
+  try {
+    return openSync(path, 'r')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
 }
