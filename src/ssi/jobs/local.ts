@@ -151,7 +151,12 @@ export class LocalJobs {
   private async finish (entry: JobEntry, exit: ExitInfo): Promise<void> {
     // While migrating, the end of the supervised tree is CRIU's doing: the migration decides.
     if (TERMINAL_STATES.has(entry.record.state) || entry.record.state === 'migrating' || entry.record.state === 'checkpointed') return
-    await this.update(entry, transition(entry.record, stateForExit(exit), { exit, endedMs: Date.now() }))
+    const ended = transition(entry.record, stateForExit(exit), { exit, endedMs: Date.now() })
+    // Waiters hear of the end before the store write: the shim's exit file already holds it (a
+    // restarted daemon records it from there), and an attached run's last answer waited for the write.
+    entry.record = ended
+    entry.resolveEnded(ended)
+    await this.update(entry, ended)
     if (entry.runtime !== undefined) {
       await this.init.runtime.release(entry.runtime).catch(err => { this.init.logger.warn({ vpid: entry.record.vpid, err: (err as Error).message }, 'cgroup cleanup failed') })
     }
