@@ -148,7 +148,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     })
     await migration.start()
     cleanups.push(async () => { await migration.stop() })
-    const checkpointedElsewhere = new CheckpointedElsewhere()
+    const checkpointedElsewhere = new CheckpointedElsewhere(store)
     const checkpoints = await startCheckpoints({
       onDumpDelivered: (vpid, to, leftRunning) => { checkpointedElsewhere.note(vpid, to, node.name, leftRunning) },
       selfName: node.name, cluster: config.name, ssiVersion: SSI_VERSION, clusterKey: psk, local: localJobs, runtime, rpc, bulk, view, store, jobs,
@@ -157,6 +157,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     })
     cleanups.push(async () => { await checkpoints.stop() })
     await localJobs.recover(vpid => migration.isJournalled(vpid))
+    await checkpointedElsewhere.load(vpid => localJobs.running().some(j => j.record.vpid === vpid))
     await rpc.start()
     await membership.start()
     cleanups.push(async () => { await membership.stop() })

@@ -3,19 +3,32 @@
  * elsewhere — a checkpoint of the job, left running, was sent to another node (periodic checkpoints
  * do that) — and stopping, continuing or killing a job's whole tree: every process in its PID
  * namespace, found through /proc, signalled from the host (its init cannot ignore SIGSTOP/SIGCONT
- * sent from an ancestor namespace). Which jobs have a checkpoint elsewhere is kept in memory: after
- * a daemon restart a job counts again from its next periodic checkpoint.
+ * sent from an ancestor namespace). Which jobs have a checkpoint elsewhere is also noted in the state
+ * store (`away/<vpid>`), so a restarted daemon still fences them.
  */
 import { readdir, readlink } from 'node:fs/promises'
-import type { LocalJobs } from '../ssi/jobs/local.js'
+import type { JobStore, LocalJobs } from '../ssi/jobs/local.js'
 import type { FenceJob, FenceTarget } from '../ssi/failure/fence.js'
 
 /** Jobs of this node with a checkpoint held on another node. */
 export class CheckpointedElsewhere {
   private readonly vpids = new Set<number>()
+
+  constructor (private readonly store?: JobStore) {}
+
+  /** What an earlier daemon noted, for the jobs still running here (`runsHere`); the rest is dropped. */
+  async load (runsHere: (vpid: number) => boolean): Promise<void> {
+    for (const { key, value } of await this.store?.list<number>('away/') ?? []) {
+      if (runsHere(value)) this.vpids.add(value)
+      else await this.store?.del(key)
+    }
+  }
+
   /** A dump of vpid that left it running reached `holder`. */
   note (vpid: number, holder: string, self: string, leftRunning: boolean): void {
-    if (leftRunning && holder !== self) this.vpids.add(vpid)
+    if (!leftRunning || holder === self || this.vpids.has(vpid)) return
+    this.vpids.add(vpid)
+    void this.store?.put(`away/${String(vpid).padStart(15, '0')}`, vpid).catch(() => {}) // best effort: the next dump notes it again
   }
 
   has (vpid: number): boolean { return this.vpids.has(vpid) }
