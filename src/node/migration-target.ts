@@ -51,6 +51,11 @@ interface Incoming {
   pagesBridged?: boolean
   received?: Promise<ReceiveSummary>
   restoring?: boolean
+  /**
+   * Its prepare has answered: only then may images arrive (a source sends them after that answer),
+   * so an unlabelled or stray images stream never takes, and on failure ends, one still preparing.
+   */
+  ready?: boolean
   /** Aborts the images and pages channels of this migration (cancel). */
   readonly stop: AbortController
 }
@@ -94,6 +99,7 @@ export class IncomingMigrations {
       // No page server here (e.g. CRIU missing or broken): the pages come as files instead.
       inc.pageServer = streamed ? await this.init.runtime.receivePages?.(dir).catch(() => undefined) : undefined
       inc.stop.signal.throwIfAborted() // cancelled meanwhile
+      inc.ready = true
     } catch (err) {
       await this.cancel(p.vpid, from)
       await this.dropCancelled(inc) // cancelled meanwhile: what it had not created yet then
@@ -167,7 +173,7 @@ export class IncomingMigrations {
 
   /** The prepared migration from `from` that images labelled `label` (a vpid) are for. */
   private awaitingImages (from: string, label: string | undefined): Incoming {
-    const waiting = [...this.incoming.values()].filter(i => i.from === from && i.received === undefined)
+    const waiting = [...this.incoming.values()].filter(i => i.from === from && i.ready === true && i.received === undefined)
     const inc = label === undefined ? (waiting.length === 1 ? waiting[0] : undefined) : waiting.find(i => String(i.prepared.vpid) === label)
     if (inc === undefined) throw new JobStateError(`no migration of job ${label ?? '?'} from ${from} awaits images on ${this.init.selfName}`)
     return inc
