@@ -11,7 +11,8 @@ import { join } from 'node:path'
 import { ControlClient } from '../src/api/client.js'
 import { createClusterKey } from '../src/node/identity.js'
 import { DAEMON_NODE_FLAGS } from '../src/node/cluster-launcher.js'
-import { cpuSeconds, sleep } from './lib.js'
+import { cpuSeconds, parseVariants, sleep } from './lib.js'
+import type { Variant } from './lib.js'
 import { makeCluster, waitReady } from '../test/helpers/cluster.js'
 import type { NodeInfo } from '../src/api/schema.js'
 
@@ -19,12 +20,7 @@ const N = Number(process.env.N ?? 8)
 const WINDOW_S = Number(process.env.WINDOW_S ?? 60)
 const EXTRA_FLAGS = (process.env.EXTRA_FLAGS ?? '').split(' ').filter(Boolean)
 
-interface Variant { name: string, ssid: string, extra: Record<string, unknown> }
-const variants: Variant[] = process.argv.slice(2).map(arg => {
-  const [name, rest] = arg.split('=') as [string, string]
-  const at = rest.indexOf('@')
-  return { name, ssid: at < 0 ? rest : rest.slice(0, at), extra: at < 0 ? {} : JSON.parse(rest.slice(at + 1)) as Record<string, unknown> }
-})
+const variants: Variant[] = parseVariants(process.argv.slice(2))
 
 const pids: number[] = []
 const dirs: string[] = []

@@ -33,3 +33,14 @@ export async function cpuSeconds (pid: number): Promise<number> {
 }
 
 export const sleep = async (ms: number): Promise<void> => { await new Promise(r => setTimeout(r, ms)) }
+
+/** A build under comparison: `name=path/to/bin/ssid.js[@{json config extra}]` on the command line. */
+export interface Variant { name: string, ssid: string, extra: Record<string, unknown> }
+
+export function parseVariants (args: readonly string[]): Variant[] {
+  return args.map(arg => {
+    const [name, rest] = arg.split('=') as [string, string]
+    const at = rest.indexOf('@')
+    return { name, ssid: at < 0 ? rest : rest.slice(0, at), extra: at < 0 ? {} : JSON.parse(rest.slice(at + 1)) as Record<string, unknown> }
+  })
+}

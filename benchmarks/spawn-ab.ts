@@ -16,7 +16,8 @@ import { join } from 'node:path'
 import { ControlClient } from '../src/api/client.js'
 import { createClusterKey } from '../src/node/identity.js'
 import { DAEMON_NODE_FLAGS } from '../src/node/cluster-launcher.js'
-import { cpuSeconds, sleep, summarize } from './lib.js'
+import { cpuSeconds, parseVariants, sleep, summarize } from './lib.js'
+import type { Variant } from './lib.js'
 import { makeCluster, waitReady } from '../test/helpers/cluster.js'
 import type { NodeInfo } from '../src/api/schema.js'
 
@@ -24,12 +25,7 @@ const RUNS = Number(process.env.RUNS ?? 400)
 /** Extra node flags for the daemons, e.g. --cpu-prof. */
 const EXTRA_FLAGS = (process.env.EXTRA_FLAGS ?? '').split(' ').filter(Boolean)
 
-interface Variant { name: string, ssid: string, extra: Record<string, unknown> }
-const variants: Variant[] = process.argv.slice(2).map(arg => {
-  const [name, rest] = arg.split('=') as [string, string]
-  const at = rest.indexOf('@')
-  return { name, ssid: at < 0 ? rest : rest.slice(0, at), extra: at < 0 ? {} : JSON.parse(rest.slice(at + 1)) as Record<string, unknown> }
-})
+const variants: Variant[] = parseVariants(process.argv.slice(2))
 
 const pids: number[] = []
 const dirs: string[] = []

@@ -185,7 +185,8 @@ export class IncomingMigrations {
     const { local } = this.init
     // Running here by another way (its home node restored it from a checkpoint while the source was
     // down): the source must not bring back its own copy.
-    const runsHere = local.has(vpid) && local.get(vpid).node === this.init.selfName && ['running', 'checkpointed'].includes(local.get(vpid).state)
+    const here = local.has(vpid) ? local.get(vpid) : undefined
+    const runsHere = here?.node === this.init.selfName && (here.state === 'running' || here.state === 'checkpointed')
     if (inc !== undefined && inc.from === from && !(inc.restoring !== true && runsHere)) return inc.restoring === true ? 'restoring' : 'incoming'
     if (this.init.postCopy.isPulling(vpid)) return 'pulling'
     // Ended there after it moved still counts as "it moved": it must not run again here. Lost here
