@@ -45,7 +45,7 @@ export function withExplicitEnd (channel: ByteChannel): ByteChannel {
       }
       await channel.closeWrite(signal)
     },
-    read: (signal) => unframe(channel.read(signal)),
+    read: (signal, opts) => unframe(channel.read(signal, opts)),
     abort: (err) => { channel.abort(err) }
   }
 }

@@ -33,8 +33,11 @@ export interface ByteChannel {
    * the remote's writes. Ends when the remote has closed its write side and every byte was
    * delivered; throws ChannelClosedError if either end aborts or the connection drops, and the
    * signal's reason when `signal` aborts. Leaving the loop early does not close the channel.
+   * With `reuse`, a chunk may be a view of a buffer the channel fills again once the loop asks for
+   * the next chunk (or leaves): copy what must outlive that. Channels without buffers to reuse
+   * ignore it.
    */
-  read(signal?: AbortSignal): AsyncIterable<Uint8Array>
+  read(signal?: AbortSignal, opts?: ReadOptions): AsyncIterable<Uint8Array>
   /**
    * Tears the channel down at once in both directions, discarding unsent and unread data. Pending
    * and later operations here reject with ChannelClosedError; the remote's do too (its `read` does
@@ -47,6 +50,11 @@ export interface ByteChannel {
    * allocating fresh ones. Absent or false: `chunk` belongs to the channel, as said above.
    */
   readonly copiesOnWrite?: boolean
+}
+
+export interface ReadOptions {
+  /** The loop is done with each chunk when it asks for the next one (see ByteChannel.read). */
+  readonly reuse?: boolean
 }
 
 /**

@@ -14,7 +14,7 @@ import { removeEndedJobCgroups } from '../ssi/jobs/node-cgroups.js'
 import type { ClusterConfig, NodeConfig } from './config.js'
 
 /** A small young generation keeps an idle daemon near 100 MB RSS instead of ~130 MB. */
-export const DAEMON_NODE_FLAGS = ['--max-semi-space-size=2']
+export const DAEMON_NODE_FLAGS = (process.env.SSI_DAEMON_FLAGS ?? '--max-semi-space-size=2').split(' ').filter(Boolean)
 const SSID = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/ssid.js')
 
 export class LaunchError extends Error {

@@ -53,7 +53,7 @@ function stalling (channel: ByteChannel): ByteChannel {
       await channel.write(chunk, signal)
     },
     closeWrite: async signal => { await channel.closeWrite(signal) },
-    read: signal => channel.read(signal),
+    read: (signal, opts) => channel.read(signal, opts),
     abort: err => { channel.abort(err) }
   }
 }
@@ -72,7 +72,7 @@ function corrupting (channel: ByteChannel): ByteChannel {
       await channel.write(chunk, signal)
     },
     closeWrite: async signal => { await channel.closeWrite(signal) },
-    read: signal => channel.read(signal),
+    read: (signal, opts) => channel.read(signal, opts),
     abort: err => { channel.abort(err) }
   }
 }

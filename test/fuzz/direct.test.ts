@@ -36,14 +36,22 @@ function sealAll (key: Buffer, records: Sealed[], crypto?: RecordCrypto): Buffer
   return Buffer.concat(records.flatMap(r => sealer.seal(r.type, r.payload)))
 }
 
-/** Feeds `bytes` in random slices; returns the records opened before the first error (if any). */
+/**
+ * Feeds `bytes` in random slices; returns the records opened before the first error (if any). Half
+ * the openers assemble records (as a channel reading into one reused socket buffer does): their
+ * slices come through one scratch buffer that is overwritten after each push.
+ */
 function openAll (rng: Rng, key: Buffer, bytes: Buffer): { opened: Sealed[], error?: unknown } {
-  const opener = new RecordOpener(key, rng.pick(CRYPTO))
+  const assembling = rng.int(2) === 0
+  const opener = new RecordOpener(key, rng.pick(CRYPTO), assembling ? n => Buffer.allocUnsafe(n) : undefined)
+  const scratch = Buffer.allocUnsafe(70_000)
   const opened: Sealed[] = []
   try {
     for (let at = 0; at < bytes.length;) {
       const n = 1 + rng.int(Math.min(bytes.length - at, rng.pick([7, 300, 70_000])))
-      for (const r of opener.push(bytes.subarray(at, at + n))) opened.push({ type: r.type, payload: Buffer.concat(r.payload) })
+      const slice = assembling ? scratch.subarray(0, bytes.copy(scratch, 0, at, at + n)) : bytes.subarray(at, at + n)
+      for (const r of opener.push(slice)) opened.push({ type: r.type, payload: Buffer.concat(r.payload) })
+      if (assembling) slice.fill(0xa5)
       at += n
     }
   } catch (error) {

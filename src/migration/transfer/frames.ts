@@ -4,17 +4,18 @@ import { PeerMessageError } from '../../protocol/peer.js'
 import { ChannelClosedError } from '../ports.js'
 import { ImageTransferError } from './errors.js'
 import type { ParsedFrame } from '../../protocol/images.js'
-import type { ByteChannel } from '../ports.js'
+import type { ByteChannel, ReadOptions } from '../ports.js'
 
 /**
- * Yields the frames the remote sends (DATA payloads piece by piece, without copying). Ends when the
+ * Yields the frames the remote sends (DATA payloads piece by piece, without copying: with
+ * `reuse`, a DATA piece is valid only until the loop asks for the next frame). Ends when the
  * remote closes its write side at a frame boundary; a close inside a frame, a reset, or a
  * malformed frame becomes an ImageTransferError ('channel' or 'protocol').
  */
-export async function * readFrames (channel: ByteChannel, signal?: AbortSignal): AsyncGenerator<ParsedFrame> {
+export async function * readFrames (channel: ByteChannel, signal?: AbortSignal, opts?: ReadOptions): AsyncGenerator<ParsedFrame> {
   const parser = new ImageFrameParser()
   try {
-    for await (const chunk of channel.read(signal)) {
+    for await (const chunk of channel.read(signal, opts)) {
       yield * parser.push(chunk)
     }
   } catch (err) {

@@ -60,7 +60,8 @@ export type ImageDestination = string | ((label: string | undefined) => string)
  * with ImageTransferError / ImageIntegrityError naming the file and the reason.
  */
 export async function receiveImageDir (channel: ByteChannel, dest: ImageDestination, opts: ReceiveOptions): Promise<ReceiveSummary> {
-  const frames = readFrames(channel, opts.signal)
+  // Reused read buffers: every DATA piece is copied (written, hashed, decompressed) before the next.
+  const frames = readFrames(channel, opts.signal, { reuse: true })
   let writer: ImageDirWriter | undefined
   let createdDir: string | undefined
   let destDir = typeof dest === 'string' ? dest : undefined
@@ -202,7 +203,8 @@ function decompressingSink (writer: ImageDirWriter, zstd?: ZstdOptions): DataSin
   return {
     write: async (bytes) => {
       check()
-      await Promise.race([filter.write(bytes), pump.then(check)]).catch((err: unknown) => { check(); throw err })
+      // A copy: zstd may still hold the chunk after write() resolved, and the channel reuses it.
+      await Promise.race([filter.write(Buffer.from(bytes)), pump.then(check)]).catch((err: unknown) => { check(); throw err })
     },
     end: async () => {
       check()

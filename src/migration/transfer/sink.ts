@@ -8,6 +8,7 @@ import { open, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createFileChecksum } from './checksum.js'
 import { ImageIntegrityError, ImageTransferError } from './errors.js'
+import { ReadBufferPool } from './source.js'
 import type { FileHandle } from 'node:fs/promises'
 import type { ChecksumAlgorithm, ImageFile } from '../../protocol/images.js'
 import type { FileChecksum } from './checksum.js'
@@ -39,7 +40,9 @@ export class ImageDirWriter {
   private readonly created: string[] = []
   private index = 0
   private current: OpenFile | undefined
-  private batch: Uint8Array[] = []
+  /** Data is copied into pooled batch buffers: what `write` gets may be reused once it returns. */
+  private readonly buffers = new ReadBufferPool(WRITE_BATCH_BYTES, WRITES_IN_FLIGHT + 1)
+  private batch: Buffer | undefined
   private batchBytes = 0
   private batchPosition = 0
   private readonly inFlight = new Set<Promise<void>>()
@@ -52,14 +55,16 @@ export class ImageDirWriter {
     private readonly wantSha256 = true
   ) {}
 
+  /** Takes `bytes` (copied: the caller may reuse them once this resolves). */
   async write (bytes: Uint8Array): Promise<void> {
     let at = 0
     while (at < bytes.byteLength) {
       const cur = this.current ?? await this.openNext()
-      const take = Math.min(cur.file.size - cur.written, bytes.byteLength - at)
+      const take = Math.min(cur.file.size - cur.written, bytes.byteLength - at, WRITE_BATCH_BYTES - this.batchBytes)
       const piece = bytes.subarray(at, at + take)
       for (const h of cur.hashes) h.update(piece)
-      this.batch.push(piece)
+      this.batch ??= this.buffers.take()
+      this.batch.set(piece, this.batchBytes)
       this.batchBytes += take
       cur.written += take
       at += take
@@ -133,13 +138,14 @@ export class ImageDirWriter {
   private async flush (cur: OpenFile): Promise<void> {
     while (this.inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(this.inFlight)
     this.throwWriteError(cur)
-    if (this.batchBytes === 0) return
-    const bufs = this.batch
+    const buf = this.batch
+    if (this.batchBytes === 0 || buf === undefined) return
     const position = this.batchPosition
+    const bufs = [buf.subarray(0, this.batchBytes)]
     this.batchPosition += this.batchBytes
-    this.batch = []
+    this.batch = undefined
     this.batchBytes = 0
-    const write: Promise<void> = writeAll(cur.fh, bufs, position).then(() => { this.inFlight.delete(write) }, (err: unknown) => {
+    const write: Promise<void> = writeAll(cur.fh, bufs, position).then(() => { this.inFlight.delete(write); this.buffers.give(buf) }, (err: unknown) => {
       this.inFlight.delete(write)
       this.writeError ??= err
     })

@@ -12,13 +12,13 @@
  * the transfer. Fresh random keys and token per channel: nothing is reused across transfers.
  */
 import { randomBytes } from 'node:crypto'
-import { createServer, connect } from 'node:net'
+import { Socket as NetSocket, createServer, connect } from 'node:net'
 import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 import { decodeWith, encodeMessage } from '../../protocol/peer.js'
-import { DirectByteChannel } from './channel.js'
+import { DirectByteChannel, SocketReads } from './channel.js'
 import { KEY_BYTES, TOKEN_BYTES } from './records.js'
-import type { Server, Socket } from 'node:net'
+import type { Server, Socket, SocketConstructorOpts } from 'node:net'
 import type { DirectKeys } from './channel.js'
 import type { Stream } from '@libp2p/interface'
 import type { LengthPrefixedStream } from '@libp2p/utils'
@@ -103,8 +103,9 @@ export async function connectDirect (stream: Stream, remoteHost: string | undefi
   if (offer.port !== 0) {
     try {
       if (remoteHost === undefined) throw new Error('the connection has no IP address')
-      const socket = await connectTcp(remoteHost, offer.port, AbortSignal.any([signal, AbortSignal.timeout(CONNECT_MS)]))
-      channel = new DirectByteChannel(socket, { send: offer.dialerKey, receive: offer.listenerKey, token: offer.token }, 'dialer')
+      const reads = new SocketReads()
+      const socket = await connectTcp(remoteHost, offer.port, reads, AbortSignal.any([signal, AbortSignal.timeout(CONNECT_MS)]))
+      channel = new DirectByteChannel(socket, { send: offer.dialerKey, receive: offer.listenerKey, token: offer.token }, 'dialer', reads)
       await lp.write(encodeMessage({ connected: true }), { signal })
     } catch (err) {
       signal.throwIfAborted()
@@ -132,7 +133,8 @@ function finish (lp: Lp, stream: Stream, channel: DirectByteChannel | undefined)
 }
 
 async function listenOnce (host: string): Promise<Server> {
-  const server = createServer({ allowHalfOpen: true, pauseOnConnect: false })
+  // Paused: each connection's handle moves to a socket that reads into one reused buffer (withReads).
+  const server = createServer({ allowHalfOpen: true, pauseOnConnect: true })
   server.maxConnections = MAX_PENDING
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -159,8 +161,9 @@ async function acceptAuthenticated (server: Server, keys: DirectKeys, signal: Ab
       resolve(c)
     }
     const onAbort = (): void => { if (winner === undefined) done(undefined) }
-    const onConnection = (socket: Socket): void => {
-      const channel = new DirectByteChannel(socket, keys, 'listener')
+    const onConnection = (accepted: Socket): void => {
+      const { socket, reads } = withReads(accepted)
+      const channel = new DirectByteChannel(socket, keys, 'listener', reads)
       pending.add(channel)
       channel.authenticated(signal).then(() => {
         if (winner !== undefined) return
@@ -174,9 +177,30 @@ async function acceptAuthenticated (server: Server, keys: DirectKeys, signal: Ab
   })
 }
 
-async function connectTcp (host: string, port: number, signal: AbortSignal): Promise<Socket> {
+/**
+ * An accepted (paused) connection as a socket reading into one reused buffer. Node offers `onread`
+ * only to sockets it constructs, so the accepted socket's handle moves to a new one (its private
+ * `_handle`: checked on Node 20, 22 and 24 by test/unit/direct-channel.test.ts). Where that is not
+ * possible, the accepted socket itself, reading as usual.
+ */
+export function withReads (accepted: Socket): { socket: Socket, reads?: SocketReads } {
+  const internal = accepted as unknown as { _handle?: object | null }
+  const handle = internal._handle
+  if (handle === undefined || handle === null) {
+    accepted.resume()
+    return { socket: accepted }
+  }
+  const reads = new SocketReads()
+  internal._handle = null
+  // Destroying the handle-less shell only updates the server's connection count.
+  accepted.destroy()
+  const socket = new NetSocket({ handle, onread: reads.onread, allowHalfOpen: true, readable: true, writable: true } as unknown as SocketConstructorOpts)
+  return { socket, reads }
+}
+
+async function connectTcp (host: string, port: number, reads: SocketReads, signal: AbortSignal): Promise<Socket> {
   return await new Promise((resolve, reject) => {
-    const socket = connect({ host, port, allowHalfOpen: true, noDelay: true })
+    const socket = connect({ host, port, allowHalfOpen: true, noDelay: true, onread: reads.onread })
     const onAbort = (): void => { socket.destroy(); reject(new Error(`direct connection to ${host}:${port} timed out`)) }
     signal.addEventListener('abort', onAbort, { once: true })
     socket.once('connect', () => { signal.removeEventListener('abort', onAbort); socket.off('error', reject); resolve(socket) })

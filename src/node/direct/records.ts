@@ -146,9 +146,16 @@ export class RecordOpener {
   private partsBytes = 0
   private failed = false
   private readonly native: NativeAesGcm | undefined
+  /** Assembling: the record being copied together (see the constructor). */
+  private record: Buffer | undefined
 
-  /** Natively, records are decrypted in place: the chunks pushed must not be used elsewhere. */
-  constructor (private readonly key: Uint8Array, crypto: RecordCrypto = defaultRecordCrypto()) {
+  /**
+   * Natively, records are decrypted in place: the chunks pushed must not be used elsewhere. With
+   * `assemble`, each record is instead copied into one buffer of its size that `assemble` gives
+   * (e.g. from a pool), so the chunks pushed may be reused as soon as `push` returns (a socket's
+   * single read buffer) and a record's payload comes out in one piece.
+   */
+  constructor (private readonly key: Uint8Array, crypto: RecordCrypto = defaultRecordCrypto(), private readonly assemble?: (bytes: number) => Buffer) {
     if (key.byteLength !== KEY_BYTES) throw new DirectRecordError(`a record key has ${KEY_BYTES} bytes, not ${key.byteLength}`)
     this.native = crypto === 'native' ? nativeAesGcm()?.(key, 'open') : undefined
   }
@@ -170,7 +177,8 @@ export class RecordOpener {
           continue
         }
         const take = Math.min(this.need - this.partsBytes, buf.byteLength - at)
-        this.parts.push(buf.subarray(at, at + take))
+        if (this.assemble === undefined) this.parts.push(buf.subarray(at, at + take))
+        else this.copyIn(buf, at, take)
         this.partsBytes += take
         at += take
         if (this.partsBytes === this.need) out.push(this.open())
@@ -180,6 +188,15 @@ export class RecordOpener {
       throw err
     }
     return out
+  }
+
+  private copyIn (buf: Buffer, at: number, take: number): void {
+    if (this.record === undefined) {
+      const record = (this.assemble as (bytes: number) => Buffer)(this.need)
+      this.record = record.byteLength === this.need ? record : record.subarray(0, this.need)
+      this.parts.push(this.record)
+    }
+    buf.copy(this.record, this.partsBytes, at, at + take)
   }
 
   private readHead (buf: Buffer, at: number): number {
@@ -203,6 +220,7 @@ export class RecordOpener {
     this.parts = []
     this.partsBytes = 0
     this.need = -1
+    this.record = undefined
     if (this.native !== undefined) {
       // In place; none of it leaves unless the tag checked out.
       if (!this.native.open(nonce(this.counter++), header, body, tag)) throw new DirectRecordError(AUTH_FAILED)
