@@ -1,7 +1,7 @@
 /**
  * Stop-and-copy with the pages streamed to the target while CRIU dumps them (p.haul's way): the
- * source's `criu dump --page-server` connects to a loopback listener of the daemon, which tees
- * the stream onto a bulk channel to the target and into a local file; on the target,
+ * source's `criu dump` speaks its page-server protocol over a socketpair whose other end the daemon
+ * tees onto a bulk channel to the target and into a local file; on the target,
  * `criu page-server --ps-socket` (one end of a socketpair: no port another local user could
  * take) writes the pages into the incoming images dir. So the dump and the page transfer overlap,
  * and the pages are neither written, re-read and hashed on the source nor hashed on the target
@@ -13,7 +13,10 @@
 import { spawn } from 'node:child_process'
 import { createReadStream } from 'node:fs'
 import { open } from 'node:fs/promises'
+import { closeSync } from 'node:fs'
+import { Socket as NetSocket } from 'node:net'
 import type { Socket } from 'node:net'
+import { socketPair } from '../native/socketpair.js'
 import { readVpidHeader, vpidHeader } from './vpid-header.js'
 import type { ByteChannel } from './ports.js'
 
@@ -43,6 +46,25 @@ export interface PageServerProcess {
   readonly done: Promise<void>
   /** Kills it (SIGKILL). */
   stop (): void
+}
+
+/**
+ * A connected stream socketpair for a streamed dump: `theirs` goes to CRIU (DumpOptions
+ * pageServerSocket), `ours` carries its page-server protocol. No port another local user could
+ * take, and no TCP cork: CRIU corks its page-server socket, which over TCP held each of its
+ * pipe-sized batches for the cork timer.
+ */
+export function pageSocketPair (): { ours: Socket, theirs: number, closeTheirs: () => void } {
+  const [oursFd, theirs] = socketPair('stream')
+  let open = true
+  return {
+    ours: new NetSocket({ fd: oursFd, readable: true, writable: true }),
+    theirs,
+    closeTheirs: () => {
+      if (open) closeSync(theirs)
+      open = false
+    }
+  }
 }
 
 const PS_FD = 3

@@ -16,8 +16,7 @@ import { recoverMigrations } from './migration-recovery.js'
 import { FAST_CRC32, IMAGES_PROTOCOL, sendImageDir } from '../migration/transfer.js'
 import type { TransferProgress } from '../migration/transfer.js'
 import { IdleWatchdog } from '../migration/idle-watchdog.js'
-import { listenLoopbackOnce } from '../migration/page-bridge.js'
-import { PAGES_PROTOCOL, pagesHeader, teePages } from '../migration/page-stream.js'
+import { PAGES_PROTOCOL, pageSocketPair, pagesHeader, teePages } from '../migration/page-stream.js'
 import { migratePrepareReplySchema, migratePrepareSchema, migrateRestoreSchema, migrateStartSchema, migrateVpidSchema } from '../protocol/migrate.js'
 import { JobStateError } from '../ssi/jobs/errors.js'
 import { IncomingMigrations, STAGED } from './migration-target.js'
@@ -379,17 +378,22 @@ export class MigrationService {
     const { job } = out
     const stop = new AbortController()
     const both = AbortSignal.any([signal, stop.signal])
-    const listener = await listenLoopbackOnce(both)
-    const channel = await this.init.bulk.open(target, PAGES_PROTOCOL, both).catch((err: unknown) => { listener.close(); throw err })
+    const channel = await this.init.bulk.open(target, PAGES_PROTOCOL, both)
+    // CRIU's end of the pair is closed once the dump returns: CRIU's own copy is closed by then,
+    // so ours sees the end of the page stream.
+    const pair = pageSocketPair()
     await rm(pageStreamFile(dir), { force: true })
     const streamed = (async () => {
       await channel.write(pagesHeader(job.vpid), both)
-      return await teePages(await listener.accepted, channel, pageStreamFile(dir), both)
+      return await teePages(pair.ours, channel, pageStreamFile(dir), both)
     })()
     let broke: Error | undefined // the stream failed first (e.g. the target died), so the dump did
-    streamed.catch((e: unknown) => { if (!stop.signal.aborted) broke = e as Error })
+    streamed.catch((e: unknown) => {
+      if (!stop.signal.aborted) broke = e as Error
+      pair.ours.destroy() // CRIU's writes then fail at once, and so does the dump
+    })
     try {
-      const stdio = await this.init.runtime.checkpoint(job, dir, both, { pageServer: { address: '127.0.0.1', port: listener.port } })
+      const stdio = await this.init.runtime.checkpoint(job, dir, both, { pageServerSocket: pair.theirs }).finally(pair.closeTheirs)
       out.pageBytes = (await streamed).bytes
       return stdio
     } catch (err) {
@@ -400,7 +404,7 @@ export class MigrationService {
       if (broke !== undefined && !signal.aborted) throw new Error(`streaming the pages to ${target} failed: ${broke.message}`, { cause: broke })
       throw err
     } finally {
-      listener.close()
+      pair.closeTheirs()
     }
   }
 

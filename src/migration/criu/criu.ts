@@ -120,7 +120,8 @@ export class Criu implements Checkpointer {
 
   /** Checkpoints the tree rooted at `options.pid` into `options.imagesDir`. */
   async dump (options: DumpOptions): Promise<DumpResult> {
-    const { logPath } = await this.run({ type: ReqType.DUMP, operation: 'dump', opts: (p) => dumpWireOpts(options, p), imagesDir: options.imagesDir, request: options })
+    const fds = options.pageServerSocket === undefined ? undefined : [options.pageServerSocket]
+    const { logPath } = await this.run({ type: ReqType.DUMP, operation: 'dump', opts: (p) => dumpWireOpts(options, p), imagesDir: options.imagesDir, fds, request: options })
     return { logPath }
   }
 

@@ -100,6 +100,8 @@ export class DirectByteChannel implements ByteChannel {
   private wake: (() => void) | undefined
   private helloWaiters: Array<(err?: Error) => void> = []
   private readonly pool = new RecordPool()
+  /** The reader lends record buffers back (ReadOptions.reuse): known from `read`, before data flows. */
+  private reusing = false
   /** Resolves once the TCP connection is closed (finished or torn down). */
   readonly closed: Promise<void>
 
@@ -111,7 +113,8 @@ export class DirectByteChannel implements ByteChannel {
    */
   constructor (private readonly socket: Socket, private readonly keys: DirectKeys, private readonly role: 'dialer' | 'listener', reads?: SocketReads) {
     this.sealer = new RecordSealer(keys.send)
-    this.opener = new RecordOpener(keys.receive, undefined, reads === undefined ? undefined : bytes => this.pool.take(bytes))
+    // Pooled only for a reader that hands the buffers back; any other gets one of each record's size.
+    this.opener = new RecordOpener(keys.receive, undefined, reads === undefined ? undefined : bytes => this.reusing ? this.pool.take(bytes) : Buffer.allocUnsafe(bytes))
     socket.setNoDelay(true)
     if (reads !== undefined) {
       reads.attach(bytes => { this.onData(bytes) })
@@ -168,7 +171,8 @@ export class DirectByteChannel implements ByteChannel {
   read (signal?: AbortSignal, opts?: ReadOptions): AsyncIterable<Uint8Array> {
     if (this.readCalled) throw new Error('ByteChannel.read() may be called only once')
     this.readCalled = true
-    return this.chunks(signal, opts?.reuse === true)
+    this.reusing = opts?.reuse === true
+    return this.chunks(signal, this.reusing)
   }
 
   abort (err: Error): void {

@@ -179,13 +179,13 @@ class HostJobRuntime implements JobRuntime {
     // CRIU writes its log and stats-dump (its own phase times) into the work dir: one per dump.
     const criu = new Criu({ criuPath: (await this.criuDriver()).criuPath, workDir: imagesDir })
     const stdio = await this.dumpedStdio(job)
-    const { leaveRunning, onFrozen, pageServer } = opts
+    const { leaveRunning, onFrozen, pageServerSocket } = opts
     const onNotify = onFrozen === undefined ? undefined : async (script: string): Promise<void> => { if (script === 'post-dump') await onFrozen() }
     const dump = async (skipMounts: string[]): Promise<void> => {
-      await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal, leaveRunning, onNotify, skipMounts, pageServer })
+      await criu.dump({ pid: job.hostPid, imagesDir, external: ['mnt[]', ...stdio.map(f => f.key)], manageCgroups: 'IGNORE', extMasters: true, signal, leaveRunning, onNotify, skipMounts, pageServerSocket })
     }
     // A page server takes one dump: no second try there (the migration rolls back instead).
-    await this.skippingUnusedMounts(job, dump, signal, pageServer === undefined)
+    await this.skippingUnusedMounts(job, dump, signal, pageServerSocket === undefined)
     return stdio
   }
 

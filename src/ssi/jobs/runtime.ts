@@ -65,10 +65,11 @@ export interface CheckpointOptions {
   readonly leaveRunning?: boolean
   readonly onFrozen?: () => Promise<void>
   /**
-   * Stop-copy with streamed pages: CRIU sends the pages to this page server (a loopback bridge to
-   * the target, src/migration/page-stream.ts) instead of writing them into imagesDir.
+   * Stop-copy with streamed pages: CRIU sends the pages over this connected stream socket (our
+   * fd: CRIU gets its own copy; the other end bridges to the target, src/migration/page-stream.ts)
+   * instead of writing them into imagesDir.
    */
-  readonly pageServer?: { readonly address: string, readonly port: number }
+  readonly pageServerSocket?: number
 }
 
 export interface JobRuntime {
