@@ -4,7 +4,16 @@
  * was frozen (io_uring), and others would restore into a broken job (GPU devices, established TCP
  * connections to other hosts, whose peers' address cannot follow).
  */
-import { readdir, readFile, readlink, stat } from 'node:fs/promises'
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs'
+import { setImmediate as nextTurn } from 'node:timers/promises'
+
+/*
+ * procfs answers from memory in microseconds, so these reads are synchronous: through the thread
+ * pool, the scan of a small job cost ~10 ms of every migration (one hop per fd). A tree with many
+ * fds yields to the event loop every YIELD_EVERY of them.
+ */
+const YIELD_EVERY = 256
+const orEmpty = <T>(read: () => T, empty: T): T => { try { return read() } catch { return empty } }
 
 /** Host pids of `root` and all its descendants (threads' children included). */
 export async function processTree (root: number): Promise<number[]> {
@@ -13,9 +22,10 @@ export async function processTree (root: number): Promise<number[]> {
   while (queue.length > 0) {
     const pid = queue.shift() as number
     seen.push(pid)
-    const tasks = await readdir(`/proc/${pid}/task`).catch(() => [] as string[])
+    const tasks = orEmpty(() => readdirSync(`/proc/${pid}/task`), [] as string[])
+    if (seen.length % YIELD_EVERY === 0) await nextTurn()
     for (const tid of tasks) {
-      const children = await readFile(`/proc/${pid}/task/${tid}/children`, 'utf8').catch(() => '')
+      const children = orEmpty(() => readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8'), '')
       for (const c of children.trim().split(/\s+/)) if (c !== '') queue.push(Number(c))
     }
   }
@@ -30,10 +40,10 @@ function isLoopback (hexAddr: string): boolean {
 }
 
 /** Socket inodes of established TCP connections to non-loopback peers, in pid's network namespace. */
-async function remoteTcpInodes (pid: number): Promise<Map<string, string>> {
+function remoteTcpInodes (pid: number): Map<string, string> {
   const found = new Map<string, string>()
   for (const file of ['tcp', 'tcp6']) {
-    const text = await readFile(`/proc/${pid}/net/${file}`, 'utf8').catch(() => '')
+    const text = orEmpty(() => readFileSync(`/proc/${pid}/net/${file}`, 'utf8'), '')
     for (const line of text.split('\n').slice(1)) {
       const cols = line.trim().split(/\s+/)
       if (cols.length < 10 || cols[3] !== '01') continue // 01 = ESTABLISHED
@@ -47,12 +57,14 @@ async function remoteTcpInodes (pid: number): Promise<Map<string, string>> {
 /** One reason per offending fd, e.g. "pid 123 fd 5: io_uring"; empty when the tree can migrate. */
 export async function findUnmigratable (root: number): Promise<string[]> {
   const reasons: string[] = []
-  const tcp = await remoteTcpInodes(root)
+  const tcp = remoteTcpInodes(root)
+  let scanned = 0
   for (const pid of await processTree(root)) {
-    const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])
+    const fds = orEmpty(() => readdirSync(`/proc/${pid}/fd`), [] as string[])
     for (const fd of fds) {
-      const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')
-      const why = classify(target, tcp) ?? await gpuByNumber(`/proc/${pid}/fd/${fd}`, target)
+      if (++scanned % YIELD_EVERY === 0) await nextTurn()
+      const target = orEmpty(() => readlinkSync(`/proc/${pid}/fd/${fd}`), '')
+      const why = classify(target, tcp) ?? gpuByNumber(`/proc/${pid}/fd/${fd}`, target)
       if (why !== undefined) reasons.push(`pid ${pid} fd ${fd}: ${why}`)
     }
   }
@@ -63,9 +75,9 @@ export async function findUnmigratable (root: number): Promise<string[]> {
 const GPU_MAJORS = new Set([195, 226])
 
 /** A GPU device opened under another path (e.g. a container's own /dev), by its device number. */
-async function gpuByNumber (fdPath: string, target: string): Promise<string | undefined> {
+function gpuByNumber (fdPath: string, target: string): string | undefined {
   if (!target.startsWith('/')) return undefined
-  const s = await stat(fdPath).catch(() => undefined)
+  const s = orEmpty(() => statSync(fdPath), undefined)
   if (s === undefined || !s.isCharacterDevice()) return undefined
   const major = Number((BigInt(s.rdev) >> 8n) & 0xfffn)
   return GPU_MAJORS.has(major) ? `GPU device ${target} (major ${major})` : undefined
