@@ -49,7 +49,8 @@ async function mountLeaks (dir: string): Promise<Leak[]> {
 async function imageDirLeaks (stateDirs: readonly string[]): Promise<Leak[]> {
   const out: Leak[] = []
   for (const s of stateDirs) {
-    for (const sub of ['migrations/in', 'migrations/out', 'checkpoints/work']) {
+    // `migrations/trash`: image dirs of done migrations, deleted in the background (a stopping daemon waits for that).
+    for (const sub of ['migrations/in', 'migrations/out', 'migrations/trash', 'checkpoints/work']) {
       for (const e of await readdir(join(s, sub)).catch(() => [] as string[])) {
         if (!(await onlyCriuLogs(join(s, sub, e)))) out.push({ kind: 'image-dir', detail: join(s, sub, e) })
       }

@@ -39,6 +39,8 @@ export interface IncomingInit {
   readonly incomingTtlMs: number
   /** Re-hash the images before restoring them (config migration.recheckBeforeRestore). */
   readonly recheckBeforeRestore: boolean
+  /** Removes a restored job's images dir off the critical path (./discard.ts). */
+  readonly discard: (path: string) => Promise<void>
 }
 
 interface Incoming {
@@ -250,7 +252,8 @@ export class IncomingMigrations {
     await local.adoptMigrated(record, job)
     if (!runtime.confirmRestored(job)) this.init.logger.warn({ vpid }, 'the restored job\'s shim was gone before it was confirmed')
     if (prepared.job.stdinClosed === true) await runtime.closeStdin(job).catch(() => {}) // the restored shim opened its keep-alive end again
-    const cleanup = async (): Promise<void> => { await rm(inc.dir, { recursive: true, force: true }) }
+    // Renamed away now, deleted in the background: not inside the job's downtime.
+    const cleanup = async (): Promise<void> => { await this.init.discard(inc.dir) }
     // Post-copy: the lazy-pages daemon reads the images dir until the last page arrived.
     if (lazyPages) {
       postCopy.watchPull(vpid, job, cleanup, async why => { await this.loseHere(vpid, job, why) })

@@ -19,6 +19,7 @@ import { IdleWatchdog } from '../migration/idle-watchdog.js'
 import { PAGES_PROTOCOL, pageSocketPair, pagesHeader, teePages } from '../migration/page-stream.js'
 import { migratePrepareReplySchema, migratePrepareSchema, migrateRestoreSchema, migrateStartSchema, migrateVpidSchema } from '../protocol/migrate.js'
 import { JobStateError } from '../ssi/jobs/errors.js'
+import { DirDiscarder } from './discard.js'
 import { IncomingMigrations, STAGED } from './migration-target.js'
 import type { JournalStore } from '../migration/journal.js'
 import type { MigrationPhase, MigrationSource, MigrationTarget, PhaseDetail } from '../migration/stop-and-copy.js'
@@ -104,15 +105,17 @@ export class MigrationService {
   private journalled = new Set<number>()
   private unfinishedIncoming: number[] = []
   private readonly postCopy: PostCopyPlumbing
+  private readonly discarder: DirDiscarder
 
   constructor (private readonly init: MigrationServiceInit) {
     this.journal = new MigrationJournal(init.store)
     this.hooks = init.hooks ?? migrationTestHooks()
+    this.discarder = new DirDiscarder(join(init.dir, 'trash'), init.logger)
     this.postCopy = new PostCopyPlumbing(init.runtime, init.bulk, init.store, init.logger.child({ component: 'post-copy' }))
     this.incoming = new IncomingMigrations({
       selfName: init.selfName, local: init.local, runtime: init.runtime, dir: join(init.dir, 'in'), logger: init.logger,
       hooks: this.hooks, postCopy: this.postCopy, maxImageBytes: init.maxImageBytes ?? 64 * 2 ** 30, incomingTtlMs: init.incomingTtlMs ?? 600_000,
-      recheckBeforeRestore: init.recheckBeforeRestore ?? false
+      recheckBeforeRestore: init.recheckBeforeRestore ?? false, discard: async path => { await this.discarder.discard(path) }
     })
   }
 
@@ -180,6 +183,7 @@ export class MigrationService {
     const { rpc } = this.init
     // Nothing incoming survives a restart (the source rolls back); outgoing images stay if journalled.
     this.unfinishedIncoming = await this.incoming.forgetEarlier()
+    await this.discarder.purge()
     const entries = await this.journal.list()
     this.journalled = new Set(entries.map(e => e.vpid))
     for (const name of await readdir(join(this.init.dir, 'out')).catch(() => [] as string[])) {
@@ -209,6 +213,7 @@ export class MigrationService {
    */
   async stop (): Promise<void> {
     await this.incoming.close()
+    await this.discarder.flush()
   }
 
   /** Runs the migration of a job of this node to `target`, in the mode asked for (default stop-copy). */
@@ -345,8 +350,9 @@ export class MigrationService {
       commit: async (vpid, to, dir) => {
         this.outgoing.delete(vpid)
         await local.markMoved(vpid, to)
-        await rm(dir, { recursive: true, force: true })
-        await rm(pageStreamFile(dir), { force: true })
+        // Deleting a large image takes a while (~0.3 s per GiB): not before the caller hears.
+        await this.discarder.discard(dir)
+        await this.discarder.discard(pageStreamFile(dir))
       },
       resume: async (vpid, error) => {
         this.outgoing.delete(vpid)

@@ -56,7 +56,8 @@ async function setup (): Promise<Setup> {
   const logger = { info: () => {}, warn: () => {}, debug: () => {}, error: () => {}, child: () => logger } as unknown as Logger
   const inDir = join(root, 'in')
   const incoming = new IncomingMigrations({
-    selfName: 'n2', local, runtime, dir: inDir, logger, hooks, postCopy, maxImageBytes: 2 ** 30, incomingTtlMs: 600_000, recheckBeforeRestore: false
+    selfName: 'n2', local, runtime, dir: inDir, logger, hooks, postCopy, maxImageBytes: 2 ** 30, incomingTtlMs: 600_000, recheckBeforeRestore: false,
+    discard: async path => { await rm(path, { recursive: true, force: true }) }
   })
   return { incoming, inDir, root, startPageServer: () => { start() }, pageServerStopped: () => stopped }
 }
