@@ -1,34 +1,31 @@
 /**
- * The daemon's side of stop-and-copy migration (src/migration/stop-and-copy.ts): the source side
- * over LocalJobs and the job runtime, the target side (./migration-target.ts) as peer methods
- * plus an images channel and a streamed-pages channel (src/migration/page-stream.ts).
+ * The daemon's side of migration: runs stop-and-copy (src/migration/stop-and-copy.ts) and
+ * post-copy (src/migration/post-copy.ts) migrations out of this node with the source side in
+ * ./migration-source.ts, serves the target side (./migration-target.ts) as peer methods plus an
+ * images channel and a streamed-pages channel (src/migration/page-stream.ts), journals each
+ * phase and settles what a restarted daemon finds unfinished.
  */
 import { parseParams } from '../protocol/peer.js'
-import { access, copyFile, mkdir, readdir, rm, unlink } from 'node:fs/promises'
-import { basename, join } from 'node:path'
-import { readDumpStats } from '../migration/dump-stats.js'
-import type { DumpStats } from '../migration/dump-stats.js'
-import { findUnmigratable } from '../migration/precheck.js'
+import { readdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
 import { MigrationJournal } from '../migration/journal.js'
 import { migrate } from '../migration/stop-and-copy.js'
 import { migrationTestHooks } from './migration-hooks.js'
 import { recoverMigrations } from './migration-recovery.js'
-import { FAST_CRC32, IMAGES_PROTOCOL, sendImageDir } from '../migration/transfer.js'
-import type { TransferProgress } from '../migration/transfer.js'
-import { IdleWatchdog } from '../migration/idle-watchdog.js'
-import { PAGES_PROTOCOL, pageSocketPair, pagesHeader, teePages } from '../migration/page-stream.js'
-import { migratePrepareReplySchema, migratePrepareSchema, migrateRestoreSchema, migrateStartSchema, migrateVpidSchema } from '../protocol/migrate.js'
+import { IMAGES_PROTOCOL } from '../migration/transfer.js'
+import { PAGES_PROTOCOL } from '../migration/page-stream.js'
+import { migratePrepareSchema, migrateRestoreSchema, migrateStartSchema, migrateVpidSchema } from '../protocol/migrate.js'
 import { JobStateError } from '../ssi/jobs/errors.js'
 import { DirDiscarder } from './discard.js'
-import { IncomingMigrations, STAGED } from './migration-target.js'
+import { IncomingMigrations } from './migration-target.js'
+import { OutgoingMigrations } from './migration-source.js'
 import type { JournalStore } from '../migration/journal.js'
-import type { MigrationPhase, MigrationSource, MigrationTarget, PhaseDetail } from '../migration/stop-and-copy.js'
+import type { MigrationPhase, PhaseDetail } from '../migration/stop-and-copy.js'
 import type { MigrationTestHooks } from './migration-hooks.js'
 import type { BulkTransport } from '../migration/ports.js'
 import type { MigratePrepareParams, MigrationSummary } from '../protocol/migrate.js'
 import type { LocalJobs } from '../ssi/jobs/local.js'
-import type { JobRecord } from '../ssi/jobs/record.js'
-import type { DumpedFile, JobRuntime, RuntimeJob } from '../ssi/jobs/runtime.js'
+import type { DumpedFile, JobRuntime } from '../ssi/jobs/runtime.js'
 import type { PeerRpc } from '../ssi/ports.js'
 import type { Logger } from './logger.js'
 import { chooseMode, DEFAULT_MODE_CONFIG, POST_COPY_WARNING } from '../migration/modes.js'
@@ -76,30 +73,12 @@ export interface MigrateOutOptions {
   readonly onEvent?: EmitEvent
 }
 
-interface Outgoing {
-  readonly job: RuntimeJob
-  readonly record: JobRecord
-  /** The target takes the pages streamed as they are dumped (it said so when prepared). */
-  streamPages?: boolean
-  /** Page bytes streamed during the dump. */
-  pageBytes?: number
-}
-
-/** Where a streamed dump's page stream is recorded next to its images dir (for a rollback). */
-/**
- * A migration's images are checked end to end with crc32 (the channel is authenticated; nobody
- * needs their sha256 unless the target re-checks them, and then it computes one on arrival).
- */
-const IMAGE_CHECKSUM = FAST_CRC32 ? 'crc32' : 'sha256'
-const pageStreamFile = (imagesDir: string): string => `${imagesDir}.pages`
-
 /** Outcomes known to the job's record: the journal entry goes. ('moved' stays until the commit is done.) */
 const SETTLED: ReadonlySet<MigrationPhase> = new Set(['rolled-back', 'lost'])
 
 export class MigrationService {
   private readonly incoming: IncomingMigrations
-  private readonly outgoing = new Map<number, Outgoing>()
-  private readonly dumpStats = new Map<number, DumpStats>()
+  private readonly outgoing: OutgoingMigrations
   readonly journal: MigrationJournal<DumpedFile[]>
   private readonly hooks: MigrationTestHooks
   private journalled = new Set<number>()
@@ -112,6 +91,11 @@ export class MigrationService {
     this.hooks = init.hooks ?? migrationTestHooks()
     this.discarder = new DirDiscarder(join(init.dir, 'trash'), init.logger)
     this.postCopy = new PostCopyPlumbing(init.runtime, init.bulk, init.store, init.logger.child({ component: 'post-copy' }))
+    this.outgoing = new OutgoingMigrations({
+      selfName: init.selfName, local: init.local, runtime: init.runtime, rpc: init.rpc, bulk: init.bulk, dir: join(init.dir, 'out'),
+      hooks: this.hooks, discarder: this.discarder, streamPages: init.streamPages ?? false, transferIdleMs: init.transferIdleMs ?? 30_000,
+      restoreTimeoutMs: init.restoreTimeoutMs ?? 120_000
+    })
     this.incoming = new IncomingMigrations({
       selfName: init.selfName, local: init.local, runtime: init.runtime, dir: join(init.dir, 'in'), logger: init.logger,
       hooks: this.hooks, postCopy: this.postCopy, maxImageBytes: init.maxImageBytes ?? 64 * 2 ** 30, incomingTtlMs: init.incomingTtlMs ?? 600_000,
@@ -168,8 +152,8 @@ export class MigrationService {
     await recoverMigrations({
       entries: await this.journal.list(), journal: this.journal, local: this.init.local, runtime: this.init.runtime,
       rpc: this.init.rpc, logger: this.init.logger, settleTimeoutMs: this.init.settleTimeoutMs ?? 60_000, signal,
-      cancelTarget: async (target, vpid) => { await this.target().cancel(target, vpid) },
-      restoreHere: async (vpid, dir, stdio, job) => await this.restoreFromImages(vpid, dir, stdio, job)
+      cancelTarget: async (target, vpid) => { await this.outgoing.target().cancel(target, vpid) },
+      restoreHere: async (vpid, dir, stdio, job) => await this.outgoing.restoreFromImages(vpid, dir, stdio, job)
     })
     // A migration settled as lost mid-dump has no imagesDir in its journal entry: drop its partial images too.
     const open = new Set((await this.journal.list()).map(e => e.vpid))
@@ -254,13 +238,13 @@ export class MigrationService {
       await this.journal.put({ vpid, target, phase, startedMs, updatedMs: Date.now(), imagesDir, dumped })
     }
     try {
-      const result = await migrate(this.source(target), this.target(events), { vpid, target, asUid, signal, onPhase })
+      const result = await migrate(this.outgoing.source(target), this.outgoing.target(events), { vpid, target, asUid, signal, onPhase })
       await this.journal.del(vpid)
-      const stats = this.dumpStats.get(vpid)
+      const stats = this.outgoing.takeDumpStats(vpid)
       const ms = (us: number | undefined): number | undefined => (us === undefined ? undefined : Math.round(us / 100) / 10)
       return { ...result, from: this.init.selfName, freezeMs: ms(stats?.freezingUs), frozenMs: ms(stats?.frozenUs) }
     } finally {
-      this.dumpStats.delete(vpid)
+      this.outgoing.takeDumpStats(vpid)
     }
   }
 
@@ -289,7 +273,7 @@ export class MigrationService {
   }
 
   private postCopySource (target: string): PostCopySource<MigratePrepareParams, DumpedFile[]> {
-    const stopCopy = this.source(target)
+    const stopCopy = this.outgoing.source(target)
     return {
       ...stopCopy,
       begin: async (vpid, asUid) => {
@@ -297,171 +281,19 @@ export class MigrationService {
         const { pages: _stopCopyOnly, ...payload } = r.payload
         return { ...r, payload: { ...payload, mode: 'post-copy' as const } }
       },
-      checkpointLazy: async (vpid, dir, signal) => await this.postCopy.checkpointLazy(this.out(vpid).job, dir, signal),
+      checkpointLazy: async (vpid, dir, signal) => await this.postCopy.checkpointLazy(this.outgoing.job(vpid), dir, signal),
       abortLazy: async (vpid) => await this.postCopy.abortLazy(vpid),
       pullStarted: (vpid) => { this.postCopy.pullStarted(vpid) },
-      discardLazy: async (vpid) => { await this.postCopy.discardTree(this.out(vpid).job) }
+      discardLazy: async (vpid) => { await this.postCopy.discardTree(this.outgoing.job(vpid)) }
     }
   }
 
   private postCopyTarget (events: MigrationEvents): PostCopyTarget<MigratePrepareParams, DumpedFile[]> {
-    const stopCopy = this.target(events)
+    const stopCopy = this.outgoing.target(events)
     return {
       ...stopCopy,
       bridgePages: async (target, vpid, signal, onBytes) => await this.postCopy.bridgePages(target, vpid, signal, onBytes),
       restoreLazy: stopCopy.restore
-    }
-  }
-
-  private source (target: string): MigrationSource<MigratePrepareParams, DumpedFile[]> {
-    const { local, runtime } = this.init
-    return {
-      begin: async (vpid, asUid) => {
-        if (this.outgoing.has(vpid)) throw new JobStateError(`job ${vpid} is already migrating`)
-        const { record, runtime: job } = await local.beginMigration(vpid, asUid)
-        this.outgoing.set(vpid, { job, record })
-        const { owner, argv, cwd, hostname, limits, homeNode, createdMs, startedMs, stdin, stdinClosed } = record
-        const migrated = { vpid, owner: { ...owner, groups: [...owner.groups] }, argv: [...argv], cwd, hostname, limits, homeNode, createdMs, startedMs, stdin, stdinClosed }
-        // Streaming needs a local replay of the pages for a rollback.
-        const payload: MigratePrepareParams = runtime.replayPages === undefined || this.init.streamPages !== true ? { vpid, job: migrated } : { vpid, job: migrated, pages: 'stream' }
-        return { hostPid: job.hostPid, payload }
-      },
-      check: async hostPid => await findUnmigratable(hostPid),
-      imagesDir: async vpid => {
-        const dir = join(this.init.dir, 'out', String(vpid))
-        await rm(dir, { recursive: true, force: true })
-        await mkdir(dir, { recursive: true, mode: 0o700 })
-        return dir
-      },
-      checkpoint: async (vpid, dir, signal) => {
-        const out = this.out(vpid)
-        const stdio = out.streamPages === true
-          ? await this.checkpointStreaming(out, target, dir, signal)
-          : await runtime.checkpoint(out.job, dir, signal)
-        const stats = await readDumpStats(dir)
-        if (stats !== undefined) this.dumpStats.set(vpid, stats)
-        return stdio
-      },
-      stageOutput: async (vpid, dir) => {
-        const paths = runtime.paths(vpid)
-        await copyFile(paths.stdout, join(dir, STAGED.stdout))
-        await copyFile(paths.stderr, join(dir, STAGED.stderr))
-      },
-      commit: async (vpid, to, dir) => {
-        this.outgoing.delete(vpid)
-        await local.markMoved(vpid, to)
-        // Deleting a large image takes a while (~0.3 s per GiB): not before the caller hears.
-        await this.discarder.discard(dir)
-        await this.discarder.discard(pageStreamFile(dir))
-      },
-      resume: async (vpid, error) => {
-        this.outgoing.delete(vpid)
-        await local.resumeAfterMigration(vpid, undefined, error, target)
-      },
-      rollback: async (vpid, dir, stdio, error) => {
-        const restored = await this.restoreFromImages(vpid, dir, stdio, this.out(vpid).job)
-        this.outgoing.delete(vpid)
-        await local.resumeAfterMigration(vpid, restored, error, target)
-        await rm(dir, { recursive: true, force: true })
-        await rm(pageStreamFile(dir), { force: true })
-      },
-      lose: async (vpid, error) => {
-        this.outgoing.delete(vpid)
-        await local.loseAfterMigration(vpid, error, target)
-        const dir = join(this.init.dir, 'out', String(vpid))
-        await rm(dir, { recursive: true, force: true })
-        await rm(pageStreamFile(dir), { force: true })
-      }
-    }
-  }
-
-  /**
-   * Dumps with the pages streamed to the target as CRIU writes them (src/migration/page-stream.ts)
-   * and recorded next to `dir` for a rollback. A broken stream fails the dump, which lets the tree
-   * run on (CRIU resumes it), so the migration rolls back as for any failed dump.
-   */
-  private async checkpointStreaming (out: Outgoing, target: string, dir: string, signal: AbortSignal): Promise<DumpedFile[]> {
-    const { job } = out
-    const stop = new AbortController()
-    const both = AbortSignal.any([signal, stop.signal])
-    const channel = await this.init.bulk.open(target, PAGES_PROTOCOL, both)
-    // CRIU's end of the pair is closed once the dump returns: CRIU's own copy is closed by then,
-    // so ours sees the end of the page stream.
-    const pair = pageSocketPair()
-    await rm(pageStreamFile(dir), { force: true })
-    const streamed = (async () => {
-      await channel.write(pagesHeader(job.vpid), both)
-      return await teePages(pair.ours, channel, pageStreamFile(dir), both)
-    })()
-    let broke: Error | undefined // the stream failed first (e.g. the target died), so the dump did
-    streamed.catch((e: unknown) => {
-      if (!stop.signal.aborted) broke = e as Error
-      pair.ours.destroy() // CRIU's writes then fail at once, and so does the dump
-    })
-    try {
-      const stdio = await this.init.runtime.checkpoint(job, dir, both, { pageServerSocket: pair.theirs }).finally(pair.closeTheirs)
-      out.pageBytes = (await streamed).bytes
-      return stdio
-    } catch (err) {
-      stop.abort(err)
-      channel.abort(err instanceof Error ? err : new Error(String(err)))
-      await streamed.catch(() => {})
-      // A broken stream is the cause of CRIU's failure, and the clearer message.
-      if (broke !== undefined && !signal.aborted) throw new Error(`streaming the pages to ${target} failed: ${broke.message}`, { cause: broke })
-      throw err
-    } finally {
-      pair.closeTheirs()
-    }
-  }
-
-  /** Restores a job dumped here from its images in `dir` (its old tree's cgroup freed first). */
-  private async restoreFromImages (vpid: number, dir: string, stdio: DumpedFile[], old: RuntimeJob | undefined): Promise<RuntimeJob> {
-    const { runtime, local } = this.init
-    if (old !== undefined) await runtime.release(old).catch(() => {})
-    for (const f of Object.values(STAGED)) await unlink(join(dir, f)).catch(() => {})
-    const stream = pageStreamFile(dir)
-    if (await access(stream).then(() => true, () => false)) {
-      // A streamed dump: its pages are in the recorded stream, not yet in dir.
-      if (runtime.replayPages === undefined) throw new JobStateError(`job ${vpid} was dumped with streamed pages, which this runtime cannot replay`)
-      await runtime.replayPages(stream, dir)
-      await unlink(stream)
-    }
-    return await runtime.restore({ vpid, imagesDir: dir, limits: local.get(vpid).limits, stdio })
-  }
-
-  private out (vpid: number): Outgoing {
-    const o = this.outgoing.get(vpid)
-    if (o === undefined) throw new JobStateError(`job ${vpid} is not migrating from here`)
-    return o
-  }
-
-  private target (events?: MigrationEvents): MigrationTarget<MigratePrepareParams, DumpedFile[]> {
-    const { rpc, bulk } = this.init
-    return {
-      prepare: async (target, vpid, payload, signal) => {
-        const reply = parseParams(migratePrepareReplySchema, await rpc.call(target, 'migrate.prepare', payload, { signal, timeoutMs: 10_000 }) ?? {})
-        const out = this.outgoing.get(vpid)
-        if (out !== undefined) out.streamPages = payload.pages === 'stream' && reply.pages === 'stream'
-      },
-      send: async (target, dir, signal) => {
-        const channel = this.hooks.wrapImages(await bulk.open(target, IMAGES_PROTOCOL, signal))
-        const pageBytes = this.outgoing.get(Number(basename(dir)))?.pageBytes ?? 0
-        // A target declared dead has its channels aborted (dead-peers.ts); one alive but not taking data, this.
-        const idle = new IdleWatchdog(this.init.transferIdleMs ?? 30_000, ms => new Error(`${target} took no data and sent no answer for ${ms} ms (migration.transferIdleMs)`))
-        try {
-          const onProgress = (p: TransferProgress): void => { idle.touch(); events?.transfer(p) }
-          return { bytes: pageBytes + (await sendImageDir(channel, dir, { signal: AbortSignal.any([signal, idle.signal]), label: basename(dir), checksum: IMAGE_CHECKSUM, onProgress })).bytes }
-        } catch (err) {
-          channel.abort(err instanceof Error ? err : new Error(String(err)))
-          throw new Error(`sending the images to ${target} failed: ${(err as Error).message}`, { cause: err })
-        } finally {
-          idle.stop()
-        }
-      },
-      restore: async (target, vpid, stdio, signal) => {
-        await rpc.call(target, 'migrate.restore', { vpid, stdio }, { signal, timeoutMs: this.init.restoreTimeoutMs ?? 120_000 })
-      },
-      cancel: async (target, vpid) => { await rpc.call(target, 'migrate.cancel', { vpid }, { timeoutMs: 10_000 }) }
     }
   }
 }
