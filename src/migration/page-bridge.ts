@@ -35,16 +35,22 @@ async function pumpSocketToChannel (socket: Socket, channel: ByteChannel, count:
   await channel.closeWrite(signal)
 }
 
+/**
+ * The channel may reuse a chunk's buffer once the next one is asked for (1 MiB records of pages,
+ * without an allocation each), so each write is waited for until the socket has taken all of it.
+ */
 async function pumpChannelToSocket (channel: ByteChannel, socket: Socket, count: (n: number) => void, signal: AbortSignal): Promise<void> {
-  for await (const chunk of channel.read(signal)) {
+  for await (const chunk of channel.read(signal, { reuse: true })) {
     count(chunk.byteLength)
-    if (!socket.write(chunk)) {
-      await new Promise<void>((resolve, reject) => {
-        const onClose = (): void => { reject(new PageBridgeError('page-server socket closed while writing')) }
-        socket.once('drain', () => { socket.off('close', onClose); resolve() })
-        socket.once('close', onClose)
+    await new Promise<void>((resolve, reject) => {
+      const onClose = (): void => { reject(new PageBridgeError('page-server socket closed while writing')) }
+      socket.once('close', onClose)
+      socket.write(chunk, (err) => {
+        socket.off('close', onClose)
+        if (err == null) resolve()
+        else reject(new PageBridgeError(`writing to the page-server socket failed: ${err.message}`, { cause: err }))
       })
-    }
+    })
   }
   socket.end()
 }

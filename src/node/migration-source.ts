@@ -148,7 +148,7 @@ export class OutgoingMigrations {
     await rm(pageStreamFile(dir), { force: true })
     const streamed = (async () => {
       await channel.write(pagesHeader(job.vpid), both)
-      return await teePages(pair.ours, channel, pageStreamFile(dir), both)
+      return await teePages(pair.ours, channel, pageStreamFile(dir), both, pair.reads)
     })()
     let broke: Error | undefined // the stream failed first (e.g. the target died), so the dump did
     streamed.catch((e: unknown) => {

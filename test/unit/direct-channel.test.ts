@@ -7,7 +7,8 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { connect, createServer } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import { DirectByteChannel, SocketReads } from '../../src/node/direct/channel.js'
+import { DirectByteChannel } from '../../src/node/direct/channel.js'
+import { SocketReads } from '../../src/migration/socket-reads.js'
 import { withReads } from '../../src/node/direct/handshake.js'
 import type { Server, Socket } from 'node:net'
 

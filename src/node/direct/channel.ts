@@ -10,6 +10,7 @@ import { ChannelClosedError } from '../../migration/ports.js'
 import { MAX_RECORD_BYTES, RecordOpener, RecordSealer, RecordType } from './records.js'
 import type { Socket } from 'node:net'
 import type { ByteChannel, ReadOptions } from '../../migration/ports.js'
+import type { SocketReads } from '../../migration/socket-reads.js'
 import type { OpenedRecord } from './records.js'
 
 export interface DirectKeys {
@@ -28,39 +29,12 @@ export interface DirectKeys {
  * ~8-10): 8 MiB gave 25-44 mark-compacts and 1.0-1.9 s of GC; 4 MiB 58 and 1.6 s; 2 MiB 2 and 0.4-0.6 s.
  */
 const READ_HIGH_WATER = 2 * 1024 * 1024
-/** Bytes of a socket's one reused read buffer (see SocketReads): Node's own reads are 64 KiB each. */
-const READ_BUFFER_BYTES = 256 * 1024
 /** Smaller records get a buffer of their own size (a page, a control frame): the pool is for bulk data. */
 const MIN_POOLED_RECORD_BYTES = 64 * 1024
 /** Assembled records up to this size (an image DATA frame in one record) come from the pool. */
 const POOLED_RECORD_BYTES = 1024 * 1024 + 4096
 /** Record buffers kept while unused: the queue (2 MiB), the one being filled, the one lent out. */
 const POOL_KEEP = 6
-
-/**
- * A socket's reads into one buffer that it reuses (Node's `onread`), instead of a fresh 64 KiB
- * Buffer per read: those outlive the daemon's small young generation while their records
- * assemble and queue, get promoted and cost full GCs (a 1 GiB receive: ~2x the CPU, half the rate).
- * Bytes read before a channel attaches are kept (copied) for it.
- */
-export class SocketReads {
-  private sink: ((bytes: Buffer) => void) | undefined
-  private readonly early: Buffer[] = []
-  readonly onread = {
-    buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES),
-    callback: (n: number, buf: Uint8Array): boolean => {
-      const bytes = Buffer.from(buf.buffer, buf.byteOffset, n)
-      if (this.sink !== undefined) this.sink(bytes)
-      else this.early.push(Buffer.from(bytes))
-      return true
-    }
-  }
-
-  attach (sink: (bytes: Buffer) => void): void {
-    this.sink = sink
-    for (const b of this.early.splice(0)) sink(b)
-  }
-}
 
 /** Buffers for assembled records, handed back by a reader that reuses them (ReadOptions.reuse). */
 class RecordPool {
