@@ -1,6 +1,6 @@
 /** The sending end's file access: list an image dir and read it as DATA-frame-sized chunks. */
-import { constants } from 'node:fs'
-import { lstat, open, readdir } from 'node:fs/promises'
+import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readSync } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { FRAME_HEADER_BYTES, imageNameProblem } from '../../protocol/images.js'
 import { ImageTransferError } from './errors.js'
@@ -42,7 +42,9 @@ export class ReadBufferPool {
  * other special file, or an unsafe name, is refused (CRIU image dirs never hold them).
  */
 export async function listImageDir (dir: string): Promise<ImageFile[]> {
-  const entries = await readdir(dir, { withFileTypes: true })
+  // Synchronous: a dump's ~25 entries on a local filesystem take microseconds each, where a
+  // thread-pool hop per lstat cost a few ms of every migration's downtime.
+  const entries = readdirSync(dir, { withFileTypes: true })
   const files: ImageFile[] = []
   for (const entry of entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) {
     const problem = imageNameProblem(entry.name)
@@ -50,7 +52,7 @@ export async function listImageDir (dir: string): Promise<ImageFile[]> {
     if (!entry.isFile()) {
       throw new ImageTransferError(`${join(dir, entry.name)} is not a regular file: image dirs hold only regular files`, { code: 'not-a-file', file: entry.name })
     }
-    const st = await lstat(join(dir, entry.name))
+    const st = lstatSync(join(dir, entry.name))
     files.push({ name: entry.name, size: st.size, mode: st.mode & 0o7777 })
   }
   return files
@@ -65,6 +67,12 @@ export async function * readImageData (dir: string, files: readonly ImageFile[],
   const pool = new ReadBufferPool(FRAME_HEADER_BYTES + chunkBytes)
   for (const [index, file] of files.entries()) {
     signal?.throwIfAborted()
+    if (file.size <= Math.min(SMALL_FILE_BYTES, chunkBytes)) {
+      const chunk = readSmallFile(dir, index, file, pool)
+      if (file.size > 0) yield chunk // an empty file sends no DATA, as below
+      else chunk.release()
+      continue
+    }
     const fh = await openSource(dir, file)
     try {
       yield * readFileChunks(fh, index, file, pool, signal)
@@ -73,6 +81,31 @@ export async function * readImageData (dir: string, files: readonly ImageFile[],
     } finally {
       await fh.close()
     }
+  }
+}
+
+/** Files up to this size (most of a dump's files: all but the pages) are read synchronously. */
+const SMALL_FILE_BYTES = 64 * 1024
+
+/** A small file in one synchronous read: five thread-pool hops (open, stat, read, stat, close) fewer. */
+function readSmallFile (dir: string, index: number, file: ImageFile, pool: ReadBufferPool): DataChunk {
+  const fd = openSync(join(dir, file.name), constants.O_RDONLY | constants.O_NOFOLLOW)
+  try {
+    const st = fstatSync(fd)
+    if (!st.isFile()) throw new ImageTransferError(`${file.name} is no longer a regular file`, { code: 'source-changed', file: file.name })
+    if (st.size !== file.size) throw changed(file, st.size)
+    const buf = pool.take()
+    const frame = buf.subarray(0, FRAME_HEADER_BYTES + file.size)
+    let filled = 0
+    while (filled < file.size) {
+      const n = readSync(fd, frame, FRAME_HEADER_BYTES + filled, file.size - filled, filled)
+      if (n === 0) throw changed(file, filled)
+      filled += n
+    }
+    if (fstatSync(fd).size !== file.size) throw changed(file, fstatSync(fd).size)
+    return { file: index, frame, body: frame.subarray(FRAME_HEADER_BYTES), release: () => { pool.give(buf) } }
+  } finally {
+    closeSync(fd)
   }
 }
 
