@@ -13,7 +13,11 @@ import { netnsCommand, setupNetwork, teardownNetwork } from './netns/network.js'
 import { removeEndedJobCgroups } from '../ssi/jobs/node-cgroups.js'
 import type { ClusterConfig, NodeConfig } from './config.js'
 
-/** A small young generation keeps an idle daemon near 100 MB RSS instead of ~130 MB. */
+/**
+ * A small young generation keeps an idle daemon near 85-100 MB RSS instead of ~110-130 MB (bulk
+ * reads reuse their buffers so that it costs them nothing: src/migration/socket-reads.ts).
+ * SSI_DAEMON_FLAGS replaces these flags, e.g. for an A/B benchmark of them.
+ */
 export const DAEMON_NODE_FLAGS = (process.env.SSI_DAEMON_FLAGS ?? '--max-semi-space-size=2').split(' ').filter(Boolean)
 const SSID = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/ssid.js')
 
