@@ -57,7 +57,10 @@ function remoteTcpInodes (pid: number): Map<string, string> {
 /** One reason per offending fd, e.g. "pid 123 fd 5: io_uring"; empty when the tree can migrate. */
 export async function findUnmigratable (root: number): Promise<string[]> {
   const reasons: string[] = []
-  const tcp = remoteTcpInodes(root)
+  // Read only for a tree with sockets: /proc/<pid>/net/tcp walks the whole TCP hash table (~7 ms
+  // here even with a handful of connections), which most jobs do not need.
+  let tcpTable: Map<string, string> | undefined
+  const tcp = (): Map<string, string> => (tcpTable ??= remoteTcpInodes(root))
   let scanned = 0
   for (const pid of await processTree(root)) {
     const fds = orEmpty(() => readdirSync(`/proc/${pid}/fd`), [] as string[])
@@ -83,10 +86,12 @@ function gpuByNumber (fdPath: string, target: string): string | undefined {
   return GPU_MAJORS.has(major) ? `GPU device ${target} (major ${major})` : undefined
 }
 
-function classify (target: string, tcp: Map<string, string>): string | undefined {
+function classify (target: string, tcpOf: () => Map<string, string>): string | undefined {
   if (target.includes('io_uring')) return 'io_uring instance'
   if (/^\/dev\/(nvidia|dri\/|kfd$)/.test(target)) return `GPU device ${target}`
   const socket = /^socket:\[(\d+)\]$/.exec(target)
-  if (socket !== null && tcp.has(socket[1] ?? '')) return `established TCP connection to ${tcp.get(socket[1] ?? '') ?? '?'} (not loopback)`
+  if (socket === null) return undefined
+  const tcp = tcpOf()
+  if (tcp.has(socket[1] ?? '')) return `established TCP connection to ${tcp.get(socket[1] ?? '') ?? '?'} (not loopback)`
   return undefined
 }

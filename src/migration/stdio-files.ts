@@ -4,7 +4,7 @@
  * dump cannot resolve their mount ("Can't lookup mount"). So every dump names them external,
  * `file[<mnt_id hex>:<inode hex>]`, and every restore hands in new files under those keys.
  */
-import { readdir, readFile, stat } from 'node:fs/promises'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { processTree } from './precheck.js'
 
@@ -15,8 +15,14 @@ export interface ExternalFile {
   readonly name: string
 }
 
-async function mntId (pid: number, fd: string): Promise<number | undefined> {
-  const info = await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8').catch(() => '')
+/*
+ * procfs and the job's own files are read synchronously (microseconds each): through the thread
+ * pool, a hop per fd cost several ms of every migration's downtime (this runs inside the dump).
+ */
+const orUndefined = <T>(read: () => T): T | undefined => { try { return read() } catch { return undefined } }
+
+function mntId (pid: number, fd: string): number | undefined {
+  const info = orUndefined(() => readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8')) ?? ''
   const m = /^mnt_id:\s*(\d+)/m.exec(info)
   return m === null ? undefined : Number(m[1])
 }
@@ -25,18 +31,18 @@ async function mntId (pid: number, fd: string): Promise<number | undefined> {
 export async function findExternalFiles (root: number, files: Readonly<Record<string, string>>): Promise<ExternalFile[]> {
   const wanted = new Map<string, string>()
   for (const [name, path] of Object.entries(files)) {
-    const s = await stat(path, { bigint: true })
+    const s = statSync(path, { bigint: true })
     wanted.set(`${s.dev}:${s.ino}`, name)
   }
   const found = new Map<string, string>()
   for (const pid of await processTree(root)) {
-    for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
-      const s = await stat(`/proc/${pid}/fd/${fd}`, { bigint: true }).catch(() => undefined)
+    for (const fd of orUndefined(() => readdirSync(`/proc/${pid}/fd`)) ?? []) {
+      const s = orUndefined(() => statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }))
       const name = s === undefined ? undefined : wanted.get(`${s.dev}:${s.ino}`)
-      const mnt = name === undefined ? undefined : await mntId(pid, fd)
+      const mnt = name === undefined ? undefined : mntId(pid, fd)
       if (s === undefined || name === undefined || mnt === undefined) continue
       found.set(`file[${mnt.toString(16)}:${s.ino.toString(16)}]`, name)
-      for (const alt of await overlayAliases(pid, mnt, s, files[name] as string)) found.set(`file[${alt.toString(16)}:${s.ino.toString(16)}]`, name)
+      for (const alt of overlayAliases(pid, mnt, s, files[name] as string)) found.set(`file[${alt.toString(16)}:${s.ino.toString(16)}]`, name)
     }
   }
   return [...found].map(([key, name]) => ({ key, name }))
@@ -45,8 +51,8 @@ export async function findExternalFiles (root: number, files: Readonly<Record<st
 interface Mount { readonly id: number, readonly dev: string, readonly mountPoint: string, readonly fsType: string }
 
 /** /proc/<pid>/mountinfo: id, major:minor, mount point (octal escapes undone), fs type. */
-async function mounts (pid: number | 'self'): Promise<Mount[]> {
-  const text = await readFile(`/proc/${pid}/mountinfo`, 'utf8').catch(() => '')
+function mounts (pid: number | 'self'): Mount[] {
+  const text = orUndefined(() => readFileSync(`/proc/${pid}/mountinfo`, 'utf8')) ?? ''
   const unescape = (v: string): string => v.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))
   return text.split('\n').filter(l => l !== '').map(l => {
     const f = l.split(' ')
@@ -62,10 +68,10 @@ async function mounts (pid: number | 'self'): Promise<Mount[]> {
  * file (criu/mount.c lookup_overlayfs). Returns those mount ids, so the key CRIU looks up is among
  * ours. Happens when the node's root is an overlay, e.g. in a container.
  */
-async function overlayAliases (pid: number, mnt: number, s: { dev: bigint, ino: bigint }, path: string): Promise<number[]> {
-  const own = (await mounts('self')).find(m => m.id === mnt)
+function overlayAliases (pid: number, mnt: number, s: { dev: bigint, ino: bigint }, path: string): number[] {
+  const own = mounts('self').find(m => m.id === mnt)
   if (own?.fsType !== 'overlay') return []
-  const jobMounts = await mounts(pid)
+  const jobMounts = mounts(pid)
   if (jobMounts.some(m => m.id === mnt)) return []
   const dev = Number(s.dev)
   const majMin = `${(dev >> 8) & 0xfff}:${(dev & 0xff) | ((dev >> 12) & 0xfff00)}`
@@ -73,7 +79,7 @@ async function overlayAliases (pid: number, mnt: number, s: { dev: bigint, ino: 
   let last: number | undefined
   for (const m of jobMounts) {
     if (m.fsType !== 'overlay' || m.dev !== majMin) continue
-    const t = await stat(join(`/proc/${pid}/root`, m.mountPoint, rel), { bigint: true }).catch(() => undefined)
+    const t = orUndefined(() => statSync(join(`/proc/${pid}/root`, m.mountPoint, rel), { bigint: true }))
     if (t !== undefined && t.dev === s.dev && t.ino === s.ino) last = m.id
   }
   return last === undefined ? [] : [last]
