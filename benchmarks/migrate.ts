@@ -39,14 +39,15 @@ const allocator = (mib: number): string[] => ['/usr/bin/python3', '-c',
  * This VM hands memory that stayed free for a while back to its host (DAMON pageout and free page
  * reporting): the first touch of such a page then costs a fault on the host too, which made a
  * 1 GiB dump, copy or transfer up to 3x slower in whichever run came first. Touching and freeing
- * twice the job's size right before each measured run gives raw CRIU and ssi the same warm memory.
+ * four times the job's size (what a migration allocates: images at both ends, the restored job)
+ * right before each measured run gives raw CRIU and ssi the same warm memory.
  */
 async function touchMemory (mib: number): Promise<void> {
   const path = join('/dev/shm', `ssi-bench-touch-${process.pid}`)
   const block = Buffer.alloc(4 * 1048576, 1)
   const fh = await open(path, 'w', 0o600)
   try {
-    for (let i = 0; i < Math.max(1, Math.ceil(mib * 2 / 4)); i++) await fh.write(block)
+    for (let i = 0; i < Math.max(1, Math.ceil(mib * 4 / 4)); i++) await fh.write(block)
   } finally {
     await fh.close()
     await rm(path, { force: true })

@@ -61,6 +61,12 @@ interface Outgoing {
  * needs their sha256 unless the target re-checks them, and then it computes one on arrival).
  */
 const IMAGE_CHECKSUM = FAST_CRC32 ? 'crc32' : 'sha256'
+/**
+ * CRIU's own logs in an images dir (its work dir) stay on the source: the target does not read
+ * them, and a post-copy dump's CRIU still writes its log while the images go (which failed the
+ * send as "changed while being sent").
+ */
+const isCriuLog = (name: string): boolean => name.endsWith('.log')
 /** Where a streamed dump's page stream is recorded next to its images dir (for a rollback). */
 export const pageStreamFile = (imagesDir: string): string => `${imagesDir}.pages`
 
@@ -233,7 +239,7 @@ export class OutgoingMigrations {
         const idle = new IdleWatchdog(this.init.transferIdleMs, ms => new Error(`${target} took no data and sent no answer for ${ms} ms (migration.transferIdleMs)`))
         try {
           const onProgress = (p: TransferProgress): void => { idle.touch(); events?.transfer(p) }
-          return { bytes: pageBytes + (await sendImageDir(channel, dir, { signal: AbortSignal.any([signal, idle.signal]), label: basename(dir), checksum: IMAGE_CHECKSUM, onProgress })).bytes }
+          return { bytes: pageBytes + (await sendImageDir(channel, dir, { signal: AbortSignal.any([signal, idle.signal]), label: basename(dir), checksum: IMAGE_CHECKSUM, onProgress, skip: isCriuLog })).bytes }
         } catch (err) {
           channel.abort(err instanceof Error ? err : new Error(String(err)))
           throw new Error(`sending the images to ${target} failed: ${(err as Error).message}`, { cause: err })

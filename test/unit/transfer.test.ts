@@ -136,6 +136,14 @@ describe('image transfer over an in-memory channel', () => {
     expect(await exists(dest)).toBe(false)
   })
 
+  it('leaves out the files `skip` names (CRIU\'s logs, which a post-copy dump still writes while its images go)', async () => {
+    const src = await makeImageDir({ 'pages-1.img': randomBytes(300_000), 'core-1.img': randomBytes(700), 'dump-1-2-3.log': randomBytes(70_000) })
+    const dest = join(root, 'dest-skip')
+    const { sent } = await transfer(src, dest, { checksum: 'crc32', skip: name => name.endsWith('.log') })
+    expect(sent.status).toBe('fulfilled')
+    expect((await readdir(dest)).sort()).toEqual(['core-1.img', 'pages-1.img'])
+  })
+
   it('checks with crc32 when the sender asks; the receiver computes sha256 only if asked', async () => {
     const data = { 'pages-1.img': randomBytes(3 * MiB + 5), 'core-1.img': randomBytes(700), 'empty.img': Buffer.alloc(0) }
     const src = await makeImageDir(data)

@@ -34,6 +34,8 @@ export interface SendOptions {
   readonly chunkBytes?: number
   /** Names the images for the receiver (the header's `label`), e.g. when it expects several at once. */
   readonly label?: string
+  /** Files of the dir not to send (e.g. logs a process still writes). */
+  readonly skip?: (name: string) => boolean
 }
 
 /** What a finished transfer moved. */
@@ -58,7 +60,7 @@ const CANCEL_GRACE_MS = 2000
  */
 export async function sendImageDir (channel: ByteChannel, dir: string, opts: SendOptions = {}): Promise<TransferSummary> {
   const compression = opts.compress ?? 'none'
-  const files = await listImageDir(dir).catch((err: unknown) => {
+  const files = await listImageDir(dir, opts.skip).catch((err: unknown) => {
     channel.abort(err as Error)
     throw asTransferError(err, opts.signal, 'io', `listing ${dir}`)
   })

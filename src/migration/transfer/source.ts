@@ -41,12 +41,13 @@ export class ReadBufferPool {
  * Lists a flat image directory: regular files only, sorted by name. A symlink, subdirectory or
  * other special file, or an unsafe name, is refused (CRIU image dirs never hold them).
  */
-export async function listImageDir (dir: string): Promise<ImageFile[]> {
+export async function listImageDir (dir: string, skip?: (name: string) => boolean): Promise<ImageFile[]> {
   // Synchronous: a dump's ~25 entries on a local filesystem take microseconds each, where a
   // thread-pool hop per lstat cost a few ms of every migration's downtime.
   const entries = readdirSync(dir, { withFileTypes: true })
   const files: ImageFile[] = []
   for (const entry of entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) {
+    if (skip?.(entry.name) === true) continue
     const problem = imageNameProblem(entry.name)
     if (problem !== undefined) throw new ImageTransferError(`image file name ${JSON.stringify(entry.name)} ${problem}`, { code: 'bad-name', file: entry.name })
     if (!entry.isFile()) {
