@@ -27,12 +27,16 @@ import type { JobRecord } from '../ssi/jobs/record.js'
 import type { DumpedFile, JobRuntime, RuntimeJob } from '../ssi/jobs/runtime.js'
 import type { PeerRpc } from '../ssi/ports.js'
 
-export interface OutgoingInit {
+/** What the migration service (./migration.ts) and its source side both work with. */
+export interface MigrationParts {
   readonly selfName: string
   readonly local: LocalJobs
   readonly runtime: JobRuntime
   readonly rpc: PeerRpc
   readonly bulk: BulkTransport
+}
+
+export interface OutgoingInit extends MigrationParts {
   /** Images of migrations out of here: `<dir>/<vpid>` (and `<dir>/<vpid>.pages`, a streamed dump's pages). */
   readonly dir: string
   readonly hooks: MigrationTestHooks

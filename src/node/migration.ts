@@ -19,14 +19,12 @@ import { JobStateError } from '../ssi/jobs/errors.js'
 import { DirDiscarder } from './discard.js'
 import { IncomingMigrations } from './migration-target.js'
 import { OutgoingMigrations } from './migration-source.js'
+import type { MigrationParts } from './migration-source.js'
 import type { JournalStore } from '../migration/journal.js'
 import type { MigrationPhase, PhaseDetail } from '../migration/stop-and-copy.js'
 import type { MigrationTestHooks } from './migration-hooks.js'
-import type { BulkTransport } from '../migration/ports.js'
 import type { MigratePrepareParams, MigrationSummary } from '../protocol/migrate.js'
-import type { LocalJobs } from '../ssi/jobs/local.js'
-import type { DumpedFile, JobRuntime } from '../ssi/jobs/runtime.js'
-import type { PeerRpc } from '../ssi/ports.js'
+import type { DumpedFile } from '../ssi/jobs/runtime.js'
 import type { Logger } from './logger.js'
 import { chooseMode, DEFAULT_MODE_CONFIG, POST_COPY_WARNING } from '../migration/modes.js'
 import type { ChosenMode, MigrationModeConfig, RequestedMode } from '../migration/modes.js'
@@ -36,12 +34,7 @@ import { LAZY_PAGES_PROTOCOL, PostCopyPlumbing } from './migration-post-copy.js'
 import { MigrationEvents } from './migration-events.js'
 import type { EmitEvent } from './migration-events.js'
 
-export interface MigrationServiceInit {
-  readonly selfName: string
-  readonly local: LocalJobs
-  readonly runtime: JobRuntime
-  readonly rpc: PeerRpc
-  readonly bulk: BulkTransport
+export interface MigrationServiceInit extends MigrationParts {
   /** Images in flight: `<dir>/out/<vpid>` on sources, `<dir>/in/<vpid>` on targets. */
   readonly dir: string
   readonly logger: Logger
