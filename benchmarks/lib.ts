@@ -1,5 +1,6 @@
 /** Shared helpers for benchmarks: process sampling and percentiles. */
-import { readFile } from 'node:fs/promises'
+import { open, readFile, rm } from 'node:fs/promises'
+import { join } from 'node:path'
 
 export function percentile (sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return NaN
@@ -43,4 +44,23 @@ export function parseVariants (args: readonly string[]): Variant[] {
     const at = rest.indexOf('@')
     return { name, ssid: at < 0 ? rest : rest.slice(0, at), extra: at < 0 ? {} : JSON.parse(rest.slice(at + 1)) as Record<string, unknown> }
   })
+}
+
+/**
+ * This VM hands memory that stayed free for a while back to its host (DAMON pageout and free page
+ * reporting): the first touch of such a page then costs a fault on the host too, which made a
+ * 1 GiB dump, copy or transfer up to 3x slower in whichever run came first. Touching and freeing
+ * `mib` MiB (e.g. what a migration allocates: images at both ends, the restored job) right before
+ * each measured run gives a benchmark and its baseline the same warm memory.
+ */
+export async function touchMemory (mib: number): Promise<void> {
+  const path = join('/dev/shm', `ssi-bench-touch-${process.pid}`)
+  const block = Buffer.alloc(4 * 1048576, 1)
+  const fh = await open(path, 'w', 0o600)
+  try {
+    for (let i = 0; i < Math.max(1, Math.ceil(mib / 4)); i++) await fh.write(block)
+  } finally {
+    await fh.close()
+    await rm(path, { force: true })
+  }
 }

@@ -10,12 +10,12 @@
  */
 import '../src/polyfill.js'
 import { spawn } from 'node:child_process'
-import { cp, mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises'
+import { cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ControlClient } from '../src/api/client.js'
 import { findCriu } from '../src/migration/criu/index.js'
-import { sleep } from './lib.js'
+import { sleep, touchMemory } from './lib.js'
 import { eventually, makeCluster } from '../test/helpers/cluster.js'
 import type { NodeInfo } from '../src/api/schema.js'
 
@@ -34,25 +34,6 @@ const repeat = process.argv.includes('--repeat') ? Number(process.argv[process.a
  */
 const allocator = (mib: number): string[] => ['/usr/bin/python3', '-c',
   `import time,sys\nb=bytearray(b"x")*(1048576*${mib})\nprint("ready",flush=True)\ntime.sleep(3600)`]
-
-/**
- * This VM hands memory that stayed free for a while back to its host (DAMON pageout and free page
- * reporting): the first touch of such a page then costs a fault on the host too, which made a
- * 1 GiB dump, copy or transfer up to 3x slower in whichever run came first. Touching and freeing
- * four times the job's size (what a migration allocates: images at both ends, the restored job)
- * right before each measured run gives raw CRIU and ssi the same warm memory.
- */
-async function touchMemory (mib: number): Promise<void> {
-  const path = join('/dev/shm', `ssi-bench-touch-${process.pid}`)
-  const block = Buffer.alloc(4 * 1048576, 1)
-  const fh = await open(path, 'w', 0o600)
-  try {
-    for (let i = 0; i < Math.max(1, Math.ceil(mib * 4 / 4)); i++) await fh.write(block)
-  } finally {
-    await fh.close()
-    await rm(path, { force: true })
-  }
-}
 
 async function run (cmd: string, args: string[]): Promise<void> {
   const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] })
@@ -75,7 +56,7 @@ async function rawCriu (criu: string, mib: number): Promise<{ dumpMs: number, co
       return rssKiB * 1024 >= mib * 1048576 * 0.9 ? t : undefined
     }, 60_000, 'allocator ready')).value
     await mkdir(join(dir, 'a'))
-    await touchMemory(mib)
+    await touchMemory(mib * 4)
     const t0 = performance.now()
     await run(criu, ['dump', '-t', String(tini), '-D', join(dir, 'a'), '-o', 'dump.log'])
     const t1 = performance.now()
@@ -99,7 +80,7 @@ async function ssiMigrate (client: ControlClient, mib: number, mode: 'stop-copy'
   const { vpid } = await call.result
   try {
     await eventually(async () => (await client.call('inspect', { vpid })).rssBytes >= mib * 1048576 * 0.9 || undefined, 60_000, 'job allocated')
-    await touchMemory(mib)
+    await touchMemory(mib * 4)
     const t0 = performance.now()
     const r = await client.call('migrate', { vpid, node: 'n2', mode }, { timeoutMs: 600_000 })
     // Total as the caller sees it (post-copy: until the last page arrived); the daemon's own is daemonTotalMs.
