@@ -13,7 +13,8 @@ import { setImmediate as nextTurn } from 'node:timers/promises'
  * fds yields to the event loop every YIELD_EVERY of them.
  */
 const YIELD_EVERY = 256
-const orEmpty = <T>(read: () => T, empty: T): T => { try { return read() } catch { return empty } }
+/** What `read` returns, or `empty` if it throws (a process or fd gone meanwhile). */
+export const orEmpty = <T>(read: () => T, empty: T): T => { try { return read() } catch { return empty } }
 
 /** Host pids of `root` and all its descendants (threads' children included). */
 export async function processTree (root: number): Promise<number[]> {

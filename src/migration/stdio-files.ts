@@ -6,7 +6,7 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, relative } from 'node:path'
-import { processTree } from './precheck.js'
+import { orEmpty, processTree } from './precheck.js'
 
 export interface ExternalFile {
   /** CRIU's key: file[mnt_id:inode] in hex. */
@@ -15,14 +15,10 @@ export interface ExternalFile {
   readonly name: string
 }
 
-/*
- * procfs and the job's own files are read synchronously (microseconds each): through the thread
- * pool, a hop per fd cost several ms of every migration's downtime (this runs inside the dump).
- */
-const orUndefined = <T>(read: () => T): T | undefined => { try { return read() } catch { return undefined } }
+// procfs and the job's own files are read synchronously, as in ./precheck.ts (this runs inside the dump).
 
 function mntId (pid: number, fd: string): number | undefined {
-  const info = orUndefined(() => readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8')) ?? ''
+  const info = orEmpty(() => readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'), '')
   const m = /^mnt_id:\s*(\d+)/m.exec(info)
   return m === null ? undefined : Number(m[1])
 }
@@ -36,8 +32,8 @@ export async function findExternalFiles (root: number, files: Readonly<Record<st
   }
   const found = new Map<string, string>()
   for (const pid of await processTree(root)) {
-    for (const fd of orUndefined(() => readdirSync(`/proc/${pid}/fd`)) ?? []) {
-      const s = orUndefined(() => statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }))
+    for (const fd of orEmpty(() => readdirSync(`/proc/${pid}/fd`), [] as string[])) {
+      const s = orEmpty(() => statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }), undefined)
       const name = s === undefined ? undefined : wanted.get(`${s.dev}:${s.ino}`)
       const mnt = name === undefined ? undefined : mntId(pid, fd)
       if (s === undefined || name === undefined || mnt === undefined) continue
@@ -52,7 +48,7 @@ interface Mount { readonly id: number, readonly dev: string, readonly mountPoint
 
 /** /proc/<pid>/mountinfo: id, major:minor, mount point (octal escapes undone), fs type. */
 function mounts (pid: number | 'self'): Mount[] {
-  const text = orUndefined(() => readFileSync(`/proc/${pid}/mountinfo`, 'utf8')) ?? ''
+  const text = orEmpty(() => readFileSync(`/proc/${pid}/mountinfo`, 'utf8'), '')
   const unescape = (v: string): string => v.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))
   return text.split('\n').filter(l => l !== '').map(l => {
     const f = l.split(' ')
@@ -79,7 +75,7 @@ function overlayAliases (pid: number, mnt: number, s: { dev: bigint, ino: bigint
   let last: number | undefined
   for (const m of jobMounts) {
     if (m.fsType !== 'overlay' || m.dev !== majMin) continue
-    const t = orUndefined(() => statSync(join(`/proc/${pid}/root`, m.mountPoint, rel), { bigint: true }))
+    const t = orEmpty(() => statSync(join(`/proc/${pid}/root`, m.mountPoint, rel), { bigint: true }), undefined)
     if (t !== undefined && t.dev === s.dev && t.ino === s.ino) last = m.id
   }
   return last === undefined ? [] : [last]

@@ -69,6 +69,14 @@ async function transfer (src: string, dest: string, send: SendOptions = {}, recv
   return { sent, received }
 }
 
+/** `transfer` with the byte at stream offset `at` XORed with `mask` on its way. */
+async function transferFlipping (src: string, dest: string, at: number, mask: number, send: SendOptions = {}, recv: Partial<ReceiveOptions> = {}): ReturnType<typeof transfer> {
+  return await transfer(src, dest, send, recv, c => tamper(c, (chunk, offset) => {
+    if (at >= offset && at < offset + chunk.byteLength) flip(chunk, at - offset, mask)
+    return chunk
+  }))
+}
+
 function reason (r: PromiseSettledResult<unknown>): ImageTransferError {
   expect(r.status).toBe('rejected')
   const err = (r as PromiseRejectedResult).reason as unknown
@@ -122,10 +130,7 @@ describe('image transfer over an in-memory channel', () => {
     const src = await makeImageDir({ 'a.img': randomBytes(2 * MiB), 'b.img': randomBytes(2 * MiB) })
     const dest = join(root, 'dest')
     const flipAt = 3 * MiB
-    const { sent, received } = await transfer(src, dest, {}, {}, c => tamper(c, (chunk, offset) => {
-      if (flipAt >= offset && flipAt < offset + chunk.byteLength) flip(chunk, flipAt - offset, 0x40)
-      return chunk
-    }))
+    const { sent, received } = await transferFlipping(src, dest, flipAt, 0x40)
     const r = reason(received)
     expect(r).toBeInstanceOf(ImageIntegrityError)
     expect(r.file).toBe('b.img')
@@ -162,10 +167,7 @@ describe('image transfer over an in-memory channel', () => {
   it('detects a flipped byte in transit with crc32 too', async () => {
     const src = await makeImageDir({ 'a.img': randomBytes(2 * MiB), 'b.img': randomBytes(2 * MiB) })
     const dest = join(root, 'dest')
-    const { sent, received } = await transfer(src, dest, { checksum: 'crc32' }, { sha256: false }, c => tamper(c, (chunk, offset) => {
-      if (MiB >= offset && MiB < offset + chunk.byteLength) flip(chunk, MiB - offset, 0x01)
-      return chunk
-    }))
+    const { sent, received } = await transferFlipping(src, dest, MiB, 0x01, { checksum: 'crc32' }, { sha256: false })
     const r = reason(received)
     expect(r).toBeInstanceOf(ImageIntegrityError)
     expect(r.file).toBe('a.img')
