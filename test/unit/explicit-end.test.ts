@@ -6,9 +6,9 @@
  * CRIU's page server.
  */
 import { randomBytes } from 'node:crypto'
-import { connect, createServer } from 'node:net'
 import type { Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
+import { loopbackPair } from '../helpers/loopback.js'
 import { MAX_FRAME_BYTES, withExplicitEnd } from '../../src/migration/explicit-end.js'
 import { bridge, PageBridgeError } from '../../src/migration/page-bridge.js'
 import { ChannelClosedError } from '../../src/migration/ports.js'
@@ -44,13 +44,7 @@ function replaying (bytes: Buffer, sizes: number[]): ByteChannel {
 
 /** [the daemon's end, "CRIU"'s end] of a loopback TCP connection. */
 async function socketPair (): Promise<[Socket, Socket]> {
-  const server = createServer({ allowHalfOpen: true })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as { port: number }).port
-  const accepted = new Promise<Socket>(resolve => server.once('connection', resolve))
-  const criu = connect({ host: '127.0.0.1', port, allowHalfOpen: true })
-  const daemon = await accepted
-  server.close()
+  const [daemon, criu] = await loopbackPair()
   cleanups.push(() => { daemon.destroy(); criu.destroy() })
   return [daemon, criu]
 }

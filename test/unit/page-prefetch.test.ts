@@ -1,6 +1,6 @@
-import { createServer, connect } from 'node:net'
 import type { Socket } from 'node:net'
 import { describe, expect, it } from 'vitest'
+import { loopbackPair } from '../helpers/loopback.js'
 import { ByteReader, writeSocket } from '../../src/migration/byte-io.js'
 import { PAGE_SIZE, RangeSet, parsePagemap } from '../../src/migration/criu/pagemap.js'
 import type { LazyRange } from '../../src/migration/criu/pagemap.js'
@@ -84,15 +84,10 @@ async function fakeDaemon (sock: Socket, ranges: LazyRange[], faults: Array<{ pi
   return got
 }
 
+/** [the dialing end, the accepted end] of a loopback TCP connection. */
 async function socketPair (): Promise<[Socket, Socket]> {
-  const srv = createServer({ allowHalfOpen: true })
-  await new Promise<void>(resolve => srv.listen(0, '127.0.0.1', resolve))
-  const port = (srv.address() as { port: number }).port
-  const accepted = new Promise<Socket>(resolve => srv.once('connection', resolve))
-  const client = connect({ host: '127.0.0.1', port, allowHalfOpen: true })
-  const server = await accepted
-  srv.close()
-  return [client, server]
+  const [accepted, dialer] = await loopbackPair()
+  return [dialer, accepted]
 }
 
 async function run (ranges: LazyRange[], faults: Array<{ pid: number, addr: number }>, close = false, windowBytes?: number): Promise<{ got: number, asked: Map<string, number>, sizes: number[] }> {

@@ -7,11 +7,11 @@
  */
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
-import { connect, createServer } from 'node:net'
 import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { loopbackPair } from '../helpers/loopback.js'
 import { pagesHeader, readPagesHeader, teePages } from '../../src/migration/page-stream.js'
 import { createMemoryChannelPair } from '../../src/migration/transfer.js'
 import type { ByteChannel } from '../../src/migration/ports.js'
@@ -27,13 +27,7 @@ async function tmp (): Promise<string> {
 
 /** [the daemon's end, "CRIU dump"'s end] of a loopback TCP connection. */
 async function socketPair (): Promise<[Socket, Socket]> {
-  const server = createServer({ allowHalfOpen: true })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as { port: number }).port
-  const accepted = new Promise<Socket>(resolve => server.once('connection', resolve))
-  const dumper = connect({ host: '127.0.0.1', port, allowHalfOpen: true })
-  const daemon = await accepted
-  server.close()
+  const [daemon, dumper] = await loopbackPair()
   cleanups.push(async () => { daemon.destroy(); dumper.destroy() })
   return [daemon, dumper]
 }
