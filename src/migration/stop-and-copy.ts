@@ -65,8 +65,13 @@ export interface MigrationSource<P, D> {
 export interface MigrationTarget<P, D> {
   /** Target reserves room for vpid; refuses if it cannot take it. */
   prepare(target: string, vpid: number, payload: P, signal: AbortSignal): Promise<void>
-  /** Sends imagesDir; resolves with the bytes sent once the target has them all, verified. */
-  send(target: string, imagesDir: string, signal: AbortSignal): Promise<{ bytes: number }>
+  /**
+   * Sends imagesDir; resolves with the bytes sent once the target has them all, verified. With
+   * `written`, called as the dump starts: it resolves once the dump and stageOutput are done (the
+   * dir is complete) and rejects if either failed; until then the send may only read what CRIU
+   * already wrote (./transfer/follow.ts) or wait. Without, the dir is complete.
+   */
+  send(target: string, imagesDir: string, signal: AbortSignal, written?: Promise<void>): Promise<{ bytes: number }>
   /** Restores; resolves once the job runs there under its vpid. */
   restore(target: string, vpid: number, dumped: D, signal: AbortSignal): Promise<void>
   /** Drops whatever the target holds for vpid (best effort). */
@@ -131,15 +136,27 @@ export async function migrate<P, D> (source: MigrationSource<P, D>, target: Migr
   }
 }
 
+/**
+ * Dump, transfer, restore. The send starts with the dump, so that it can overlap CRIU writing the
+ * pages; it gets the dir's completion (`written`) and is settled before anything rolls back.
+ */
 async function afterPrepare<P, D> (source: MigrationSource<P, D>, target: MigrationTarget<P, D>, req: MigrateRequest, phases: Phases, checkMs: number, signal: AbortSignal): Promise<MigrationResult> {
   const { vpid } = req
   const imagesDir = await source.imagesDir(vpid)
   const downStart = Date.now()
+  const written = new Completion()
+  const sending = target.send(req.target, imagesDir, signal, written.promise)
+  sending.catch(() => {}) // awaited below, or settled before any rollback
+  const giveUpSend = async (err: unknown): Promise<void> => {
+    written.fail(err)
+    await sending.catch(() => {})
+  }
   let dumped: D
   try {
     dumped = await source.checkpoint(vpid, imagesDir, signal)
   } catch (err) {
     // A failed dump leaves the tree running (CRIU resumes it), or it ended on its own meanwhile.
+    await giveUpSend(err)
     await target.cancel(req.target, vpid).catch(() => {})
     await phases.to('rolling-back')
     await phases.to('rolled-back')
@@ -149,7 +166,8 @@ async function afterPrepare<P, D> (source: MigrationSource<P, D>, target: Migrat
   try {
     await source.stageOutput(vpid, imagesDir)
     const dumpMs = await phases.to('transferring', { imagesDir, dumped })
-    const { bytes } = await target.send(req.target, imagesDir, signal)
+    written.done()
+    const { bytes } = await sending
     const transferMs = await phases.to('restoring')
     await target.restore(req.target, vpid, dumped, signal)
     const downtimeMs = Date.now() - downStart
@@ -160,6 +178,7 @@ async function afterPrepare<P, D> (source: MigrationSource<P, D>, target: Migrat
   } catch (err) {
     if (phases.phase === 'moved') throw err
     const failedIn = phases.phase
+    await giveUpSend(err)
     await target.cancel(req.target, vpid).catch(() => {})
     await phases.to('rolling-back')
     const why = `${failedIn} failed: ${(err as Error).message}`
@@ -173,4 +192,20 @@ async function afterPrepare<P, D> (source: MigrationSource<P, D>, target: Migrat
     }
     throw new MigrationError(`migration of job ${vpid} ${why}; it runs here again`, failedIn, true, { cause: err })
   }
+}
+
+/** A promise settled from outside, once: the images dir is complete, or will never be. */
+class Completion {
+  readonly promise: Promise<void>
+  private settle: ((err?: unknown) => void) | undefined
+
+  constructor () {
+    this.promise = new Promise<void>((resolve, reject) => {
+      this.settle = (err?: unknown) => { if (err === undefined) resolve(); else reject(err) }
+    })
+    this.promise.catch(() => {}) // the sender may not be listening any more
+  }
+
+  done (): void { this.settle?.(); this.settle = undefined }
+  fail (err: unknown): void { this.settle?.(err ?? new Error('failed')); this.settle = undefined }
 }

@@ -85,6 +85,12 @@ const migrationSchema = z.object({
    */
   streamPages: z.boolean().default(false),
   /**
+   * Stop-copy with files sends CRIU's page files while CRIU still writes them (as they grow), and
+   * the rest once the dump is done, so the dump and the transfer share the freeze instead of taking
+   * it in turn (src/migration/transfer/follow.ts). Default true; false sends after the dump.
+   */
+  sendWhileDumping: z.boolean().default(true),
+  /**
    * The target re-reads and re-hashes the received images right before `criu restore`, so that
    * on-disk corruption in the instant between arrival (already verified while writing, sha256 per
    * file) and the restore is refused too. Costs one read + sha256 of the images inside the

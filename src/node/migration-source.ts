@@ -43,6 +43,8 @@ export interface OutgoingInit extends MigrationParts {
   readonly discarder: DirDiscarder
   /** Stream the pages while dumping when the target can take them (migration.streamPages). */
   readonly streamPages: boolean
+  /** Send CRIU's page files while it writes them (migration.sendWhileDumping). */
+  readonly sendWhileDumping: boolean
   /** An image send that moves no data (and gets no answer) this long is given up, ms. */
   readonly transferIdleMs: number
   /** Deadline of the target's restore, ms. */
@@ -71,6 +73,8 @@ const IMAGE_CHECKSUM = FAST_CRC32 ? 'crc32' : 'sha256'
  * send as "changed while being sent").
  */
 const isCriuLog = (name: string): boolean => name.endsWith('.log')
+/** CRIU's page files, which it appends to while it dumps (one per process with memory). */
+const isPagesImage = (name: string): boolean => /^pages-\d+\.img$/.test(name)
 /** Where a streamed dump's page stream is recorded next to its images dir (for a rollback). */
 export const pageStreamFile = (imagesDir: string): string => `${imagesDir}.pages`
 
@@ -235,20 +239,25 @@ export class OutgoingMigrations {
         out.imagesChannel = bulk.open(target, IMAGES_PROTOCOL, signal)
         out.imagesChannel.catch(() => {}) // a failure is seen by `send`
       },
-      send: async (target, dir, signal) => {
-        const early = this.outgoing.get(Number(basename(dir)))?.imagesChannel
-        const channel = this.init.hooks.wrapImages(await (early ?? bulk.open(target, IMAGES_PROTOCOL, signal)))
-        const pageBytes = this.outgoing.get(Number(basename(dir)))?.pageBytes ?? 0
-        // A target declared dead has its channels aborted (dead-peers.ts); one alive but not taking data, this.
-        const idle = new IdleWatchdog(this.init.transferIdleMs, ms => new Error(`${target} took no data and sent no answer for ${ms} ms (migration.transferIdleMs)`))
+      send: async (target, dir, signal, written) => {
+        const out = this.outgoing.get(Number(basename(dir)))
+        const channel = this.init.hooks.wrapImages(await (out?.imagesChannel ?? bulk.open(target, IMAGES_PROTOCOL, signal)))
+        // Streamed pages are not in files; without following, the send waits for the whole dir.
+        const follow = written !== undefined && this.init.sendWhileDumping && out?.streamPages !== true ? { match: isPagesImage, done: written } : undefined
+        let idle: IdleWatchdog | undefined
         try {
-          const onProgress = (p: TransferProgress): void => { idle.touch(); events?.transfer(p) }
-          return { bytes: pageBytes + (await sendImageDir(channel, dir, { signal: AbortSignal.any([signal, idle.signal]), label: basename(dir), checksum: IMAGE_CHECKSUM, onProgress, skip: isCriuLog })).bytes }
+          if (follow === undefined) await written
+          // A target declared dead has its channels aborted (dead-peers.ts); one alive but not taking data, this.
+          idle = new IdleWatchdog(this.init.transferIdleMs, ms => new Error(`${target} took no data and sent no answer for ${ms} ms (migration.transferIdleMs)`))
+          const touch = idle.touch.bind(idle)
+          const onProgress = (p: TransferProgress): void => { touch(); events?.transfer(p) }
+          const sent = await sendImageDir(channel, dir, { signal: AbortSignal.any([signal, idle.signal]), label: basename(dir), checksum: IMAGE_CHECKSUM, onProgress, skip: isCriuLog, follow })
+          return { bytes: (out?.pageBytes ?? 0) + sent.bytes }
         } catch (err) {
           channel.abort(err instanceof Error ? err : new Error(String(err)))
           throw new Error(`sending the images to ${target} failed: ${(err as Error).message}`, { cause: err })
         } finally {
-          idle.stop()
+          idle?.stop()
         }
       },
       restore: async (target, vpid, stdio, signal) => {

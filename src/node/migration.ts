@@ -54,6 +54,8 @@ export interface MigrationServiceInit extends MigrationParts {
   readonly modes?: MigrationModeConfig
   /** Stop-copy: stream the pages while dumping when the target can take them (default false). */
   readonly streamPages?: boolean
+  /** Stop-copy: send CRIU's page files as it writes them (default true). */
+  readonly sendWhileDumping?: boolean
   /** Targets re-hash received images right before restoring them (default false). */
   readonly recheckBeforeRestore?: boolean
   /** An image send that moves no data (and gets no answer) this long is given up, ms (default 30 000). */
@@ -86,7 +88,7 @@ export class MigrationService {
     this.postCopy = new PostCopyPlumbing(init.runtime, init.bulk, init.store, init.logger.child({ component: 'post-copy' }))
     this.outgoing = new OutgoingMigrations({
       selfName: init.selfName, local: init.local, runtime: init.runtime, rpc: init.rpc, bulk: init.bulk, dir: join(init.dir, 'out'),
-      hooks: this.hooks, discarder: this.discarder, streamPages: init.streamPages ?? false, transferIdleMs: init.transferIdleMs ?? 30_000,
+      hooks: this.hooks, discarder: this.discarder, streamPages: init.streamPages ?? false, sendWhileDumping: init.sendWhileDumping ?? true, transferIdleMs: init.transferIdleMs ?? 30_000,
       restoreTimeoutMs: init.restoreTimeoutMs ?? 120_000
     })
     this.incoming = new IncomingMigrations({

@@ -10,6 +10,15 @@
  *   TRAILER  msgpack ImageTrailer: one digest per file, over its uncompressed content
  *   (or CANCEL instead, at any point: the sender gives up and says why)
  *
+ * A file still being written when the transfer starts (CRIU's pages while it dumps) goes first, in
+ * a section of its own, so the transfer overlaps the dump (uncompressed transfers only):
+ *
+ *   HEADER   with `continued`: exactly one file, `growing`, size 0 (not known yet)
+ *   DATA*    that file's bytes as they are written
+ *   SIZE     msgpack ImageSize: the file's final size, once its writer is done
+ *   HEADER   the other files as above (no `continued`), DATA*, and the TRAILER, whose digests
+ *            cover every file of both sections in order
+ *
  * Receiver → sender: one RESULT frame, sent after every digest was checked (ok) or as soon as
  * the receiver refuses (a bad name, a cap, a digest mismatch, ...).
  *
@@ -22,7 +31,7 @@ import { decodeWith, encodeMessage, PeerMessageError } from './peer.js'
 export const IMAGES_PROTOCOL = '/ssi/images/1'
 export const IMAGES_WIRE_VERSION = 1
 
-export const FrameType = { header: 1, data: 2, trailer: 3, result: 4, cancel: 5 } as const
+export const FrameType = { header: 1, data: 2, trailer: 3, result: 4, cancel: 5, size: 6 } as const
 export type FrameTypeValue = typeof FrameType[keyof typeof FrameType]
 
 export const FRAME_HEADER_BYTES = 5
@@ -51,7 +60,9 @@ export const imageFileSchema = z.object({
   name: z.string().min(1).max(MAX_NAME_BYTES * 4),
   size,
   /** Permission bits (0o7777 at most; receivers keep only 0o777). */
-  mode: z.number().int().min(0).max(0o7777)
+  mode: z.number().int().min(0).max(0o7777),
+  /** Still being written: `size` is 0 and a SIZE frame after its data gives the real one. */
+  growing: z.literal(true).optional()
 }).strict()
 export type ImageFile = z.infer<typeof imageFileSchema>
 
@@ -63,7 +74,9 @@ export const imageHeaderSchema = z.object({
   /** Sum of the files' sizes: the uncompressed DATA length. */
   totalBytes: size,
   /** What the images are, for a receiver expecting several at once (a migration: its vpid). */
-  label: z.string().max(256).optional()
+  label: z.string().max(256).optional(),
+  /** Another HEADER follows this one's file (a growing one) and its SIZE frame. */
+  continued: z.literal(true).optional()
 }).strict()
 export type ImageHeader = z.infer<typeof imageHeaderSchema>
 
@@ -77,6 +90,9 @@ export const imageTrailerSchema = z.object({
   wireBytes: size
 }).strict()
 export type ImageTrailer = z.infer<typeof imageTrailerSchema>
+
+export const imageSizeSchema = z.object({ size }).strict()
+export type ImageSize = z.infer<typeof imageSizeSchema>
 
 export const transferFailureSchema = z.object({
   /** Error class name, e.g. 'ImageIntegrityError'. */
@@ -126,6 +142,7 @@ export const encodeHeader = (h: ImageHeader): Uint8Array => encodeFrame(FrameTyp
 export const encodeTrailer = (t: ImageTrailer): Uint8Array => encodeFrame(FrameType.trailer, encodeMessage(t))
 export const encodeResult = (r: ImageResult): Uint8Array => encodeFrame(FrameType.result, encodeMessage(r))
 export const encodeCancel = (c: ImageCancel): Uint8Array => encodeFrame(FrameType.cancel, encodeMessage(c))
+export const encodeSize = (s: ImageSize): Uint8Array => encodeFrame(FrameType.size, encodeMessage(s))
 
 /** Decodes and validates a HEADER payload (shape only; names and caps are the receiver's job). */
 export function decodeHeader (payload: Uint8Array): ImageHeader {
@@ -134,7 +151,23 @@ export function decodeHeader (payload: Uint8Array): ImageHeader {
   if (sum !== header.totalBytes) {
     throw new PeerMessageError(`invalid image header: totalBytes ${header.totalBytes} is not the sum of the file sizes (${sum})`)
   }
+  const problem = growingProblem(header)
+  if (problem !== undefined) throw new PeerMessageError(`invalid image header: ${problem}`)
   return header
+}
+
+/** A growing file comes alone, uncompressed, in a `continued` header, and only there. */
+function growingProblem (header: ImageHeader): string | undefined {
+  const growing = header.files.filter(f => f.growing === true)
+  if (header.continued !== true) return growing.length === 0 ? undefined : 'a growing file outside a continued header'
+  if (header.files.length !== 1 || growing.length !== 1) return 'a continued header must list exactly one file, a growing one'
+  if (header.totalBytes !== 0) return 'a growing file is announced with size 0'
+  if (header.compression !== 'none') return 'a growing file cannot be compressed'
+  return undefined
+}
+
+export function decodeSize (payload: Uint8Array): ImageSize {
+  return decodeWith(imageSizeSchema, payload, MAX_CONTROL_FRAME, 'image file size')
 }
 
 export function decodeTrailer (payload: Uint8Array): ImageTrailer {

@@ -31,7 +31,13 @@ function sides (fail: Partial<Record<Step, string>> = {}, reasons: string[] = []
   }
   const target: MigrationTarget<string, string[]> = {
     prepare: async (_t, _v, payload) => { await step('prepare', payload) },
-    send: async () => { await step('send'); return { bytes: 1234 } },
+    // Starts with the dump (it could follow CRIU's page files); the rest waits for the whole dir.
+    send: async (_t, _d, _s, written) => {
+      await step('send')
+      await written?.catch((err: unknown) => { log.push(`send given up: ${(err as Error).message}`); throw err })
+      log.push('sent')
+      return { bytes: 1234 }
+    },
     restore: async (_t, _v, dumped) => { await step('restore', dumped.join()) },
     cancel: async () => { await step('cancel') }
   }
@@ -39,11 +45,11 @@ function sides (fail: Partial<Record<Step, string>> = {}, reasons: string[] = []
 }
 
 describe('stop-and-copy migration', () => {
-  it('runs check, prepare, dump, transfer, restore, commit in order and reports phase times', async () => {
+  it('runs check, prepare, dump (with the send started), transfer, restore, commit in order and reports phase times', async () => {
     const { source, target, log } = sides()
     const phases: MigrationPhase[] = []
     const r = await migrate(source, target, { vpid: 7, target: 'n2', asUid: 0, onPhase: p => { phases.push(p) } })
-    expect(log).toEqual(['begin', 'check', 'prepare job 7', 'checkpoint', 'stage', 'send', 'restore file[1:2]', 'commit n2'])
+    expect(log).toEqual(['begin', 'check', 'prepare job 7', 'send', 'checkpoint', 'stage', 'sent', 'restore file[1:2]', 'commit n2'])
     expect(phases).toEqual(['preparing', 'dumping', 'transferring', 'restoring', 'moved'])
     expect(r).toMatchObject({ vpid: 7, target: 'n2', bytes: 1234 })
     for (const k of ['checkMs', 'dumpMs', 'transferMs', 'restoreMs', 'downtimeMs'] as const) expect(r[k]).toBeGreaterThanOrEqual(0)
@@ -69,7 +75,7 @@ describe('stop-and-copy migration', () => {
     const err = await migrate(dump.source, dump.target, { vpid: 7, target: 'n2', asUid: 0 }).then(() => { throw new Error('resolved') }, (e: unknown) => e as MigrationError)
     expect(err).toBeInstanceOf(MigrationError)
     expect(err).toMatchObject({ phase: 'dumping', rolledBack: true })
-    expect(dump.log.slice(-2)).toEqual(['cancel', 'resume criu says no'])
+    expect(dump.log.slice(-3)).toEqual(['send given up: criu says no', 'cancel', 'resume criu says no'])
   })
 
   for (const step of ['send', 'restore'] as const) {
@@ -98,21 +104,22 @@ describe('stop-and-copy migration', () => {
       vpid: 7, target: 'n2', asUid: 0,
       onPhase: async (p, d) => { await new Promise(resolve => setTimeout(resolve, 5)); log.push(`journal ${p}`); seen.push(`${p} ${d.imagesDir ?? '-'} ${JSON.stringify(d.dumped ?? null)}`) }
     })
-    expect(log).toEqual(['begin', 'check', 'journal preparing', 'prepare job 7', 'journal dumping', 'checkpoint', 'stage', 'journal transferring', 'send', 'journal restoring', 'restore file[1:2]', 'journal moved', 'commit n2'])
+    expect(log).toEqual(['begin', 'check', 'journal preparing', 'prepare job 7', 'journal dumping', 'send', 'checkpoint', 'stage', 'journal transferring', 'sent', 'journal restoring', 'restore file[1:2]', 'journal moved', 'commit n2'])
     expect(seen.slice(2)).toEqual(['transferring /images ["file[1:2]"]', 'restoring /images ["file[1:2]"]', 'moved /images ["file[1:2]"]'])
   })
 
-  it('does not start a step the listener could not record: a failed journal write before the transfer rolls back', async () => {
+  it('does not finish a step the listener could not record: a failed journal write before the transfer rolls back', async () => {
     const { source, target, log } = sides()
     const onPhase = async (p: MigrationPhase): Promise<void> => { if (p === 'transferring') throw new Error('disk full') }
     await expect(migrate(source, target, { vpid: 7, target: 'n2', asUid: 0, onPhase })).rejects.toThrow(/disk full; it runs here again/)
-    expect(log).not.toContain('send')
+    expect(log).toContain('send given up: disk full') // the dir was never declared complete
+    expect(log).not.toContain('sent')
     expect(log).toContain('rollback file[1:2] transferring failed: disk full')
   })
 
   it('never rolls back once the target runs the job, even if the commit fails', async () => {
     const { source, target, log } = sides({ commit: 'store closed' })
     await expect(migrate(source, target, { vpid: 7, target: 'n2', asUid: 0 })).rejects.toThrow('store closed')
-    expect(log).toEqual(['begin', 'check', 'prepare job 7', 'checkpoint', 'stage', 'send', 'restore file[1:2]', 'commit n2'])
+    expect(log).toEqual(['begin', 'check', 'prepare job 7', 'send', 'checkpoint', 'stage', 'sent', 'restore file[1:2]', 'commit n2'])
   })
 })

@@ -12,9 +12,8 @@ import {
   ImageIntegrityError, ImageTransferError, createMemoryChannelPair, receiveImageDir, sendImageDir
 } from '../../src/migration/transfer.js'
 import { portableCrc32 } from '../../src/migration/transfer/checksum.js'
-import {
-  FrameType, IMAGES_WIRE_VERSION, encodeFrame, encodeHeader, encodeTrailer, imageNameProblem
-} from '../../src/protocol/images.js'
+import { FrameType, encodeTrailer, imageNameProblem } from '../../src/protocol/images.js'
+import { data, header, receiveFrames } from '../helpers/image-frames.js'
 import type { ByteChannel } from '../../src/migration/ports.js'
 import type { ReceiveOptions, SendOptions, TransferProgress } from '../../src/migration/transfer.js'
 import type { ImageFile } from '../../src/protocol/images.js'
@@ -245,29 +244,13 @@ describe('image transfer over an in-memory channel', () => {
     await symlink('/etc/passwd', join(src, 'link.img'))
     const { sent, received } = await transfer(src, join(root, 'dest'))
     expect(reason(sent).code).toBe('not-a-file')
-    expect(reason(received).code).toBe('channel')
+    expect(reason(received).code).toBe('cancelled') // told why, before any header
+    expect(reason(received).message).toContain('link.img')
   })
 })
 
-/** Sends hand-made frames, to test what a hostile or broken sender can make the receiver do. */
-async function receiveRaw (frames: Uint8Array[], recv: Partial<ReceiveOptions> = {}, close = true) {
-  const [a, b] = createMemoryChannelPair()
-  const dest = join(root, 'dest')
-  const answer: Uint8Array[] = []
-  const reader = (async () => { for await (const c of a.read()) answer.push(c) })().catch(() => {})
-  const writer = (async () => {
-    for (const f of frames) await a.write(f)
-    if (close) await a.closeWrite()
-  })().catch(() => {})
-  const result = await receiveImageDir(b, dest, { maxTotalBytes: 1 << 30, ...recv }).then(() => undefined, (e: unknown) => e as ImageTransferError)
-  a.abort(new Error('test done'))
-  await Promise.all([reader, writer])
-  return { err: result, dest, answer: Buffer.concat(answer) }
-}
-
-const header = (files: ImageFile[], extra: object = {}): Uint8Array =>
-  encodeHeader({ v: IMAGES_WIRE_VERSION, compression: 'none', checksum: 'sha256', files, totalBytes: files.reduce((s, f) => s + f.size, 0), ...extra })
-const data = (bytes: Uint8Array): Uint8Array => encodeFrame(FrameType.data, bytes)
+const receiveRaw = async (frames: Uint8Array[], recv: Partial<ReceiveOptions> = {}, close = true): ReturnType<typeof receiveFrames> =>
+  await receiveFrames(join(root, 'dest'), frames, recv, close)
 
 describe('receiver refusals', () => {
   it.each(['../evil', '/etc/cron.d/evil', 'a/../../b', 'nul\0byte', '..'])('refuses the name %j before writing anything', async (name) => {

@@ -31,14 +31,25 @@ export class ProgressMeter {
   private last = -Infinity
 
   constructor (
-    private readonly totalBytes: number,
-    private readonly files: number,
+    private totalBytes: number,
+    private files: number,
     private readonly listener: ProgressListener | undefined,
     private readonly intervalMs = 100
   ) {}
 
   get elapsedMs (): number {
     return performance.now() - this.start
+  }
+
+  /** Raises the total to `bytes` (a growing file's data counts as soon as it is known). */
+  atLeast (bytes: number): void {
+    if (bytes > this.totalBytes) this.totalBytes = bytes
+  }
+
+  /** Adds files and bytes announced by a later header. */
+  add (files: number, bytes: number): void {
+    this.files += files
+    this.totalBytes += bytes
   }
 
   update (doneBytes: number, wireBytes: number, force = false): void {

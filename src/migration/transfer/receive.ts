@@ -5,7 +5,7 @@
  */
 import { mkdir, rmdir, statfs } from 'node:fs/promises'
 import {
-  FrameType, decodeCancel, decodeHeader, decodeTrailer, encodeResult, imageNameProblem
+  FrameType, decodeCancel, decodeHeader, decodeSize, decodeTrailer, encodeResult, imageNameProblem
 } from '../../protocol/images.js'
 import { PeerMessageError } from '../../protocol/peer.js'
 import { ImageIntegrityError, ImageTransferError, asTransferError } from './errors.js'
@@ -13,7 +13,7 @@ import { readFrames } from './frames.js'
 import { ProgressMeter } from './progress.js'
 import { ImageDirWriter } from './sink.js'
 import { createZstdFilter, ZstdError } from './zstd.js'
-import type { ImageHeader, ImageTrailer, ParsedFrame } from '../../protocol/images.js'
+import type { ImageFile, ImageHeader, ImageTrailer, ParsedFrame } from '../../protocol/images.js'
 import type { ByteChannel } from '../ports.js'
 import type { ProgressListener, TransferLogger } from './progress.js'
 import type { TransferSummary } from './send.js'
@@ -66,20 +66,21 @@ export async function receiveImageDir (channel: ByteChannel, dest: ImageDestinat
   let createdDir: string | undefined
   let destDir = typeof dest === 'string' ? dest : undefined
   try {
-    const header = checkHeader(await firstFrame(frames), opts)
-    destDir ??= (dest as (label: string | undefined) => string)(header.label)
-    createdDir = await prepareDir(destDir, header, opts.checkFreeSpace ?? true)
-    writer = new ImageDirWriter(destDir, header.files, header.checksum, opts.sha256 ?? true)
-    const meter = new ProgressMeter(header.totalBytes, header.files.length, opts.onProgress, opts.progressIntervalMs)
-    const { trailer, wireBytes } = await receiveData(frames, header, writer, meter, opts)
+    const first = checkHeader(await firstFrame(frames), opts, new Set(), 0, 0)
+    destDir ??= (dest as (label: string | undefined) => string)(first.label)
+    createdDir = await prepareDir(destDir, first, opts.checkFreeSpace ?? true)
+    writer = new ImageDirWriter(destDir, first.files, first.checksum, opts.sha256 ?? true)
+    const meter = new ProgressMeter(first.totalBytes, first.files.length, opts.onProgress, opts.progressIntervalMs)
+    const { trailer, wireBytes, files } = await receiveData(frames, first, writer, meter, opts, destDir)
     const digests = await writer.finish()
-    verify(header, trailer, digests, wireBytes)
-    await channel.write(encodeResult({ ok: true, files: header.files.length, bytes: header.totalBytes }), opts.signal)
+    verify(files, first.checksum, trailer, digests, wireBytes)
+    const bytes = files.reduce((a, f) => a + f.size, 0)
+    await channel.write(encodeResult({ ok: true, files: files.length, bytes }), opts.signal)
     await channel.closeWrite(opts.signal)
-    meter.update(header.totalBytes, wireBytes, true)
-    opts.logger?.debug({ destDir, files: header.files.length, bytes: header.totalBytes, ms: Math.round(meter.elapsedMs) }, 'image dir received')
-    const images = header.files.map((f, i) => ({ name: f.name, size: f.size, ...(writer?.sha256[i] === undefined ? {} : { sha256: writer.sha256[i] }) }))
-    return { files: header.files.length, bytes: header.totalBytes, wireBytes, compression: header.compression, elapsedMs: meter.elapsedMs, images }
+    meter.update(bytes, wireBytes, true)
+    opts.logger?.debug({ destDir, files: files.length, bytes, ms: Math.round(meter.elapsedMs) }, 'image dir received')
+    const images = files.map((f, i) => ({ name: f.name, size: f.size, ...(writer?.sha256[i] === undefined ? {} : { sha256: writer.sha256[i] }) }))
+    return { files: files.length, bytes, wireBytes, compression: first.compression, elapsedMs: meter.elapsedMs, images }
   } catch (err) {
     const e = asTransferError(err, opts.signal, 'io', 'receiving images')
     await writer?.cleanup()
@@ -93,6 +94,8 @@ export async function receiveImageDir (channel: ByteChannel, dest: ImageDestinat
 async function firstFrame (frames: Frames): Promise<ImageHeader> {
   const first = await frames.next()
   if (first.done === true) throw new ImageTransferError('the sender closed the channel before the header', { code: 'channel' })
+  const frame = first.value
+  if (frame.kind === 'control' && frame.type === FrameType.cancel) throw cancelled(frame.payload)
   if (first.value.kind !== 'control' || first.value.type !== FrameType.header) {
     throw new ImageTransferError('the first frame is not an image header', { code: 'protocol' })
   }
@@ -104,16 +107,18 @@ async function firstFrame (frames: Frames): Promise<ImageHeader> {
   }
 }
 
-/** Names, caps and duplicates: everything that can be refused before anything is written. */
-function checkHeader (header: ImageHeader, opts: ReceiveOptions): ImageHeader {
+/**
+ * Names, caps and duplicates: everything that can be refused before anything is written. `seen`,
+ * `filesBefore` and `bytesBefore` carry what earlier sections of the same transfer listed and wrote.
+ */
+function checkHeader (header: ImageHeader, opts: ReceiveOptions, seen: Set<string>, filesBefore: number, bytesBefore: number): ImageHeader {
   const maxFiles = opts.maxFiles ?? DEFAULT_MAX_FILES
-  if (header.files.length > maxFiles) {
-    throw new ImageTransferError(`the image has ${header.files.length} files, over the limit of ${maxFiles}`, { code: 'too-many-files' })
+  if (filesBefore + header.files.length > maxFiles) {
+    throw new ImageTransferError(`the image has ${filesBefore + header.files.length} files, over the limit of ${maxFiles}`, { code: 'too-many-files' })
   }
-  if (header.totalBytes > opts.maxTotalBytes) {
-    throw new ImageTransferError(`the image has ${header.totalBytes} bytes, over the limit of ${opts.maxTotalBytes}`, { code: 'too-large' })
+  if (bytesBefore + header.totalBytes > opts.maxTotalBytes) {
+    throw new ImageTransferError(`the image has ${bytesBefore + header.totalBytes} bytes, over the limit of ${opts.maxTotalBytes}`, { code: 'too-large' })
   }
-  const seen = new Set<string>()
   for (const { name } of header.files) {
     const problem = imageNameProblem(name)
     if (problem !== undefined) throw new ImageTransferError(`image file name ${JSON.stringify(name)} ${problem}`, { code: 'bad-name', file: name })
@@ -127,14 +132,18 @@ function checkHeader (header: ImageHeader, opts: ReceiveOptions): ImageHeader {
 async function prepareDir (destDir: string, header: ImageHeader, checkFreeSpace: boolean): Promise<string | undefined> {
   const created = await mkdir(destDir, { recursive: true, mode: 0o700 }) === undefined ? undefined : destDir
   if (checkFreeSpace) {
-    const fs = await statfs(destDir)
-    const free = fs.bavail * fs.bsize
-    if (header.totalBytes > free) {
+    await checkFree(destDir, header.totalBytes).catch(async (err: unknown) => {
       if (created !== undefined) await rmdir(created).catch(() => {})
-      throw new ImageTransferError(`the image needs ${header.totalBytes} bytes, ${destDir} has ${free} free`, { code: 'no-space' })
-    }
+      throw err
+    })
   }
   return created
+}
+
+async function checkFree (destDir: string, bytes: number): Promise<void> {
+  const fs = await statfs(destDir)
+  const free = fs.bavail * fs.bsize
+  if (bytes > free) throw new ImageTransferError(`the image needs ${bytes} bytes, ${destDir} has ${free} free`, { code: 'no-space' })
 }
 
 interface DataSink {
@@ -143,8 +152,36 @@ interface DataSink {
   destroy(): void
 }
 
-async function receiveData (frames: Frames, header: ImageHeader, writer: ImageDirWriter, meter: ProgressMeter, opts: ReceiveOptions): Promise<{ trailer: ImageTrailer, wireBytes: number }> {
-  const sink = header.compression === 'zstd' ? decompressingSink(writer, opts.zstd) : plainSink(writer)
+/** The sections of one transfer as they arrive: the files so far (with final sizes) and the header in force. */
+class Sections {
+  readonly files: ImageFile[]
+  private readonly names = new Set<string>()
+  /** A growing section whose SIZE frame arrived: only a HEADER may come next. */
+  sized = false
+
+  constructor (readonly first: ImageHeader, public header: ImageHeader = first) {
+    this.files = first.files.map(f => ({ ...f }))
+    for (const f of first.files) this.names.add(f.name)
+  }
+
+  get growing (): boolean { return this.header.continued === true }
+
+  /** A later header, checked against the caps with everything before it. */
+  next (header: ImageHeader, opts: ReceiveOptions, doneBytes: number): void {
+    if (!this.growing || !this.sized) throw new ImageTransferError('an image header arrived in the middle of a section', { code: 'protocol' })
+    if (header.checksum !== this.first.checksum || header.compression !== this.first.compression || header.label !== this.first.label) {
+      throw new ImageTransferError('a later image header changes the checksum, compression or label', { code: 'protocol' })
+    }
+    checkHeader(header, opts, this.names, this.files.length, doneBytes)
+    this.files.push(...header.files.map(f => ({ ...f })))
+    this.header = header
+    this.sized = false
+  }
+}
+
+async function receiveData (frames: Frames, first: ImageHeader, writer: ImageDirWriter, meter: ProgressMeter, opts: ReceiveOptions, destDir: string): Promise<{ trailer: ImageTrailer, wireBytes: number, files: ImageFile[] }> {
+  const sink = first.compression === 'zstd' ? decompressingSink(writer, opts.zstd) : plainSink(writer)
+  const sections = new Sections(first)
   let wireBytes = 0
   try {
     for (;;) {
@@ -153,15 +190,30 @@ async function receiveData (frames: Frames, header: ImageHeader, writer: ImageDi
       if (next.done === true) throw new ImageTransferError('the sender closed the channel before the trailer', { code: 'channel' })
       const frame = next.value
       if (frame.kind === 'data') {
+        if (sections.sized) throw new ImageTransferError('image data arrived after a growing file\'s size', { code: 'protocol' })
         wireBytes += frame.bytes.byteLength
         await sink.write(frame.bytes)
+        if (sections.growing) checkGrowth(writer.doneBytes, opts.maxTotalBytes, meter)
         meter.update(writer.doneBytes, wireBytes)
+      } else if (frame.type === FrameType.size) {
+        if (!sections.growing || sections.sized) throw new ImageTransferError('a file size arrived outside a growing section', { code: 'protocol' })
+        const { size } = decodeControl(() => decodeSize(frame.payload))
+        await writer.endGrowing(size)
+        const file = sections.files[sections.files.length - 1]
+        if (file !== undefined) file.size = size
+        sections.sized = true
+      } else if (frame.type === FrameType.header) {
+        const header = decodeControl(() => decodeHeader(frame.payload))
+        sections.next(header, opts, writer.doneBytes)
+        if (opts.checkFreeSpace ?? true) await checkFree(destDir, header.totalBytes)
+        writer.add(header.files)
+        meter.add(header.files.length, header.totalBytes)
       } else if (frame.type === FrameType.trailer) {
+        if (sections.growing) throw new ImageTransferError('the trailer arrived inside a growing section', { code: 'protocol' })
         await sink.end()
-        return { trailer: decodeControl(() => decodeTrailer(frame.payload)), wireBytes }
+        return { trailer: decodeControl(() => decodeTrailer(frame.payload)), wireBytes, files: sections.files.map(({ growing: _, ...f }) => f) }
       } else if (frame.type === FrameType.cancel) {
-        const c = decodeControl(() => decodeCancel(frame.payload))
-        throw new ImageTransferError(`the sender cancelled the transfer: ${c.message}`, { code: 'cancelled', file: c.file, remote: true })
+        throw cancelled(frame.payload)
       } else {
         throw new ImageTransferError(`unexpected frame type ${frame.type} during image data`, { code: 'protocol' })
       }
@@ -169,6 +221,20 @@ async function receiveData (frames: Frames, header: ImageHeader, writer: ImageDi
   } finally {
     sink.destroy()
   }
+}
+
+/** A growing file counts against the cap as it arrives. */
+function checkGrowth (doneBytes: number, maxTotalBytes: number, meter: ProgressMeter): void {
+  if (doneBytes > maxTotalBytes) {
+    throw new ImageTransferError(`the image has over ${maxTotalBytes} bytes, the limit`, { code: 'too-large' })
+  }
+  meter.atLeast(doneBytes)
+}
+
+/** The sender's CANCEL, as the error this end fails with. */
+function cancelled (payload: Uint8Array): ImageTransferError {
+  const c = decodeControl(() => decodeCancel(payload))
+  return new ImageTransferError(`the sender cancelled the transfer: ${c.message}`, { code: 'cancelled', file: c.file, remote: true })
 }
 
 function decodeControl<T> (decode: () => T): T {
@@ -216,16 +282,16 @@ function decompressingSink (writer: ImageDirWriter, zstd?: ZstdOptions): DataSin
   }
 }
 
-function verify (header: ImageHeader, trailer: ImageTrailer, digests: readonly string[], wireBytes: number): void {
-  if (trailer.digests.length !== header.files.length) {
-    throw new ImageTransferError(`the trailer has ${trailer.digests.length} digests for ${header.files.length} files`, { code: 'protocol' })
+function verify (files: readonly ImageFile[], checksum: ImageHeader['checksum'], trailer: ImageTrailer, digests: readonly string[], wireBytes: number): void {
+  if (trailer.digests.length !== files.length) {
+    throw new ImageTransferError(`the trailer has ${trailer.digests.length} digests for ${files.length} files`, { code: 'protocol' })
   }
   if (trailer.wireBytes !== wireBytes) {
     throw new ImageIntegrityError(`the sender wrote ${trailer.wireBytes} data bytes but ${wireBytes} arrived`, {})
   }
-  header.files.forEach((file, i) => {
+  files.forEach((file, i) => {
     if (digests[i] !== trailer.digests[i]) {
-      throw new ImageIntegrityError(`${file.name}: ${header.checksum} mismatch (sender ${trailer.digests[i] ?? '?'}, received ${digests[i] ?? '?'})`, { file: file.name })
+      throw new ImageIntegrityError(`${file.name}: ${checksum} mismatch (sender ${trailer.digests[i] ?? '?'}, received ${digests[i] ?? '?'})`, { file: file.name })
     }
   })
 }

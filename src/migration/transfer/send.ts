@@ -5,11 +5,13 @@ import {
 } from '../../protocol/images.js'
 import { createFileChecksum } from './checksum.js'
 import { ImageTransferError, asTransferError, remoteTransferError } from './errors.js'
+import { checkFollowed, sendGrowingFiles } from './follow.js'
 import { readFrames } from './frames.js'
 import { ProgressMeter } from './progress.js'
 import { listImageDir, readImageData } from './source.js'
 import { createZstdFilter } from './zstd.js'
 import type { FileChecksum } from './checksum.js'
+import type { FollowedFile, FollowOptions } from './follow.js'
 import type { ChecksumAlgorithm, Compression, ImageFile, ImageHeader, ImageResult } from '../../protocol/images.js'
 import type { ByteChannel } from '../ports.js'
 import type { ProgressListener, TransferLogger } from './progress.js'
@@ -36,6 +38,11 @@ export interface SendOptions {
   readonly label?: string
   /** Files of the dir not to send (e.g. logs a process still writes). */
   readonly skip?: (name: string) => boolean
+  /**
+   * The dir is still being written: send the files `follow.match` names as they grow, and the rest
+   * once `follow.done` resolved (see ./follow.ts). With compression, everything waits for `done`.
+   */
+  readonly follow?: FollowOptions
 }
 
 /** What a finished transfer moved. */
@@ -60,35 +67,50 @@ const CANCEL_GRACE_MS = 2000
  */
 export async function sendImageDir (channel: ByteChannel, dir: string, opts: SendOptions = {}): Promise<TransferSummary> {
   const compression = opts.compress ?? 'none'
-  const files = await listImageDir(dir, opts.skip).catch((err: unknown) => {
-    channel.abort(err as Error)
-    throw asTransferError(err, opts.signal, 'io', `listing ${dir}`)
-  })
-  const header: ImageHeader = {
-    v: IMAGES_WIRE_VERSION, compression, checksum: opts.checksum ?? 'sha256', files, totalBytes: files.reduce((a, f) => a + f.size, 0),
-    ...(opts.label === undefined ? {} : { label: opts.label })
-  }
+  const checksum = opts.checksum ?? 'sha256'
   const stop = new AbortController()
   const signal = opts.signal === undefined ? stop.signal : AbortSignal.any([opts.signal, stop.signal])
   const result = watchResult(channel, signal, stop)
   result.catch(() => {}) // handled where it is awaited; this only keeps an early failure from being "unhandled"
-  const meter = new ProgressMeter(header.totalBytes, files.length, opts.onProgress, opts.progressIntervalMs)
+  const meter = new ProgressMeter(0, 0, opts.onProgress, opts.progressIntervalMs)
+  const moved = { bytes: 0 }
   try {
+    const followed = await sendFollowed(channel, dir, compression, meter, moved, signal, opts)
+    const sentEarly = new Set(followed.map(f => f.file.name))
+    const files = await listImageDir(dir, name => sentEarly.has(name) || opts.skip?.(name) === true)
+    const header: ImageHeader = {
+      v: IMAGES_WIRE_VERSION, compression, checksum, files, totalBytes: files.reduce((a, f) => a + f.size, 0),
+      ...(opts.label === undefined ? {} : { label: opts.label })
+    }
+    meter.add(followed.length + header.files.length, header.totalBytes)
     await channel.write(encodeHeader(header), signal)
-    const wireBytes = await sendData(channel, dir, header, meter, signal, opts)
+    const wireBytes = await sendData(channel, dir, header, followed, meter, moved, signal, opts)
     await channel.closeWrite(signal)
     const answer = await result
     if (answer === undefined) throw new ImageTransferError('the receiver closed the channel without a result', { code: 'channel' })
     if (!answer.ok) throw remoteTransferError(answer.failure, 'receiver refused the images')
-    meter.update(header.totalBytes, wireBytes, true)
-    opts.logger?.debug({ dir, files: files.length, bytes: header.totalBytes, wireBytes, ms: Math.round(meter.elapsedMs) }, 'image dir sent')
-    return { files: files.length, bytes: header.totalBytes, wireBytes, compression, elapsedMs: meter.elapsedMs }
+    meter.update(moved.bytes, wireBytes, true)
+    const count = followed.length + header.files.length
+    opts.logger?.debug({ dir, files: count, bytes: moved.bytes, wireBytes, ms: Math.round(meter.elapsedMs) }, 'image dir sent')
+    return { files: count, bytes: moved.bytes, wireBytes, compression, elapsedMs: meter.elapsedMs }
   } catch (err) {
     const e = stop.signal.aborted ? stop.signal.reason as ImageTransferError : asTransferError(err, opts.signal, 'io', 'sending images')
     await giveUp(channel, e, result, opts.signal)
     opts.logger?.warn({ dir, err: e.message, code: e.code }, 'image dir send failed')
     throw e
   }
+}
+
+/** The growing sections (none without `follow`); with compression, only the wait for the writer. */
+async function sendFollowed (channel: ByteChannel, dir: string, compression: Compression, meter: ProgressMeter, moved: { bytes: number }, signal: AbortSignal, opts: SendOptions): Promise<FollowedFile[]> {
+  const follow = opts.follow
+  if (follow === undefined) return []
+  if (compression !== 'none') {
+    await follow.done.catch((err: unknown) => { throw new ImageTransferError(`the images' writer failed: ${(err as Error).message}`, { code: 'cancelled', cause: err }) })
+    return []
+  }
+  const ctx = { channel, dir, checksum: opts.checksum ?? 'sha256', label: opts.label, chunkBytes: opts.chunkBytes ?? DATA_CHUNK_BYTES, reuse: channel.copiesOnWrite === true, meter, signal, moved }
+  return await sendGrowingFiles(ctx, follow)
 }
 
 /**
@@ -130,18 +152,22 @@ async function giveUp (channel: ByteChannel, err: ImageTransferError, result: Pr
   channel.abort(err)
 }
 
-async function sendData (channel: ByteChannel, dir: string, header: ImageHeader, meter: ProgressMeter, signal: AbortSignal, opts: SendOptions): Promise<number> {
+/** The last section's data and the trailer (whose digests cover the growing sections too). */
+async function sendData (channel: ByteChannel, dir: string, header: ImageHeader, followed: readonly FollowedFile[], meter: ProgressMeter, moved: { bytes: number }, signal: AbortSignal, opts: SendOptions): Promise<number> {
   const hashes = new FileHashes(header.files, header.checksum)
   const chunks = readImageData(dir, header.files, opts.chunkBytes ?? DATA_CHUNK_BYTES, signal)
-  const wireBytes = header.compression === 'zstd'
-    ? await sendCompressed(channel, chunks, hashes, meter, signal, opts)
-    : await sendPlain(channel, chunks, hashes, meter, signal, channel.copiesOnWrite === true)
-  await channel.write(encodeTrailer({ digests: hashes.digests(), wireBytes }), signal)
+  const base = moved.bytes // growing sections are never compressed: their wire bytes are their bytes
+  const wire = header.compression === 'zstd'
+    ? await sendCompressed(channel, chunks, hashes, meter, moved, signal, opts)
+    : await sendPlain(channel, chunks, hashes, meter, moved, signal, channel.copiesOnWrite === true)
+  checkFollowed(dir, followed)
+  const wireBytes = base + wire
+  await channel.write(encodeTrailer({ digests: [...followed.map(f => f.digest), ...hashes.digests()], wireBytes }), signal)
   return wireBytes
 }
 
 /** `reuse`: the channel is done with a chunk once its write settled, so its buffer is read into again. */
-async function sendPlain (channel: ByteChannel, chunks: AsyncIterable<DataChunk>, hashes: FileHashes, meter: ProgressMeter, signal: AbortSignal, reuse: boolean): Promise<number> {
+async function sendPlain (channel: ByteChannel, chunks: AsyncIterable<DataChunk>, hashes: FileHashes, meter: ProgressMeter, moved: { bytes: number }, signal: AbortSignal, reuse: boolean): Promise<number> {
   let done = 0
   for await (const chunk of chunks) {
     hashes.update(chunk.file, chunk.body)
@@ -149,22 +175,22 @@ async function sendPlain (channel: ByteChannel, chunks: AsyncIterable<DataChunk>
     await channel.write(chunk.frame, signal)
     if (reuse) chunk.release()
     done += chunk.body.byteLength
-    meter.update(done, done)
+    moved.bytes += chunk.body.byteLength
+    meter.update(moved.bytes, moved.bytes)
   }
   return done
 }
 
 /** Feeds the files into zstd and, concurrently, its output into DATA frames of chunkBytes. */
-async function sendCompressed (channel: ByteChannel, chunks: AsyncIterable<DataChunk>, hashes: FileHashes, meter: ProgressMeter, signal: AbortSignal, opts: SendOptions): Promise<number> {
+async function sendCompressed (channel: ByteChannel, chunks: AsyncIterable<DataChunk>, hashes: FileHashes, meter: ProgressMeter, moved: { bytes: number }, signal: AbortSignal, opts: SendOptions): Promise<number> {
   const filter = createZstdFilter('compress', opts.zstd)
-  let done = 0
   let wire = 0
   const feed = async (): Promise<void> => {
     for await (const chunk of chunks) {
       hashes.update(chunk.file, chunk.body)
       await filter.write(chunk.body)
-      done += chunk.body.byteLength
-      meter.update(done, wire)
+      moved.bytes += chunk.body.byteLength
+      meter.update(moved.bytes, wire)
     }
     filter.end()
   }

@@ -49,19 +49,29 @@ export class ImageDirWriter {
   private readonly inFlight = new Set<Promise<void>>()
   private writeError: unknown
 
+  private readonly files: ImageFile[]
+
   constructor (
     private readonly dir: string,
-    private readonly files: readonly ImageFile[],
+    files: readonly ImageFile[],
     private readonly checksum: ChecksumAlgorithm = 'sha256',
     private readonly wantSha256 = true
-  ) {}
+  ) {
+    this.files = [...files]
+  }
+
+  /** Files of a later header, written after those listed so far. */
+  add (files: readonly ImageFile[]): void {
+    this.files.push(...files)
+  }
 
   /** Takes `bytes` (copied: the caller may reuse them once this resolves). */
   async write (bytes: Uint8Array): Promise<void> {
     let at = 0
     while (at < bytes.byteLength) {
       const cur = this.current ?? await this.openNext()
-      const take = Math.min(cur.file.size - cur.written, bytes.byteLength - at, WRITE_BATCH_BYTES - this.batchBytes)
+      const room = cur.file.growing === true ? Infinity : cur.file.size - cur.written
+      const take = Math.min(room, bytes.byteLength - at, WRITE_BATCH_BYTES - this.batchBytes)
       const piece = bytes.subarray(at, at + take)
       for (const h of cur.hashes) h.update(piece)
       this.batch ??= this.buffers.take()
@@ -70,15 +80,28 @@ export class ImageDirWriter {
       cur.written += take
       at += take
       this.doneBytes += take
-      if (cur.written === cur.file.size) await this.closeCurrent(cur)
+      if (cur.file.growing !== true && cur.written === cur.file.size) await this.closeCurrent(cur)
       else if (this.batchBytes >= WRITE_BATCH_BYTES) await this.flush(cur)
     }
+  }
+
+  /** The growing file being written is complete at `size` bytes (its SIZE frame). */
+  async endGrowing (size: number): Promise<void> {
+    const cur = this.current ?? await this.openNext()
+    if (cur.file.growing !== true) throw new ImageTransferError(`a file size arrived for ${cur.file.name}, which is not a growing file`, { code: 'protocol', file: cur.file.name })
+    if (cur.written !== size) {
+      throw new ImageIntegrityError(`${cur.file.name}: ${cur.written} bytes arrived, the sender says it has ${size}`, { file: cur.file.name })
+    }
+    await this.closeCurrent(cur)
   }
 
   /** Creates trailing empty files; fails if any file is still short. Returns the digests. */
   async finish (): Promise<readonly string[]> {
     while (this.index < this.files.length || this.current !== undefined) {
       const cur = this.current ?? await this.openNext()
+      if (cur.file.growing === true) {
+        throw new ImageTransferError(`${cur.file.name}: the data ended without the growing file's size`, { code: 'protocol', file: cur.file.name })
+      }
       if (cur.written < cur.file.size) {
         throw new ImageIntegrityError(`${cur.file.name}: data ended after ${cur.written} of ${cur.file.size} bytes`, { file: cur.file.name })
       }
@@ -104,7 +127,7 @@ export class ImageDirWriter {
     this.index++
     const path = join(this.dir, file.name)
     let fh: FileHandle | undefined
-    if (file.size > SMALL_FILE_BYTES) {
+    if (file.size > SMALL_FILE_BYTES || file.growing === true) {
       try {
         fh = await open(path, CREATE_FLAGS, 0o600)
       } catch (err) {

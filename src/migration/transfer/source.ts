@@ -150,7 +150,8 @@ async function * readFileChunks (fh: FileHandle, index: number, file: ImageFile,
   }
 }
 
-async function readChunk (fh: FileHandle, index: number, file: ImageFile, position: number, length: number, pool: ReadBufferPool): Promise<DataChunk> {
+/** Reads `length` bytes at `position` into a pooled buffer with room for a DATA frame header. */
+export async function readChunk (fh: FileHandle, index: number, file: ImageFile, position: number, length: number, pool: ReadBufferPool): Promise<DataChunk> {
   const buf = pool.take()
   const frame = buf.subarray(0, FRAME_HEADER_BYTES + length)
   let filled = 0
