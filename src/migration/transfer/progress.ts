@@ -11,7 +11,7 @@ export interface TransferProgress {
   readonly elapsedMs: number
   /** Mean rate since the start, in image bytes per second. */
   readonly bytesPerSecond: number
-  /** Estimated time left at the mean rate; undefined before any byte moved. */
+  /** Estimated time left at the mean rate; undefined before any byte moved, and while a file still grows (total not known). */
   readonly etaMs: number | undefined
 }
 
@@ -41,15 +41,20 @@ export class ProgressMeter {
     return performance.now() - this.start
   }
 
+  /** While a growing file is sent the total is not known: no ETA then. */
+  private totalKnown = true
+
   /** Raises the total to `bytes` (a growing file's data counts as soon as it is known). */
   atLeast (bytes: number): void {
     if (bytes > this.totalBytes) this.totalBytes = bytes
+    this.totalKnown = false
   }
 
-  /** Adds files and bytes announced by a later header. */
+  /** Adds files and bytes announced by a later header (the last one makes the total known). */
   add (files: number, bytes: number): void {
     this.files += files
     this.totalBytes += bytes
+    this.totalKnown = true
   }
 
   update (doneBytes: number, wireBytes: number, force = false): void {
@@ -59,7 +64,7 @@ export class ProgressMeter {
     this.last = now
     const elapsedMs = now - this.start
     const bytesPerSecond = elapsedMs > 0 ? doneBytes / (elapsedMs / 1000) : 0
-    const etaMs = bytesPerSecond > 0 ? (this.totalBytes - doneBytes) / bytesPerSecond * 1000 : undefined
+    const etaMs = bytesPerSecond > 0 && this.totalKnown ? (this.totalBytes - doneBytes) / bytesPerSecond * 1000 : undefined
     this.listener({ doneBytes, totalBytes: this.totalBytes, wireBytes, files: this.files, elapsedMs, bytesPerSecond, etaMs })
   }
 }
