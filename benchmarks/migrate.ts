@@ -2,8 +2,10 @@
  * Migration benchmark: jobs of 16, 256 and 1024 MiB RSS moved between two nodes of a local cluster
  * with `ssi migrate` in each mode (stop-copy, post-copy), next to raw CRIU measured in the same run on
  * the same kind of process: `criu dump` + copy of the images + `criu restore`. Prints JSON.
- * Mode `stop-copy-stream` is stop-copy with streamed pages (migration.streamPages: true), on a
- * second cluster; `stop-copy` uses the default (files). `--repeat N` runs every size N times (raw and
+ * Modes `stop-copy-stream` (streamed pages, migration.streamPages: true) and `stop-copy-serial`
+ * (the images sent only after the dump, migration.sendWhileDumping: false) are stop-copy on a
+ * cluster of their own so configured; `stop-copy` uses the defaults (page files sent as CRIU
+ * writes them). `--repeat N` runs every size N times (raw and
  * each mode in turn, so they see the same machine load) and adds medians. Each mode first migrates
  * one 16 MiB job unmeasured (`warmUp` in the JSON): see warmUp().
  * Run: npx tsx benchmarks/migrate.ts [--sizes 16,256,1024] [--modes stop-copy,post-copy] [--repeat 1]
@@ -23,7 +25,13 @@ process.env.SSI_LOG_LEVEL ??= 'warn'
 const sizesArg = process.argv.includes('--sizes') ? process.argv[process.argv.indexOf('--sizes') + 1] : undefined
 const sizes = (sizesArg ?? '16,256,1024').split(',').map(Number)
 const modesArg = process.argv.includes('--modes') ? process.argv[process.argv.indexOf('--modes') + 1] : undefined
-type BenchMode = 'stop-copy' | 'stop-copy-stream' | 'post-copy'
+type BenchMode = 'stop-copy' | 'stop-copy-stream' | 'stop-copy-serial' | 'post-copy'
+/** Stop-copy variants, each on a cluster with this config. */
+const VARIANTS: Partial<Record<BenchMode, Record<string, unknown>>> = {
+  'stop-copy-stream': { migration: { streamPages: true } },
+  'stop-copy-serial': { migration: { sendWhileDumping: false } }
+}
+const migrateMode = (mode: BenchMode): 'stop-copy' | 'post-copy' => mode === 'post-copy' ? 'post-copy' : 'stop-copy'
 const modes = (modesArg ?? 'stop-copy,post-copy').split(',') as BenchMode[]
 const repeat = process.argv.includes('--repeat') ? Number(process.argv[process.argv.indexOf('--repeat') + 1]) : 1
 
@@ -114,20 +122,22 @@ const clusters: Array<Awaited<ReturnType<typeof startCluster>>> = []
 try {
   const main = await startCluster()
   clusters.push(main)
-  const stream = modes.includes('stop-copy-stream') ? await startCluster({ migration: { streamPages: true } }) : undefined
-  if (stream !== undefined) clusters.push(stream)
+  const clients = new Map<BenchMode, ControlClient>()
   for (const mode of modes) {
-    const client = mode === 'stop-copy-stream' ? (stream as { client: ControlClient }).client : main.client
-    warmUps.push({ mode, ssi: await warmUp(client, mode === 'stop-copy-stream' ? 'stop-copy' : mode) })
+    const config = VARIANTS[mode]
+    const cluster = config === undefined ? main : await startCluster(config)
+    if (cluster !== main) clusters.push(cluster)
+    clients.set(mode, cluster.client)
+    warmUps.push({ mode, ssi: await warmUp(cluster.client, migrateMode(mode)) })
   }
   for (const mib of sizes) {
     for (let run = 0; run < repeat; run++) {
       const raw = await rawCriu(criu, mib)
       await sleep(500)
       for (const mode of modes) {
-        const client = mode === 'stop-copy-stream' ? (stream as { client: ControlClient }).client : main.client
+        const client = clients.get(mode) ?? main.client
         // A failed run (e.g. a host mount that vanished between dump and restore) is reported, not fatal.
-        const ssi = await ssiMigrate(client, mib, mode === 'stop-copy-stream' ? 'stop-copy' : mode).catch((err: unknown) => ({ error: (err as Error).message })) as { totalMs: number, downtimeMs: number, error?: string }
+        const ssi = await ssiMigrate(client, mib, migrateMode(mode)).catch((err: unknown) => ({ error: (err as Error).message })) as { totalMs: number, downtimeMs: number, error?: string }
         if (ssi.error !== undefined) { results.push({ rssMiB: mib, mode, error: ssi.error }); continue }
         results.push({ rssMiB: mib, mode, ssi, rawCriuDumpCopyRestore: raw, ratioToRaw: Math.round(ssi.totalMs / raw.totalMs * 100) / 100, downtimeRatioToRaw: Math.round(ssi.downtimeMs / raw.totalMs * 100) / 100 })
         await sleep(500)
