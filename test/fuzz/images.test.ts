@@ -2,7 +2,7 @@
  * Fuzzes the image transfer protocol `/ssi/images/1` of a real daemon from a key-holding libp2p
  * node: >= 10,000 malformed or mutated frames (headers with escaping names, huge sizes, wrong
  * shapes, bit flips; data longer or shorter than announced; wrong digests; corrupt zstd; unknown
- * and oversized frames). Half the streams go to a migration the fuzzer prepared (so the receiver
+ * and oversized frames; growing sections with wrong, missing or misplaced sizes). Half the streams go to a migration the fuzzer prepared (so the receiver
  * writes files), half to none. Every stream must end with a refusal (or a reset), never a hang; no
  * file may appear outside the daemon's incoming-images dir and none may stay there; the daemon
  * must stay up with bounded memory.
@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { Unpackr } from 'msgpackr'
 import {
-  encodeCancel, encodeFrame, encodeHeader, encodeTrailer, FrameType, IMAGES_PROTOCOL, MAX_CONTROL_FRAME, MAX_DATA_FRAME
+  encodeCancel, encodeFrame, encodeHeader, encodeSize, encodeTrailer, FrameType, IMAGES_PROTOCOL, MAX_CONTROL_FRAME, MAX_DATA_FRAME
 } from '../../src/protocol/images.js'
 import type { ImageFile, ImageHeader } from '../../src/protocol/images.js'
 import { RPC_PROTOCOL } from '../../src/node/peer-rpc.js'
@@ -31,17 +31,31 @@ const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
 interface Plan { readonly frames: Buffer[], readonly vpid: number | undefined }
 
-/** A valid transfer of 1..4 small files, as frames, and the header it used. */
+/** DATA frames of random sizes carrying `bytes`. */
+function dataFrames (rng: Rng, bytes: Buffer): Buffer[] {
+  const data: Buffer[] = []
+  for (let at = 0, step = 1 + rng.int(500); at < bytes.length; at += step, step = 1 + rng.int(500)) data.push(Buffer.from(encodeFrame(FrameType.data, bytes.subarray(at, at + step))))
+  return data
+}
+
+/**
+ * A valid transfer of 1..4 small files, as frames, and the header it used. Half of them send their
+ * first file as a growing section (HEADER continued, DATA, SIZE), as a migration sends CRIU's pages.
+ */
 function validTransfer (rng: Rng, label: string | undefined): { header: ImageHeader, contents: Buffer[], frames: Buffer[] } {
   const contents = Array.from({ length: 1 + rng.int(4) }, () => rng.bytes(rng.int(3000)))
   const files: ImageFile[] = contents.map((c, i) => ({ name: `${MARK}-${i}.img`, size: c.length, mode: 0o600 }))
   const header: ImageHeader = { v: 1, compression: 'none', checksum: 'sha256', files, totalBytes: contents.reduce((a, c) => a + c.length, 0), ...(label === undefined ? {} : { label }) }
-  const all = Buffer.concat(contents)
-  const data: Buffer[] = []
-  for (let at = 0, step = 1 + rng.int(500); at < all.length; at += step, step = 1 + rng.int(500)) data.push(Buffer.from(encodeFrame(FrameType.data, all.subarray(at, at + step))))
-  const dataBytes = data.reduce((a, f) => a + f.length - 5, 0)
-  const frames = [Buffer.from(encodeHeader(header)), ...data, Buffer.from(encodeTrailer({ digests: contents.map(sha), wireBytes: dataBytes }))]
-  return { header, contents, frames }
+  const trailer = (): Buffer => Buffer.from(encodeTrailer({ digests: contents.map(sha), wireBytes: header.totalBytes }))
+  if (rng.int(2) === 0) {
+    const first = contents[0]!
+    const grow: ImageHeader = { ...header, files: [{ ...files[0]!, size: 0, growing: true }], totalBytes: 0, continued: true }
+    const rest: ImageHeader = { ...header, files: files.slice(1), totalBytes: header.totalBytes - first.length }
+    const frames = [Buffer.from(encodeHeader(grow)), ...dataFrames(rng, first), Buffer.from(encodeSize({ size: first.length })),
+      Buffer.from(encodeHeader(rest)), ...dataFrames(rng, Buffer.concat(contents.slice(1))), trailer()]
+    return { header, contents, frames }
+  }
+  return { header, contents, frames: [Buffer.from(encodeHeader(header)), ...dataFrames(rng, Buffer.concat(contents)), trailer()] }
 }
 
 /** A header whose names, sizes or fields are hostile. */
@@ -67,7 +81,7 @@ function plan (rng: Rng, vpid: number | undefined): Plan {
   const t = validTransfer(rng, label)
   const frames = [...t.frames]
   const n = frames.length
-  switch (rng.int(12)) {
+  switch (rng.int(14)) {
     case 0: frames[0] = hostileHeader(rng, label); break
     case 1: frames[0] = mutate(rng, frames[0]!); break
     case 2: frames[rng.int(n)] = mutate(rng, frames[rng.int(n)]!); break // a bit flip anywhere
@@ -75,7 +89,13 @@ function plan (rng: Rng, vpid: number | undefined): Plan {
     case 4: frames.splice(1 + rng.int(n - 1), 0, Buffer.from(encodeFrame(FrameType.data, rng.bytes(1 + rng.int(500))))); break // too much data
     case 5: frames.splice(1, n - 2); break // no data at all
     case 6: frames.splice(1 + rng.int(n - 1), 0, Buffer.from(encodeCancel({ name: 'Fuzz', code: 'fuzz', message: 'x'.repeat(rng.int(9000)) }))); break
-    case 7: frames.splice(1 + rng.int(n - 1), 0, Buffer.from([rng.pick([0, 6, 7, 255]), ...rng.bytes(4)])); break // unknown type
+    case 7: frames.splice(1 + rng.int(n - 1), 0, Buffer.from([rng.pick([0, 7, 255]), ...rng.bytes(4)])); break // unknown type
+    case 12: frames.splice(1 + rng.int(n - 1), 0, Buffer.from(encodeSize({ size: rng.pick([0, 1, 2 ** 40, rng.int(5000)]) }))); break // a size anywhere
+    case 13: { // a growing file without its size (a transfer without a growing section stays valid)
+      const at = frames.findIndex(f => f[0] === FrameType.size)
+      if (at >= 0) frames.splice(at, 1)
+      break
+    }
     case 8: { // oversized frame length
       const big = Buffer.alloc(5)
       big[0] = rng.pick([FrameType.header, FrameType.data, FrameType.trailer, FrameType.cancel])
