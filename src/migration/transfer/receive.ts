@@ -96,11 +96,11 @@ async function firstFrame (frames: Frames): Promise<ImageHeader> {
   if (first.done === true) throw new ImageTransferError('the sender closed the channel before the header', { code: 'channel' })
   const frame = first.value
   if (frame.kind === 'control' && frame.type === FrameType.cancel) throw cancelled(frame.payload)
-  if (first.value.kind !== 'control' || first.value.type !== FrameType.header) {
+  if (frame.kind !== 'control' || frame.type !== FrameType.header) {
     throw new ImageTransferError('the first frame is not an image header', { code: 'protocol' })
   }
   try {
-    return decodeHeader(first.value.payload)
+    return decodeHeader(frame.payload)
   } catch (err) {
     if (err instanceof PeerMessageError) throw new ImageTransferError(err.message, { code: 'protocol', cause: err })
     throw err
