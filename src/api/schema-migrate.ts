@@ -19,6 +19,8 @@ export const migrateResultSchema = z.object({
   restoreMs: nonNegative,
   downtimeMs: nonNegative,
   bytes: nonNegative,
+  /** Of `bytes`, those sent while the dump still ran (stop-copy: CRIU's page files as it wrote them). */
+  bytesDuringDump: nonNegative.optional(),
   /** CRIU's time to freeze the tree, and how long it kept it frozen while dumping (within dumpMs). */
   freezeMs: nonNegative.optional(),
   frozenMs: nonNegative.optional(),

@@ -71,7 +71,7 @@ export interface MigrationTarget<P, D> {
    * dir is complete) and rejects if either failed; until then the send may only read what CRIU
    * already wrote (./transfer/follow.ts) or wait. Without, the dir is complete.
    */
-  send(target: string, imagesDir: string, signal: AbortSignal, written?: Promise<void>): Promise<{ bytes: number }>
+  send(target: string, imagesDir: string, signal: AbortSignal, written?: Promise<void>): Promise<{ bytes: number, earlyBytes?: number }>
   /** Restores; resolves once the job runs there under its vpid. */
   restore(target: string, vpid: number, dumped: D, signal: AbortSignal): Promise<void>
   /** Drops whatever the target holds for vpid (best effort). */
@@ -88,6 +88,8 @@ export interface MigrationResult {
   /** From the start of the dump to the job running on the target. */
   readonly downtimeMs: number
   readonly bytes: number
+  /** Of `bytes`, those sent while the dump still ran (CRIU's page files as it wrote them). */
+  readonly bytesDuringDump: number
 }
 
 export interface MigrateRequest {
@@ -167,14 +169,14 @@ async function afterPrepare<P, D> (source: MigrationSource<P, D>, target: Migrat
     await source.stageOutput(vpid, imagesDir)
     const dumpMs = await phases.to('transferring', { imagesDir, dumped })
     written.done()
-    const { bytes } = await sending
+    const { bytes, earlyBytes } = await sending
     const transferMs = await phases.to('restoring')
     await target.restore(req.target, vpid, dumped, signal)
     const downtimeMs = Date.now() - downStart
     // The job runs on the target from here: nothing may roll it back any more.
     const restoreMs = await phases.to('moved')
     await source.commit(vpid, req.target, imagesDir)
-    return { vpid, target: req.target, checkMs, dumpMs, transferMs, restoreMs, downtimeMs, bytes }
+    return { vpid, target: req.target, checkMs, dumpMs, transferMs, restoreMs, downtimeMs, bytes, bytesDuringDump: earlyBytes ?? 0 }
   } catch (err) {
     if (phases.phase === 'moved') throw err
     const failedIn = phases.phase

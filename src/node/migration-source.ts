@@ -252,7 +252,7 @@ export class OutgoingMigrations {
           const touch = idle.touch.bind(idle)
           const onProgress = (p: TransferProgress): void => { touch(); events?.transfer(p) }
           const sent = await sendImageDir(channel, dir, { signal: AbortSignal.any([signal, idle.signal]), label: basename(dir), checksum: IMAGE_CHECKSUM, onProgress, skip: isCriuLog, follow })
-          return { bytes: (out?.pageBytes ?? 0) + sent.bytes }
+          return { bytes: (out?.pageBytes ?? 0) + sent.bytes, earlyBytes: (out?.pageBytes ?? 0) + (sent.earlyBytes ?? 0) }
         } catch (err) {
           channel.abort(err instanceof Error ? err : new Error(String(err)))
           throw new Error(`sending the images to ${target} failed: ${(err as Error).message}`, { cause: err })

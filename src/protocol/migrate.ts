@@ -67,6 +67,8 @@ export const migrationResultSchema = z.object({
   restoreMs: z.number().nonnegative(),
   downtimeMs: z.number().nonnegative(),
   bytes: z.number().nonnegative(),
+  /** Of `bytes`, those sent while the dump still ran (stop-copy: CRIU's page files as it wrote them). */
+  bytesDuringDump: z.number().nonnegative().optional(),
   /** CRIU's own times within the dump (its stats-dump): freezing the tree, and the tree frozen. */
   freezeMs: z.number().nonnegative().optional(),
   frozenMs: z.number().nonnegative().optional(),

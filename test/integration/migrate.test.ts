@@ -63,7 +63,8 @@ describe('ssi migrate (real daemons, real CRIU)', () => {
     expect(there.code).toBe(0)
     const times = JSON.parse(there.stdout) as Record<string, number | string>
     expect(times).toMatchObject({ vpid, from: 'n1', node: 'n2' })
-    for (const k of ['freezeMs', 'frozenMs', 'dumpMs', 'transferMs', 'restoreMs', 'downtimeMs', 'bytes']) expect(typeof times[k]).toBe('number')
+    for (const k of ['freezeMs', 'frozenMs', 'dumpMs', 'transferMs', 'restoreMs', 'downtimeMs', 'bytes', 'bytesDuringDump']) expect(typeof times[k]).toBe('number')
+    expect(times.bytesDuringDump).toBeLessThanOrEqual(times.bytes as number)
     expect(await job(vpid)).toMatchObject({ node: 'n2', state: 'running' })
     const afterFirst = await lineCount(vpid)
     await eventually(async () => (await lineCount(vpid)) > afterFirst + 5, 10_000, 'output continuing on n2')
@@ -102,6 +103,24 @@ describe('ssi migrate (real daemons, real CRIU)', () => {
     await eventually(async () => (await lineCount(vpid)) > lines + 2, 10_000, 'probes on n2')
     expect(await last()).toBe('io_uring_setup errno 38, seccomp mode 2')
     expect(await job(vpid)).toMatchObject({ node: 'n2', state: 'running' })
+  }, 40_000)
+
+  it('sends the page files while CRIU dumps them, and the job\'s memory arrives intact', async () => {
+    // 64 MiB of varied bytes; every 0.5 s the job prints their sha256.
+    const script = 'import hashlib,time\nb=bytearray(range(256))*262144\nwhile True:\n print(hashlib.sha256(b).hexdigest(),flush=True)\n time.sleep(0.5)'
+    const started = await run(['run', '-d', '--node', 'n1', '--', '/usr/bin/python3', '-c', script], { cwd: '/tmp' })
+    const vpid = Number(started.stdout.trim())
+    leftover.push(vpid)
+    const lines = async (): Promise<string[]> => (await run(['logs', String(vpid)])).stdout.trim().split('\n').filter(l => l !== '')
+    await eventually(async () => (await lines()).length >= 1 || undefined, 10_000, 'first digest')
+    const moved = await run(['migrate', '--json', '--mode', 'stop-copy', String(vpid), 'n2'])
+    expect(moved.stderr).toBe('')
+    const r = JSON.parse(moved.stdout) as { bytes: number, bytesDuringDump: number }
+    expect(r.bytes).toBeGreaterThan(64 * 2 ** 20)
+    expect(r.bytesDuringDump).toBeGreaterThan(0) // CRIU's pages-N.img followed while it wrote them
+    const before = (await lines()).length
+    const after = (await eventually(async () => { const l = await lines(); return l.length > before + 1 ? l : undefined }, 10_000, 'digests on n2')).value
+    expect(new Set(after)).toEqual(new Set([after[0]]))
   }, 40_000)
 
   it('refuses a second concurrent migration of the same job', async () => {

@@ -29,6 +29,13 @@ describe('ssi migrate', () => {
     expect(h.stderr()).toBe('')
   })
 
+  it('says how much of the image went while CRIU still dumped', async () => {
+    const h = harness()
+    h.onStream = answering({ ...result, mode: 'stop-copy', bytes: 64 * 2 ** 20, bytesDuringDump: 48 * 2 ** 20 })
+    expect(await h.run(['migrate', '1000001', 'n2'])).toBe(0)
+    expect(h.out).toEqual(['1000001 moved n1 -> n2: dump 52 ms, transfer 30 ms (64.0 MiB, 48.0 of it during the dump), restore 61 ms, downtime 150 ms'])
+  })
+
   it('--json prints every phase time', async () => {
     const h = harness()
     h.onStream = answering(result)

@@ -58,7 +58,8 @@ function summary (r: MigrateResult): string {
   const head = `${r.vpid} moved ${r.from} -> ${r.node}${r.mode === undefined || r.mode === 'stop-copy' ? '' : ` (${r.mode})`}`
   const pull = r.pullMs === undefined ? '' : `, page pull ${r.pullMs} ms (${mib(r.pageBytes ?? 0)} MiB)`
   const total = r.totalMs === undefined ? '' : `, total ${r.totalMs} ms`
-  return `${head}: dump ${r.dumpMs} ms${freeze}, transfer ${r.transferMs} ms (${mib(r.bytes)} MiB), restore ${r.restoreMs} ms, downtime ${r.downtimeMs} ms${pull}${total}`
+  const early = r.bytesDuringDump === undefined || r.bytesDuringDump === 0 ? '' : `, ${mib(r.bytesDuringDump)} of it during the dump`
+  return `${head}: dump ${r.dumpMs} ms${freeze}, transfer ${r.transferMs} ms (${mib(r.bytes)} MiB${early}), restore ${r.restoreMs} ms, downtime ${r.downtimeMs} ms${pull}${total}`
 }
 
 export function register (cmd: Command, ctx: CliContext): void {

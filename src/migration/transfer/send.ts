@@ -54,6 +54,8 @@ export interface TransferSummary {
   readonly wireBytes: number
   readonly compression: Compression
   readonly elapsedMs: number
+  /** Sender: image bytes sent before `follow.done` resolved, i.e. while the dir was still written (0 without `follow`). */
+  readonly earlyBytes?: number
 }
 
 /** How long a cancelled sender waits for the receiver to acknowledge before resetting. */
@@ -75,6 +77,8 @@ export async function sendImageDir (channel: ByteChannel, dir: string, opts: Sen
   const meter = new ProgressMeter(0, 0, opts.onProgress, opts.progressIntervalMs)
   const moved = { bytes: 0 }
   try {
+    let earlyBytes = 0
+    opts.follow?.done.then(() => { earlyBytes = moved.bytes }, () => {})
     const followed = await sendFollowed(channel, dir, compression, meter, moved, signal, opts)
     const sentEarly = new Set(followed.map(f => f.file.name))
     const files = await listImageDir(dir, name => sentEarly.has(name) || opts.skip?.(name) === true)
@@ -92,7 +96,7 @@ export async function sendImageDir (channel: ByteChannel, dir: string, opts: Sen
     meter.update(moved.bytes, wireBytes, true)
     const count = followed.length + header.files.length
     opts.logger?.debug({ dir, files: count, bytes: moved.bytes, wireBytes, ms: Math.round(meter.elapsedMs) }, 'image dir sent')
-    return { files: count, bytes: moved.bytes, wireBytes, compression, elapsedMs: meter.elapsedMs }
+    return { files: count, bytes: moved.bytes, wireBytes, compression, elapsedMs: meter.elapsedMs, earlyBytes }
   } catch (err) {
     const e = stop.signal.aborted ? stop.signal.reason as ImageTransferError : asTransferError(err, opts.signal, 'io', 'sending images')
     await giveUp(channel, e, result, opts.signal)

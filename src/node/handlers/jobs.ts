@@ -76,7 +76,7 @@ export function registerJobHandlers (control: ControlServer, jobs: ClusterJobs, 
     }
     const r = await jobs.migrate(parseVpid(p.vpid), p.node, ctx.caller.uid, ctx.signal, { mode: p.mode, onEvent }) as MigrationSummary
     return {
-      vpid: r.vpid, from: r.from, node: r.target, checkMs: r.checkMs, dumpMs: r.dumpMs, transferMs: r.transferMs, restoreMs: r.restoreMs, downtimeMs: r.downtimeMs, bytes: r.bytes, freezeMs: r.freezeMs, frozenMs: r.frozenMs,
+      vpid: r.vpid, from: r.from, node: r.target, checkMs: r.checkMs, dumpMs: r.dumpMs, transferMs: r.transferMs, restoreMs: r.restoreMs, downtimeMs: r.downtimeMs, bytes: r.bytes, bytesDuringDump: r.bytesDuringDump, freezeMs: r.freezeMs, frozenMs: r.frozenMs,
       mode: r.mode, modeReason: r.modeReason, pullMs: r.pullMs, pageBytes: r.pageBytes, totalMs: r.totalMs
     }
   })
