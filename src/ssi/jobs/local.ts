@@ -5,11 +5,12 @@
  */
 import { JobPermissionError, JobStateError, VpidNotFoundError } from './errors.js'
 import { TERMINAL_STATES, jobKey, stateForExit, transition } from './record.js'
-import type { CheckpointNote, ExitInfo, JobRecord, MigrationNote } from './record.js'
+import type { CheckpointNote, ExitInfo, JobRecord } from './record.js'
 import type { JobRuntime, RuntimeJob } from './runtime.js'
 import type { JobStartParams } from '../../protocol/jobs.js'
+import * as migration from './local-migration.js'
 import { recoverJobs } from './local-recovery.js'
-import type { RecoveryBook } from './local-recovery.js'
+import type { JobBook } from './local-migration.js'
 
 export interface JobStore {
   get<T>(key: string): Promise<T | undefined>
@@ -71,20 +72,28 @@ export class LocalJobs {
   private readonly cpuSamples = new Map<number, { ns: number, at: number }>()
   private readonly watchAbort = new AbortController()
 
-  constructor (private readonly init: LocalJobsInit) {}
+  /** The bookkeeping below, for local-recovery.ts and local-migration.ts. */
+  private readonly book: JobBook
+
+  constructor (private readonly init: LocalJobsInit) {
+    this.book = {
+      init,
+      track: record => this.track(record),
+      update: async (entry, record, notify) => { await this.update(entry, record, notify) },
+      finish: async (entry, exit) => { await this.finish(entry, exit) },
+      watch: entry => { this.watch(entry) },
+      entry: vpid => this.entry(vpid),
+      authorize: (record, uid, action) => { this.authorize(record, uid, action) },
+      forgetCpu: vpid => { this.cpuSamples.delete(vpid) }
+    }
+  }
 
   /**
    * Loads records and re-adopts jobs left running by an earlier daemon. Jobs 'migrating' for which
    * `journalled` is true are left so, for the migration service to settle (see `recovered`).
    */
   async recover (journalled: (vpid: number) => boolean = () => false): Promise<void> {
-    const book: RecoveryBook = {
-      track: record => this.track(record),
-      update: async (entry, record, notify) => { await this.update(entry, record, notify) },
-      finish: async (entry, exit) => { await this.finish(entry, exit) },
-      watch: entry => { this.watch(entry) }
-    }
-    await recoverJobs(this.init, book, journalled)
+    await recoverJobs(this.init, this.book, journalled)
   }
 
   stop (): void {
@@ -198,20 +207,9 @@ export class LocalJobs {
 
   // ---- migration ------------------------------------------------------------------------------
 
-  /**
-   * Marks a running job 'migrating' for `asUid` (its owner or root): from now on the end of its
-   * tree is not its exit. @throws JobPermissionError, JobStateError (not running, already migrating)
-   */
+  /** Marks a running job 'migrating' (see local-migration.ts). @throws JobPermissionError, JobStateError */
   async beginMigration (vpid: number, asUid: number, action = 'migrate'): Promise<{ record: JobRecord, runtime: RuntimeJob }> {
-    const e = this.entry(vpid)
-    this.authorize(e.record, asUid, action)
-    if (e.record.state !== 'running' || e.runtime === undefined) {
-      throw new JobStateError(e.record.state === 'migrating' ? `job ${vpid} is already migrating` : `job ${vpid} is not running (${e.record.state})`)
-    }
-    // A migration carries the stdin FIFO (and what it holds) to the target; a checkpoint could not be fed again after a restore.
-    if (e.record.stdin && action !== 'migrate') throw new JobStateError(`job ${vpid} reads stdin forwarded by \`ssi run -i\`, which a restored checkpoint could not be fed again: it cannot be checkpointed (give it input from a file instead)`)
-    await this.update(e, transition(e.record, 'migrating'))
-    return { record: e.record, runtime: e.runtime }
+    return await migration.beginMigration(this.book, vpid, asUid, action)
   }
 
   /** A 'migrating' job left by `recover`: its runtime handle if any, and whether its tree runs. */
@@ -234,48 +232,18 @@ export class LocalJobs {
   }
 
   /** The migration finished: the job runs on `node` now. Frees what is left of it here. */
-  async markMoved (vpid: number, node: string, detail?: string): Promise<JobRecord> {
-    const e = this.entry(vpid)
-    const migration: MigrationNote = { from: this.init.node, to: node, outcome: 'moved', atMs: Date.now(), detail }
-    await this.update(e, transition(e.record, 'moved', { node, endedMs: Date.now(), migration }))
-    if (e.runtime !== undefined) await this.init.runtime.release(e.runtime).catch(() => {})
-    return e.record
-  }
+  async markMoved (vpid: number, node: string, detail?: string): Promise<JobRecord> { return await migration.markMoved(this.book, vpid, node, detail) }
 
   /** The migration failed and the job runs here again (restored from its images, or never dumped). */
   async resumeAfterMigration (vpid: number, runtime: RuntimeJob | undefined, error: string, target?: string): Promise<void> {
-    const e = this.entry(vpid)
-    this.init.logger.warn({ vpid, err: error }, 'migration rolled back')
-    if (runtime !== undefined) e.runtime = runtime
-    e.treeAlive = undefined
-    const migration: MigrationNote | undefined = target === undefined ? e.record.migration : { from: this.init.node, to: target, outcome: 'rolled-back', atMs: Date.now(), detail: error }
-    await this.update(e, transition(e.record, 'running', { hostPid: e.runtime?.hostPid, migration }))
-    // Also when the tree was never dumped: an exit while 'migrating' was ignored (a job that ended as
-    // CRIU seized it stayed 'running' forever). A second watcher of a live tree is harmless.
-    this.watch(e)
+    await migration.resumeAfterMigration(this.book, vpid, runtime, error, target)
   }
 
   /** The migration failed and even the rollback did: the job is lost. */
-  async loseAfterMigration (vpid: number, error: string, target?: string): Promise<void> {
-    const e = this.entry(vpid)
-    const migration: MigrationNote | undefined = target === undefined ? undefined : { from: this.init.node, to: target, outcome: 'lost', atMs: Date.now(), detail: error }
-    await this.update(e, transition(e.record, 'lost', { endedMs: Date.now(), error, migration }))
-    // Nothing of it runs here (or may: a frozen leftover is killed with its cgroup), nor will again.
-    if (e.runtime !== undefined) await this.init.runtime.release(e.runtime).catch(err => { this.init.logger.warn({ vpid, err: (err as Error).message }, 'cgroup cleanup failed') })
-  }
+  async loseAfterMigration (vpid: number, error: string, target?: string): Promise<void> { await migration.loseAfterMigration(this.book, vpid, error, target) }
 
-  /**
-   * A job here that cannot go on (its post-copy page pull broke) is lost, with why; its migration
-   * note stays. Also over an end it met meanwhile (a crash on memory that never arrived says less).
-   */
-  async lose (vpid: number, error: string): Promise<void> {
-    const e = this.entry(vpid)
-    if (e.record.state === 'lost' || e.record.state === 'moved') return
-    const record = TERMINAL_STATES.has(e.record.state)
-      ? { ...e.record, state: 'lost' as const, error }
-      : transition(e.record, 'lost', { endedMs: Date.now(), error })
-    await this.update(e, record)
-  }
+  /** A job here that cannot go on (its post-copy page pull broke) is lost, with why. */
+  async lose (vpid: number, error: string): Promise<void> { await migration.loseHere(this.book, vpid, error) }
 
   /** Whether vpid may be restored here: unknown, or it moved away earlier. */
   canReceive (vpid: number): boolean {
@@ -284,15 +252,7 @@ export class LocalJobs {
   }
 
   /** Takes over a job restored here by a migration, with its vpid, owner and history. */
-  async adoptMigrated (record: JobRecord, runtime: RuntimeJob): Promise<JobRecord> {
-    const { endedMs: _e, exit: _x, error: _r, ...rest } = record
-    const entry = this.track({ ...rest, node: this.init.node, state: 'running', hostPid: runtime.hostPid, jobDir: runtime.jobDir })
-    entry.runtime = runtime
-    this.cpuSamples.delete(record.vpid)
-    await this.update(entry, entry.record)
-    this.watch(entry)
-    return entry.record
-  }
+  async adoptMigrated (record: JobRecord, runtime: RuntimeJob): Promise<JobRecord> { return await migration.adoptMigrated(this.book, record, runtime) }
 
   /**
    * A checkpoint to disk (begun with beginMigration) ended: the tree was stopped by CRIU after a
