@@ -16,13 +16,12 @@ import { ClosedFilesWatch } from '../../native/inotify.js'
 import { FRAME_HEADER_BYTES, FrameType, IMAGES_WIRE_VERSION, encodeHeader, encodeSize, writeFrameHeader } from '../../protocol/images.js'
 import { createFileChecksum } from './checksum.js'
 import { ImageTransferError } from './errors.js'
-import { ReadBufferPool, readChunk } from './source.js'
+import { ReadBufferPool, readFileChunks } from './source.js'
 import type { FileHandle } from 'node:fs/promises'
 import type { ChecksumAlgorithm, ImageFile } from '../../protocol/images.js'
 import type { ByteChannel } from '../ports.js'
 import type { ProgressMeter } from './progress.js'
 import type { FileChecksum } from './checksum.js'
-import type { DataChunk } from './source.js'
 
 export interface FollowOptions {
   /** Files a writer may still be appending to when the send starts (a migration: CRIU's pages-*.img). */
@@ -156,41 +155,20 @@ async function sendGrowing (ctx: FollowContext, name: string, state: WriterState
   }
 }
 
-/** Reads ahead of the channel, as readImageData does. */
-const READ_AHEAD = 4
-
 /** Sends [offset, until) of the file in DATA frames; returns the new offset. */
 async function sendAvailable (ctx: FollowContext, fh: FileHandle, file: ImageFile, index: number, pool: ReadBufferPool, offset: number, until: number, hash: FileChecksum): Promise<number> {
-  let next = offset
   let sent = offset
-  const pending: Array<Promise<DataChunk>> = []
-  const fill = (): void => {
-    while (pending.length < READ_AHEAD && next < until) {
-      const length = Math.min(ctx.chunkBytes, until - next)
-      const p = readChunk(fh, index, file, next, length, pool)
-      p.catch(() => {}) // awaited in order below
-      pending.push(p)
-      next += length
-    }
+  for await (const chunk of readFileChunks(fh, index, file, pool, ctx.signal, offset, until)) {
+    hash.update(chunk.body)
+    writeFrameHeader(chunk.frame, FrameType.data, chunk.body.byteLength)
+    await ctx.channel.write(chunk.frame, ctx.signal)
+    if (ctx.reuse) chunk.release()
+    sent += chunk.body.byteLength
+    ctx.moved.bytes += chunk.body.byteLength
+    ctx.meter.atLeast(ctx.moved.bytes)
+    ctx.meter.update(ctx.moved.bytes, ctx.moved.bytes)
   }
-  try {
-    fill()
-    for (let p = pending.shift(); p !== undefined; p = pending.shift()) {
-      const chunk = await p
-      fill()
-      hash.update(chunk.body)
-      writeFrameHeader(chunk.frame, FrameType.data, chunk.body.byteLength)
-      await ctx.channel.write(chunk.frame, ctx.signal)
-      if (ctx.reuse) chunk.release()
-      sent += chunk.body.byteLength
-      ctx.moved.bytes += chunk.body.byteLength
-      ctx.meter.atLeast(ctx.moved.bytes)
-      ctx.meter.update(ctx.moved.bytes, ctx.moved.bytes)
-    }
-    return sent
-  } finally {
-    await Promise.allSettled(pending)
-  }
+  return sent
 }
 
 /** Throws unless every followed file still has the size it was sent with (once the writer is done). */

@@ -123,13 +123,14 @@ async function openSource (dir: string, file: ImageFile): Promise<FileHandle> {
 /** Reads kept in flight ahead of the consumer, so the disk (thread pool) and the network overlap. */
 const READ_AHEAD = 4
 
-async function * readFileChunks (fh: FileHandle, index: number, file: ImageFile, pool: ReadBufferPool, signal?: AbortSignal): AsyncGenerator<DataChunk> {
-  let offset = 0
+/** Reads [from, until) of the file as chunks of the pool's size, READ_AHEAD reads ahead. */
+export async function * readFileChunks (fh: FileHandle, index: number, file: ImageFile, pool: ReadBufferPool, signal?: AbortSignal, from = 0, until = file.size): AsyncGenerator<DataChunk> {
+  let offset = from
   const pending: Array<Promise<DataChunk>> = []
   const chunkBytes = pool.size - FRAME_HEADER_BYTES
   const fill = (): void => {
-    while (pending.length < READ_AHEAD && offset < file.size) {
-      const length = Math.min(chunkBytes, file.size - offset)
+    while (pending.length < READ_AHEAD && offset < until) {
+      const length = Math.min(chunkBytes, until - offset)
       const p = readChunk(fh, index, file, offset, length, pool)
       p.catch(() => {}) // awaited in order below; this only marks a later failure as handled
       pending.push(p)
@@ -150,8 +151,7 @@ async function * readFileChunks (fh: FileHandle, index: number, file: ImageFile,
   }
 }
 
-/** Reads `length` bytes at `position` into a pooled buffer with room for a DATA frame header. */
-export async function readChunk (fh: FileHandle, index: number, file: ImageFile, position: number, length: number, pool: ReadBufferPool): Promise<DataChunk> {
+async function readChunk (fh: FileHandle, index: number, file: ImageFile, position: number, length: number, pool: ReadBufferPool): Promise<DataChunk> {
   const buf = pool.take()
   const frame = buf.subarray(0, FRAME_HEADER_BYTES + length)
   let filled = 0
