@@ -24,7 +24,10 @@
  *   sealed into pooled buffers and opened in place through Node's own OpenSSL (src/native/aes-gcm.ts).
  * - What remains per GiB, per end (profiles at load ~12, a quiet machine takes about half): AES-GCM
  *   ~0.45 s, crc32 ~0.2 s, the socket copy ~0.4 s, the file read or write ~0.3-0.4 s, GC ~0.1-0.2 s:
- *   ~1.2 CPU-s sending and ~1.7 receiving (from ~2.1 and ~2.5 with sha256 and node:crypto).
+ *   ~1.2 CPU-s sending and ~1.7 receiving (from ~2.1 and ~2.5 with sha256 and node:crypto). Since
+ *   then (bench:transfer, load ~2): ~0.95 each, with 1 MiB socket reads and the receiver writing
+ *   large pieces straight from the record buffer (./transfer/sink.ts writeDirect).
+ * - A migration sends CRIU's page files while CRIU still writes them (./transfer/follow.ts).
  * - zstd is opt-in (`compress: 'zstd'`; the `zstd` binary on Node 20, zlib's on Node 22.15+).
  *   It pays only when the link is slower than zstd -1 and the image compresses: over the pnet
  *   stack a 75 %-compressible image went 1.0-1.45x as fast (runs vary); on incompressible data it
