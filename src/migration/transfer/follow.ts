@@ -5,8 +5,9 @@
  * which the job is frozen instead of taking it in turn.
  *
  * A followed file is complete once its writer closed it (inotify IN_CLOSE_WRITE) or once `done`
- * resolved; only then is its size final and sent. Appending writers only: a file rewritten in place
- * is caught at the end (its size no longer matches: 'source-changed'), not prevented.
+ * resolved; only then is its size final and sent. Appending writers only (CRIU appends to its page
+ * files): a file that changed size after it was sent fails the send at the end ('source-changed');
+ * one rewritten in place at the same size is not noticed.
  */
 import { constants, lstatSync, readdirSync } from 'node:fs'
 import { open } from 'node:fs/promises'
