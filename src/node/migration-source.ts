@@ -248,11 +248,11 @@ export class OutgoingMigrations {
         try {
           if (follow === undefined) await written
           // A target declared dead has its channels aborted (dead-peers.ts); one alive but not taking data, this.
-          idle = new IdleWatchdog(this.init.transferIdleMs, ms => new Error(`${target} took no data and sent no answer for ${ms} ms (migration.transferIdleMs)`))
-          const touch = idle.touch.bind(idle)
+          const watchdog = new IdleWatchdog(this.init.transferIdleMs, ms => new Error(`${target} took no data and sent no answer for ${ms} ms (migration.transferIdleMs)`))
+          idle = watchdog
           // Waiting for CRIU's first page file is not idling, but no progress to show either.
-          const onProgress = (p: TransferProgress): void => { touch(); if (p.doneBytes > 0 || p.totalBytes > 0) events?.transfer(p) }
-          const sent = await sendImageDir(channel, dir, { signal: AbortSignal.any([signal, idle.signal]), label: basename(dir), checksum: IMAGE_CHECKSUM, onProgress, skip: isCriuLog, follow })
+          const onProgress = (p: TransferProgress): void => { watchdog.touch(); if (p.doneBytes > 0 || p.totalBytes > 0) events?.transfer(p) }
+          const sent = await sendImageDir(channel, dir, { signal: AbortSignal.any([signal, watchdog.signal]), label: basename(dir), checksum: IMAGE_CHECKSUM, onProgress, skip: isCriuLog, follow })
           return { bytes: (out?.pageBytes ?? 0) + sent.bytes, earlyBytes: (out?.pageBytes ?? 0) + (sent.earlyBytes ?? 0) }
         } catch (err) {
           channel.abort(err instanceof Error ? err : new Error(String(err)))

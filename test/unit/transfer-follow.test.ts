@@ -97,8 +97,9 @@ describe('sending files while they are written', () => {
     await sleep(20)
     await fh.write(randomBytes(100))
     done.resolve() // pages-1.img is still open: its size is final now all the same
-    await Promise.all([sending, receiving])
+    const [sent] = await Promise.all([sending, receiving])
     await fh.close()
+    expect(sent.earlyBytes).toBeGreaterThan(0) // followed before the writer was done
     await sameFiles(src, join(root, 'dest'))
   })
 
@@ -139,6 +140,7 @@ describe('sending files while they are written', () => {
     done.resolve()
     const [sent] = await Promise.all([sending, receiving])
     expect(sent.wireBytes).toBeLessThan(sent.bytes)
+    expect(sent.earlyBytes).toBe(0)
     await sameFiles(src, join(root, 'dest'))
   })
 })

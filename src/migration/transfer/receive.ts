@@ -66,12 +66,13 @@ export async function receiveImageDir (channel: ByteChannel, dest: ImageDestinat
   let createdDir: string | undefined
   let destDir = typeof dest === 'string' ? dest : undefined
   try {
-    const first = checkHeader(await firstFrame(frames), opts, new Set(), 0, 0)
+    const sections = new Sections(await firstFrame(frames), opts)
+    const first = sections.first
     destDir ??= (dest as (label: string | undefined) => string)(first.label)
     createdDir = await prepareDir(destDir, first, opts.checkFreeSpace ?? true)
     writer = new ImageDirWriter(destDir, first.files, first.checksum, opts.sha256 ?? true)
     const meter = new ProgressMeter(first.totalBytes, first.files.length, opts.onProgress, opts.progressIntervalMs)
-    const { trailer, wireBytes, files } = await receiveData(frames, first, writer, meter, opts, destDir)
+    const { trailer, wireBytes, files } = await receiveData(frames, sections, writer, meter, opts, destDir)
     const digests = await writer.finish()
     verify(files, first.checksum, trailer, digests, wireBytes)
     const bytes = files.reduce((a, f) => a + f.size, 0)
@@ -158,10 +159,14 @@ class Sections {
   private readonly names = new Set<string>()
   /** A growing section whose SIZE frame arrived: only a HEADER may come next. */
   sized = false
+  /** The header in force. */
+  header: ImageHeader
 
-  constructor (readonly first: ImageHeader, public header: ImageHeader = first) {
+  /** The first header, checked against the caps before anything is written. */
+  constructor (readonly first: ImageHeader, opts: ReceiveOptions) {
+    checkHeader(first, opts, this.names, 0, 0)
+    this.header = first
     this.files = first.files.map(f => ({ ...f }))
-    for (const f of first.files) this.names.add(f.name)
   }
 
   get growing (): boolean { return this.header.continued === true }
@@ -179,9 +184,8 @@ class Sections {
   }
 }
 
-async function receiveData (frames: Frames, first: ImageHeader, writer: ImageDirWriter, meter: ProgressMeter, opts: ReceiveOptions, destDir: string): Promise<{ trailer: ImageTrailer, wireBytes: number, files: ImageFile[] }> {
-  const sink = first.compression === 'zstd' ? decompressingSink(writer, opts.zstd) : plainSink(writer)
-  const sections = new Sections(first)
+async function receiveData (frames: Frames, sections: Sections, writer: ImageDirWriter, meter: ProgressMeter, opts: ReceiveOptions, destDir: string): Promise<{ trailer: ImageTrailer, wireBytes: number, files: ImageFile[] }> {
+  const sink = sections.first.compression === 'zstd' ? decompressingSink(writer, opts.zstd) : plainSink(writer)
   let wireBytes = 0
   try {
     for (;;) {

@@ -79,7 +79,7 @@ export async function sendImageDir (channel: ByteChannel, dir: string, opts: Sen
   try {
     let earlyBytes = 0
     opts.follow?.done.then(() => { earlyBytes = moved.bytes }, () => {})
-    const followed = await sendFollowed(channel, dir, compression, meter, moved, signal, opts)
+    const followed = await sendFollowed(channel, dir, { compression, checksum }, meter, moved, signal, opts)
     const sentEarly = new Set(followed.map(f => f.file.name))
     const files = await listImageDir(dir, name => sentEarly.has(name) || opts.skip?.(name) === true)
     const header: ImageHeader = {
@@ -106,14 +106,14 @@ export async function sendImageDir (channel: ByteChannel, dir: string, opts: Sen
 }
 
 /** The growing sections (none without `follow`); with compression, only the wait for the writer. */
-async function sendFollowed (channel: ByteChannel, dir: string, compression: Compression, meter: ProgressMeter, moved: { bytes: number }, signal: AbortSignal, opts: SendOptions): Promise<FollowedFile[]> {
+async function sendFollowed (channel: ByteChannel, dir: string, { compression, checksum }: { compression: Compression, checksum: ChecksumAlgorithm }, meter: ProgressMeter, moved: { bytes: number }, signal: AbortSignal, opts: SendOptions): Promise<FollowedFile[]> {
   const follow = opts.follow
   if (follow === undefined) return []
   if (compression !== 'none') {
     await follow.done.catch((err: unknown) => { throw new ImageTransferError(`the images' writer failed: ${(err as Error).message}`, { code: 'cancelled', cause: err }) })
     return []
   }
-  const ctx = { channel, dir, checksum: opts.checksum ?? 'sha256', label: opts.label, chunkBytes: opts.chunkBytes ?? DATA_CHUNK_BYTES, reuse: channel.copiesOnWrite === true, meter, signal, moved }
+  const ctx = { channel, dir, checksum, label: opts.label, chunkBytes: opts.chunkBytes ?? DATA_CHUNK_BYTES, reuse: channel.copiesOnWrite === true, meter, signal, moved }
   return await sendGrowingFiles(ctx, follow)
 }
 
