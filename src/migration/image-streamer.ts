@@ -92,6 +92,7 @@ export class ImageStreamer {
         if (name === undefined) break // CRIU needs no more images
         this.requested.push(name)
         const exists = await raceAbort(this.images.has(name, signal), signal)
+        signal.throwIfAborted()
         sendAll(conn, encodeReply(exists))
         if (!exists) continue
         const pipe = await this.receivePipe(conn, signal)
@@ -151,6 +152,7 @@ export class ImageStreamer {
       for (;;) {
         const { bytes, complete } = await raceAbort(this.images.progress(name, sent, signal), signal)
         // Opened once its first bytes are there: a file still to come may not exist yet.
+        signal.throwIfAborted() // close() may have closed the pipe meanwhile
         file ??= openSync(this.images.path(name), 'r')
         sent = await this.spliceUpTo(name, file, pipe, sent, bytes, signal)
         if (complete && sent >= bytes) return
@@ -161,8 +163,8 @@ export class ImageStreamer {
       throw err
     } finally {
       if (file !== undefined) closeSync(file)
-      this.fds.delete(pipe)
-      closeFd(pipe)
+      // Unless close() did already: the number may belong to another descriptor by now.
+      if (this.fds.delete(pipe)) closeFd(pipe)
     }
   }
 
@@ -207,6 +209,7 @@ async function readExact (fd: number, n: number, signal: AbortSignal, endOk: boo
   const buf = Buffer.alloc(n)
   let at = 0
   while (at < n) {
+    signal.throwIfAborted()
     const got = recvNow(fd, buf.subarray(at))
     if (got === undefined) {
       await waitReady(fd, 'in', signal)

@@ -159,7 +159,11 @@ export function spliceNow (fileFd: number, pipeFd: number, len: number): number 
   throw new NativeError('splice', errno)
 }
 
-/** Resolves once `fd` can be read ('in') or written ('out'), or its peer hung up; rejects on abort. */
+/**
+ * Resolves once `fd` can be read ('in') or written ('out'), or its peer hung up; rejects on abort,
+ * also when the poll ended because of it. Callers use fd synchronously right after, so a descriptor
+ * closed by whoever aborted is never used.
+ */
 export async function waitReady (fd: number, what: 'in' | 'out', signal: AbortSignal): Promise<void> {
   const pollfd = Buffer.alloc(8)
   pollfd.writeInt32LE(fd, 0)
@@ -169,6 +173,8 @@ export async function waitReady (fd: number, what: 'in' | 'out', signal: AbortSi
     const ready = await new Promise<number>((resolve, reject) => {
       bind().poll.async(pollfd, 1, POLL_SLICE_MS, (err, res) => { if (err !== null && err !== undefined) reject(err as Error); else resolve(res) })
     })
+    // Checked again: whoever aborted may have closed fd, and its number may be reused at once.
+    signal.throwIfAborted()
     if (ready > 0) return
     // poll(2) fails only on bad arguments or EINTR (then try again); errno stayed on the pool thread.
     if (ready < 0) await new Promise(resolve => setTimeout(resolve, 1))
