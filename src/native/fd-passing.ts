@@ -9,11 +9,9 @@
 import koffi from 'koffi'
 import { closeSync } from 'node:fs'
 import { NativeError } from './errors.js'
+import { AF_UNIX, SOCK_CLOEXEC, SOCK_STREAM } from './socketpair.js'
 
-const AF_UNIX = 1
-const SOCK_STREAM = 1
 const SOCK_NONBLOCK = 0o4000
-const SOCK_CLOEXEC = 0o2000000
 const SOL_SOCKET = 1
 const SCM_RIGHTS = 1
 const MSG_DONTWAIT = 0x40
