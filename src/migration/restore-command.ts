@@ -28,6 +28,11 @@ export interface RestoreCommandOptions {
   readonly logLevel?: number
   /** Post-copy: pages come from a `criu lazy-pages` daemon whose socket is in imagesDir (the work dir). */
   readonly lazyPages?: boolean
+  /**
+   * The images come through an image streamer listening in imagesDir (./image-streamer.ts) as they
+   * arrive; the restored tasks are left stopped until the transfer verified (then SIGCONT).
+   */
+  readonly stream?: boolean
 }
 
 const FIRST_FD = 3
@@ -41,6 +46,7 @@ export function restoreCommand (o: RestoreCommandOptions): string[] {
     'sh', '-c', script, 'ssi-restore', ...o.stdio.map((f) => f.newPath),
     o.criuPath, 'restore', '-d', '-D', o.imagesDir, '--pidfile', o.pidFile, '-o', o.logFile, `-v${o.logLevel ?? 4}`,
     '--root', '/', '--ext-mount-map', 'auto', '--enable-external-masters', '--manage-cgroups=ignore', ...inherit,
-    ...(o.lazyPages === true ? ['--lazy-pages'] : [])
+    ...(o.lazyPages === true ? ['--lazy-pages'] : []),
+    ...(o.stream === true ? ['--stream', '--leave-stopped'] : [])
   ]
 }

@@ -74,6 +74,11 @@ export interface MigrationTarget<P, D> {
   send(target: string, imagesDir: string, signal: AbortSignal, written?: Promise<void>): Promise<{ bytes: number, earlyBytes?: number }>
   /** Restores; resolves once the job runs there under its vpid. */
   restore(target: string, vpid: number, dumped: D, signal: AbortSignal): Promise<void>
+  /**
+   * True: the target restores while the images arrive (asked with `restore` as the send starts;
+   * it holds the job stopped until they all verified). Otherwise `restore` waits for `send`.
+   */
+  restoresWhileReceiving?(target: string, vpid: number): boolean
   /** Drops whatever the target holds for vpid (best effort). */
   cancel(target: string, vpid: number): Promise<void>
 }
@@ -169,9 +174,9 @@ async function afterPrepare<P, D> (source: MigrationSource<P, D>, target: Migrat
     await source.stageOutput(vpid, imagesDir)
     const dumpMs = await phases.to('transferring', { imagesDir, dumped })
     written.done()
-    const { bytes, earlyBytes } = await sending
-    const transferMs = await phases.to('restoring')
-    await target.restore(req.target, vpid, dumped, signal)
+    const { bytes, earlyBytes, transferMs } = target.restoresWhileReceiving?.(req.target, vpid) === true
+      ? await sendRestoring(target, req, dumped, sending, phases, signal)
+      : await sendThenRestore(target, req, dumped, sending, phases, signal)
     const downtimeMs = Date.now() - downStart
     // The job runs on the target from here: nothing may roll it back any more.
     const restoreMs = await phases.to('moved')
@@ -194,6 +199,37 @@ async function afterPrepare<P, D> (source: MigrationSource<P, D>, target: Migrat
     }
     throw new MigrationError(`migration of job ${vpid} ${why}; it runs here again`, failedIn, true, { cause: err })
   }
+}
+
+type Sent = Awaited<ReturnType<MigrationTarget<unknown, unknown>['send']>> & { transferMs: number }
+
+async function sendThenRestore<P, D> (target: MigrationTarget<P, D>, req: MigrateRequest, dumped: D, sending: Promise<{ bytes: number, earlyBytes?: number }>, phases: Phases, signal: AbortSignal): Promise<Sent> {
+  const sent = await sending
+  const transferMs = await phases.to('restoring')
+  await target.restore(req.target, req.vpid, dumped, signal)
+  return { ...sent, transferMs }
+}
+
+/**
+ * The target restores as the images arrive. Should the send fail, the restore is settled before
+ * anything rolls back: a target that verified everything may have let the job run after all.
+ */
+async function sendRestoring<P, D> (target: MigrationTarget<P, D>, req: MigrateRequest, dumped: D, sending: Promise<{ bytes: number, earlyBytes?: number }>, phases: Phases, signal: AbortSignal): Promise<Sent> {
+  const restoring = target.restore(req.target, req.vpid, dumped, signal)
+  restoring.catch(() => {})
+  let sent: { bytes: number, earlyBytes?: number }
+  try {
+    sent = await sending
+  } catch (err) {
+    // Cancelled, a target still restoring fails at once; one done already has the job running.
+    await target.cancel(req.target, req.vpid).catch(() => {})
+    const ran = await restoring.then(() => true, () => false)
+    if (!ran) throw err
+    sent = { bytes: 0 } // its answer was lost, but the target has it all and runs it
+  }
+  const transferMs = await phases.to('restoring')
+  await restoring
+  return { ...sent, transferMs }
 }
 
 /** A promise settled from outside, once: the images dir is complete, or will never be. */

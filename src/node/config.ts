@@ -91,6 +91,14 @@ const migrationSchema = z.object({
    */
   sendWhileDumping: z.boolean().default(true),
   /**
+   * Stop-copy: the target restores while the images arrive (`criu restore --stream` reading them
+   * through pipes, src/migration/image-streamer.ts), the restored job held stopped until every file
+   * verified, instead of restoring after the transfer. The images are then sent after the dump
+   * (sendWhileDumping does not apply). Ignored with recheckBeforeRestore or streamPages, or when
+   * the target cannot. Default false.
+   */
+  streamRestore: z.boolean().default(false),
+  /**
    * The target re-reads and re-hashes the received images right before `criu restore`, so that
    * on-disk corruption in the instant between arrival (already verified while writing, sha256 per
    * file) and the restore is refused too. Costs one read + sha256 of the images inside the

@@ -45,6 +45,8 @@ export interface OutgoingInit extends MigrationParts {
   readonly streamPages: boolean
   /** Send CRIU's page files while it writes them (migration.sendWhileDumping). */
   readonly sendWhileDumping: boolean
+  /** Have the target restore while the images arrive, when it can (migration.streamRestore). */
+  readonly streamRestore: boolean
   /** An image send that moves no data (and gets no answer) this long is given up, ms. */
   readonly transferIdleMs: number
   /** Deadline of the target's restore, ms. */
@@ -58,6 +60,8 @@ interface Outgoing {
   streamPages?: boolean
   /** Page bytes streamed during the dump. */
   pageBytes?: number
+  /** The target restores while the images arrive (it said so when prepared). */
+  streamRestore?: boolean
   /** The images channel, opened (handshake and all) while the job dumps. */
   imagesChannel?: Promise<ByteChannel>
 }
@@ -94,7 +98,13 @@ export class OutgoingMigrations {
         const { owner, argv, cwd, hostname, limits, homeNode, createdMs, startedMs, stdin, stdinClosed } = record
         const migrated = { vpid, owner: { ...owner, groups: [...owner.groups] }, argv: [...argv], cwd, hostname, limits, homeNode, createdMs, startedMs, stdin, stdinClosed }
         // Streaming needs a local replay of the pages for a rollback.
-        const payload: MigratePrepareParams = runtime.replayPages === undefined || !this.init.streamPages ? { vpid, job: migrated } : { vpid, job: migrated, pages: 'stream' }
+        const streamPages = runtime.replayPages !== undefined && this.init.streamPages
+        const payload: MigratePrepareParams = {
+          vpid,
+          job: migrated,
+          ...(streamPages ? { pages: 'stream' as const } : {}),
+          ...(this.init.streamRestore && !streamPages ? { restore: 'stream' as const } : {})
+        }
         return { hostPid: job.hostPid, payload }
       },
       check: async hostPid => await findUnmigratable(hostPid),
@@ -235,6 +245,7 @@ export class OutgoingMigrations {
         const out = this.outgoing.get(vpid)
         if (out === undefined) return
         out.streamPages = payload.pages === 'stream' && reply.pages === 'stream'
+        out.streamRestore = payload.restore === 'stream' && reply.restore === 'stream'
         // Opened now, used once the dump is done: its handshake is not inside the downtime.
         out.imagesChannel = bulk.open(target, IMAGES_PROTOCOL, signal)
         out.imagesChannel.catch(() => {}) // a failure is seen by `send`
@@ -242,8 +253,10 @@ export class OutgoingMigrations {
       send: async (target, dir, signal, written) => {
         const out = this.outgoing.get(Number(basename(dir)))
         const channel = this.init.hooks.wrapImages(await (out?.imagesChannel ?? bulk.open(target, IMAGES_PROTOCOL, signal)))
-        // Streamed pages are not in files; without following, the send waits for the whole dir.
-        const follow = written !== undefined && this.init.sendWhileDumping && out?.streamPages !== true ? { match: isPagesImage, done: written } : undefined
+        // Streamed pages are not in files; without following, the send waits for the whole dir. A
+        // restore reading the images as they come needs all but the pages first: no following.
+        const following = this.init.sendWhileDumping && out?.streamPages !== true && out?.streamRestore !== true
+        const follow = written !== undefined && following ? { match: isPagesImage, done: written } : undefined
         let idle: IdleWatchdog | undefined
         try {
           if (follow === undefined) await written
@@ -264,6 +277,7 @@ export class OutgoingMigrations {
       restore: async (target, vpid, stdio, signal) => {
         await rpc.call(target, 'migrate.restore', { vpid, stdio }, { signal, timeoutMs: this.init.restoreTimeoutMs })
       },
+      restoresWhileReceiving: (_target, vpid) => this.outgoing.get(vpid)?.streamRestore === true,
       cancel: async (target, vpid) => {
         this.dropImagesChannel(vpid)
         await rpc.call(target, 'migrate.cancel', { vpid }, { timeoutMs: 10_000 })

@@ -7,6 +7,9 @@
 import { mkdir, readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { bridge } from '../migration/page-bridge.js'
+import { ImageStreamer } from '../migration/image-streamer.js'
+import { ArrivingImages } from '../migration/transfer/arrivals.js'
+import type { TransferObserver } from '../migration/transfer/arrivals.js'
 import { readPagesHeader, PageStreamError } from '../migration/page-stream.js'
 import type { PageServerProcess } from '../migration/page-stream.js'
 import { receiveImageDir, recheckImages } from '../migration/transfer.js'
@@ -60,6 +63,8 @@ interface Incoming {
   ready?: boolean
   /** Aborts the images and pages channels of this migration (cancel). */
   readonly stop: AbortController
+  /** The restore reads the images as they arrive (prepared with `restore: 'stream'`). */
+  arrivals?: ArrivingImages
 }
 
 export class IncomingMigrations {
@@ -100,6 +105,7 @@ export class IncomingMigrations {
       const streamed = p.pages === 'stream' && p.mode !== 'post-copy' && this.init.runtime.receivePages !== undefined
       // No page server here (e.g. CRIU missing or broken): the pages come as files instead.
       inc.pageServer = streamed ? await this.init.runtime.receivePages?.(dir).catch(() => undefined) : undefined
+      if (this.canRestoreArriving(p)) inc.arrivals = new ArrivingImages(dir)
       inc.stop.signal.throwIfAborted() // cancelled meanwhile
       inc.ready = true
     } catch (err) {
@@ -107,7 +113,13 @@ export class IncomingMigrations {
       await this.dropCancelled(inc) // cancelled meanwhile: what it had not created yet then
       throw err
     }
-    return inc.pageServer === undefined ? {} : { pages: 'stream' }
+    return { ...(inc.pageServer === undefined ? {} : { pages: 'stream' as const }), ...(inc.arrivals === undefined ? {} : { restore: 'stream' as const }) }
+  }
+
+  /** Restoring while the images arrive needs a runtime that can, and no re-check of them first. */
+  private canRestoreArriving (p: MigratePrepareParams): boolean {
+    return p.restore === 'stream' && p.mode !== 'post-copy' && p.pages !== 'stream' &&
+      this.init.runtime.continueStopped !== undefined && !this.init.recheckBeforeRestore
   }
 
   /** What a prepare cancelled half-way created after the cancel ran. */
@@ -132,13 +144,21 @@ export class IncomingMigrations {
   async receiveImages (channel: ByteChannel, fromNode: string, signal: AbortSignal): Promise<void> {
     const stop = new AbortController()
     let matched: Incoming | undefined
+    // The migration is known only from the first header: until then there is nothing to tell.
+    const arrivals: TransferObserver = {
+      listed: (names, last) => { matched?.arrivals?.listed(names, last) },
+      wrote: (name, bytes) => { matched?.arrivals?.wrote(name, bytes) },
+      completed: (name, size) => { matched?.arrivals?.completed(name, size) },
+      verified: () => { matched?.arrivals?.verified() },
+      failed: (err) => { matched?.arrivals?.failed(err) }
+    }
     const received: Promise<ReceiveSummary> = receiveImageDir(channel, label => {
       const inc = this.awaitingImages(fromNode, label)
       inc.received = received
       matched = inc
       inc.stop.signal.addEventListener('abort', () => { stop.abort(inc.stop.signal.reason) }, { once: true })
       return inc.dir
-    }, { maxTotalBytes: this.init.maxImageBytes, signal: AbortSignal.any([signal, stop.signal]), sha256: this.init.recheckBeforeRestore })
+    }, { maxTotalBytes: this.init.maxImageBytes, signal: AbortSignal.any([signal, stop.signal]), sha256: this.init.recheckBeforeRestore, arrivals })
     received.catch(() => {})
     try {
       await received
@@ -223,18 +243,31 @@ export class IncomingMigrations {
 
   async restore (vpid: number, stdio: DumpedFile[], from: string, signal: AbortSignal): Promise<void> {
     const inc = this.incomingFrom(vpid, from)
-    await this.arrived(vpid, inc, from, signal)
-    const { runtime, local, postCopy } = this.init
-    const paths = runtime.paths(vpid)
+    const job = inc.arrivals === undefined
+      ? await this.restoreReceived(vpid, inc, stdio, from, signal)
+      : await this.restoreArriving(vpid, inc, inc.arrivals, stdio, signal)
+    await this.adoptRestored(vpid, inc, job, from)
+  }
+
+  /** The job's dir with the output so far: the staged output files moved into place. */
+  private async placeOutput (vpid: number, inc: Incoming): Promise<void> {
+    const paths = this.init.runtime.paths(vpid)
     await rm(paths.jobDir, { recursive: true, force: true }) // left from an earlier stay of this job here
     await mkdir(paths.jobDir, { recursive: true, mode: 0o711 })
     await rename(join(inc.dir, STAGED.stdout), paths.stdout)
     await rename(join(inc.dir, STAGED.stderr), paths.stderr)
+  }
+
+  /** Restores from images that all arrived. */
+  private async restoreReceived (vpid: number, inc: Incoming, stdio: DumpedFile[], from: string, signal: AbortSignal): Promise<RuntimeJob> {
+    await this.arrived(vpid, inc, from, signal)
+    const { runtime, postCopy } = this.init
+    await this.placeOutput(vpid, inc)
     const { prepared } = inc
     inc.restoring = true
     const lazyPages = prepared.mode === 'post-copy'
     // On failure the job dir stays (its shim.log and restore.log say why) until this vpid comes again.
-    const job = await (async () => {
+    return await (async () => {
       if (lazyPages) await postCopy.startDaemon(vpid, inc.dir)
       // Held: should this daemon die before recording the job, the source rolls back, and the shim kills this copy.
       return await runtime.restore({ vpid, imagesDir: inc.dir, limits: prepared.job.limits, stdio, lazyPages, hold: true }, signal)
@@ -242,6 +275,55 @@ export class IncomingMigrations {
       inc.restoring = false
       throw err
     })
+  }
+
+  /**
+   * Restores while the images arrive: CRIU reads them through an image streamer as they are
+   * written, and leaves the job stopped; it runs only once every file verified. Anything failing
+   * (the transfer too) kills the stopped job, which never ran here.
+   */
+  private async restoreArriving (vpid: number, inc: Incoming, arrivals: ArrivingImages, stdio: DumpedFile[], signal: AbortSignal): Promise<RuntimeJob> {
+    const { runtime } = this.init
+    const both = AbortSignal.any([signal, inc.stop.signal])
+    inc.restoring = true
+    let streamer: ImageStreamer | undefined
+    try {
+      // First on the wire (./transfer/source.ts sends the pages last), and needed before CRIU starts.
+      await arrivals.complete(STAGED.stdout, both)
+      await arrivals.complete(STAGED.stderr, both)
+      await this.placeOutput(vpid, inc)
+      streamer = new ImageStreamer(inc.dir, arrivals, both)
+      const job = await runtime.restore({ vpid, imagesDir: inc.dir, limits: inc.prepared.job.limits, stdio, hold: true, stream: true }, both)
+      try {
+        await this.init.hooks.run('target-restored-stopped', vpid, inc.from)
+        await arrivals.whenVerified(both)
+        await streamer.done
+        await runtime.continueStopped?.(job)
+      } catch (err) {
+        await this.killRestored(job)
+        throw err
+      }
+      return job
+    } catch (err) {
+      streamer?.close()
+      inc.restoring = false
+      throw err
+    }
+  }
+
+  /** A restored job that must not run after all (it is stopped): killed and its cgroup freed. */
+  private async killRestored (job: RuntimeJob): Promise<void> {
+    const { runtime } = this.init
+    await runtime.signal(job, 'SIGKILL').catch(() => {})
+    await runtime.waitExit(job, AbortSignal.timeout(10_000)).catch(() => {})
+    await runtime.release(job).catch(() => {})
+  }
+
+  /** The job runs here now: recorded, confirmed to its shim, its images dropped. */
+  private async adoptRestored (vpid: number, inc: Incoming, job: RuntimeJob, from: string): Promise<void> {
+    const { runtime, local, postCopy } = this.init
+    const { prepared } = inc
+    const lazyPages = prepared.mode === 'post-copy'
     await this.init.hooks.run('target-restored', vpid, from)
     clearTimeout(inc.expiry)
     this.incoming.delete(vpid)

@@ -56,6 +56,8 @@ export interface MigrationServiceInit extends MigrationParts {
   readonly streamPages?: boolean
   /** Stop-copy: send CRIU's page files as it writes them (default true). */
   readonly sendWhileDumping?: boolean
+  /** Have the target restore while the images arrive (migration.streamRestore). */
+  readonly streamRestore?: boolean
   /** Targets re-hash received images right before restoring them (default false). */
   readonly recheckBeforeRestore?: boolean
   /** An image send that moves no data (and gets no answer) this long is given up, ms (default 30 000). */
@@ -88,7 +90,7 @@ export class MigrationService {
     this.postCopy = new PostCopyPlumbing(init.runtime, init.bulk, init.store, init.logger.child({ component: 'post-copy' }))
     this.outgoing = new OutgoingMigrations({
       selfName: init.selfName, local: init.local, runtime: init.runtime, rpc: init.rpc, bulk: init.bulk, dir: join(init.dir, 'out'),
-      hooks: this.hooks, discarder: this.discarder, streamPages: init.streamPages ?? false, sendWhileDumping: init.sendWhileDumping ?? true, transferIdleMs: init.transferIdleMs ?? 30_000,
+      hooks: this.hooks, discarder: this.discarder, streamPages: init.streamPages ?? false, sendWhileDumping: init.sendWhileDumping ?? true, streamRestore: (init.streamRestore ?? false) && init.recheckBeforeRestore !== true, transferIdleMs: init.transferIdleMs ?? 30_000,
       restoreTimeoutMs: init.restoreTimeoutMs ?? 120_000
     })
     this.incoming = new IncomingMigrations({

@@ -43,11 +43,17 @@ export const migratePrepareSchema = z.object({
    * stop-copy: the source can stream the pages as it dumps them (on /ssi/stop-copy-pages/1); a
    * target that can take them answers `{ pages: 'stream' }`, else `{}` and they come as images.
    */
-  pages: z.enum(['stream']).optional()
+  pages: z.enum(['stream']).optional(),
+  /**
+   * stop-copy: the source would have the target restore while the images arrive (`criu restore
+   * --stream`, the restore RPC sent alongside the images); a target that can answers `{ restore:
+   * 'stream' }`, else the restore waits for the images as before.
+   */
+  restore: z.enum(['stream']).optional()
 }).strict()
 
 /** The target's answer to migrate.prepare. */
-export const migratePrepareReplySchema = z.object({ pages: z.enum(['stream']).optional() })
+export const migratePrepareReplySchema = z.object({ pages: z.enum(['stream']).optional(), restore: z.enum(['stream']).optional() })
 
 export const migrateVpidSchema = z.object({ vpid }).strict()
 

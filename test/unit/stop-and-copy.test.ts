@@ -122,4 +122,51 @@ describe('stop-and-copy migration', () => {
     await expect(migrate(source, target, { vpid: 7, target: 'n2', asUid: 0 })).rejects.toThrow('store closed')
     expect(log).toEqual(['begin', 'check', 'prepare job 7', 'send', 'checkpoint', 'stage', 'sent', 'restore file[1:2]', 'commit n2'])
   })
+
+  describe('with a target restoring while the images arrive', () => {
+    /** The restore asked for as the send goes; `sendFails` / `restoreFails` make either one fail. */
+    function streaming (opts: { sendFails?: boolean, restoreFails?: boolean }): ReturnType<typeof sides> {
+      const s = sides()
+      let release: (() => void) | undefined
+      const restored = new Promise<void>(resolve => { release = resolve })
+      s.target.restoresWhileReceiving = () => true
+      s.target.send = async (_t, _d, _s, written) => {
+        await written
+        s.log.push('sending')
+        await new Promise(resolve => setImmediate(resolve)) // the restore is under way meanwhile
+        if (opts.sendFails === true) throw new Error('the link broke')
+        s.log.push('sent')
+        release?.()
+        return { bytes: 99 }
+      }
+      s.target.restore = async () => {
+        s.log.push('restore asked')
+        if (opts.restoreFails === true) throw new Error('criu: EOF in pages-1.img')
+        await restored
+        s.log.push('restored')
+      }
+      return s
+    }
+
+    it('asks for the restore as the send starts, and moves once both are done', async () => {
+      const { source, target, log } = streaming({})
+      const r = await migrate(source, target, { vpid: 7, target: 'n2', asUid: 0 })
+      expect(log).toEqual(['begin', 'check', 'prepare job 7', 'checkpoint', 'stage', 'restore asked', 'sending', 'sent', 'restored', 'commit n2'])
+      expect(r.bytes).toBe(99)
+    })
+
+    it('a failed send cancels the target, settles its restore, then rolls back', async () => {
+      const { source, target, log } = streaming({ sendFails: true, restoreFails: true })
+      await expect(migrate(source, target, { vpid: 7, target: 'n2', asUid: 0 })).rejects.toThrow('transferring failed: the link broke; it runs here again')
+      expect(log.slice(-3)).toEqual(['cancel', 'cancel', 'rollback file[1:2] transferring failed: the link broke'])
+    })
+
+    it('a send whose answer was lost, with the target running the job, counts as moved', async () => {
+      const s = streaming({ sendFails: true })
+      s.target.restore = async () => { s.log.push('restored') } // the target verified all and let it run
+      const r = await migrate(s.source, s.target, { vpid: 7, target: 'n2', asUid: 0 })
+      expect(r.target).toBe('n2')
+      expect(s.log.slice(-2)).toEqual(['cancel', 'commit n2'])
+    })
+  })
 })

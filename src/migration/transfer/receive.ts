@@ -13,6 +13,7 @@ import { readFrames } from './frames.js'
 import { ProgressMeter } from './progress.js'
 import { ImageDirWriter } from './sink.js'
 import { createZstdFilter, ZstdError } from './zstd.js'
+import type { TransferObserver } from './arrivals.js'
 import type { ImageFile, ImageHeader, ImageTrailer, ParsedFrame } from '../../protocol/images.js'
 import type { ByteChannel } from '../ports.js'
 import type { ProgressListener, TransferLogger } from './progress.js'
@@ -37,6 +38,8 @@ export interface ReceiveOptions {
    * for a caller that compares or re-checks the content by its sha256. Costs ~0.55 s of a core per GiB.
    */
   readonly sha256?: boolean
+  /** Told of every header, every write and the outcome: a restore reading the files as they arrive. */
+  readonly arrivals?: TransferObserver
 }
 
 export interface ReceiveSummary extends TransferSummary {
@@ -70,7 +73,8 @@ export async function receiveImageDir (channel: ByteChannel, dest: ImageDestinat
     const first = sections.first
     destDir ??= (dest as (label: string | undefined) => string)(first.label)
     createdDir = await prepareDir(destDir, first, opts.checkFreeSpace ?? true)
-    writer = new ImageDirWriter(destDir, first.files, first.checksum, opts.sha256 ?? true)
+    writer = new ImageDirWriter(destDir, first.files, first.checksum, opts.sha256 ?? true, opts.arrivals)
+    opts.arrivals?.listed(first.files.map(f => f.name), first.continued !== true)
     const meter = new ProgressMeter(first.totalBytes, first.files.length, opts.onProgress, opts.progressIntervalMs)
     const { trailer, wireBytes, files } = await receiveData(frames, sections, writer, meter, opts, destDir)
     const digests = await writer.finish()
@@ -79,11 +83,13 @@ export async function receiveImageDir (channel: ByteChannel, dest: ImageDestinat
     await channel.write(encodeResult({ ok: true, files: files.length, bytes }), opts.signal)
     await channel.closeWrite(opts.signal)
     meter.update(bytes, wireBytes, true)
+    opts.arrivals?.verified()
     opts.logger?.debug({ destDir, files: files.length, bytes, ms: Math.round(meter.elapsedMs) }, 'image dir received')
     const images = files.map((f, i) => ({ name: f.name, size: f.size, ...(writer?.sha256[i] === undefined ? {} : { sha256: writer.sha256[i] }) }))
     return { files: files.length, bytes, wireBytes, compression: first.compression, elapsedMs: meter.elapsedMs, images }
   } catch (err) {
     const e = asTransferError(err, opts.signal, 'io', 'receiving images')
+    opts.arrivals?.failed(e)
     await writer?.cleanup()
     if (createdDir !== undefined) await rmdir(createdDir).catch(() => {})
     await refuse(channel, frames, e)
@@ -211,6 +217,7 @@ async function receiveData (frames: Frames, sections: Sections, writer: ImageDir
         sections.next(header, opts, writer.doneBytes)
         if (opts.checkFreeSpace ?? true) await checkFree(destDir, header.totalBytes)
         writer.add(header.files)
+        opts.arrivals?.listed(header.files.map(f => f.name), header.continued !== true)
         meter.add(header.files.length, header.totalBytes)
       } else if (frame.type === FrameType.trailer) {
         if (sections.growing) throw new ImageTransferError('the trailer arrived inside a growing section', { code: 'protocol' })

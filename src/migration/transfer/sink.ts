@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { createFileChecksum } from './checksum.js'
 import { ImageIntegrityError, ImageTransferError } from './errors.js'
 import { ReadBufferPool } from './source.js'
+import type { WriteObserver } from './arrivals.js'
 import type { FileHandle } from 'node:fs/promises'
 import type { ChecksumAlgorithm, ImageFile } from '../../protocol/images.js'
 import type { FileChecksum } from './checksum.js'
@@ -61,7 +62,9 @@ export class ImageDirWriter {
     private readonly dir: string,
     files: readonly ImageFile[],
     private readonly checksum: ChecksumAlgorithm = 'sha256',
-    private readonly wantSha256 = true
+    private readonly wantSha256 = true,
+    /** Told what is on disk as it gets there (a restore reading the files as they arrive). */
+    private readonly observer?: WriteObserver
   ) {
     this.files = [...files]
   }
@@ -120,6 +123,8 @@ export class ImageDirWriter {
     this.batchPosition += piece.byteLength
     cur.written += piece.byteLength
     this.doneBytes += piece.byteLength
+    // With batches of this file still being written, the bytes on disk are not yet a prefix.
+    if (this.inFlight.size === 0) this.observer?.wrote(cur.file.name, this.batchPosition)
     return piece.byteLength
   }
 
@@ -194,6 +199,7 @@ export class ImageDirWriter {
         await cur.fh.close()
       }
     }
+    this.observer?.completed(cur.file.name, cur.written)
     const [check, sha256] = cur.hashes.map(h => h.digest())
     this.digests.push(check ?? '')
     if (this.checksum === 'sha256') this.sha256.push(check ?? '')

@@ -38,15 +38,17 @@ export class ReadBufferPool {
 }
 
 /**
- * Lists a flat image directory: regular files only, sorted by name. A symlink, subdirectory or
- * other special file, or an unsafe name, is refused (CRIU image dirs never hold them).
+ * Lists a flat image directory: regular files only, sorted by name but CRIU's page files last, by
+ * number: a restore reading the images as they arrive (`criu restore --stream`) needs every other
+ * image before the memory. A symlink, subdirectory or other special file, or an unsafe name, is
+ * refused (CRIU image dirs never hold them).
  */
 export async function listImageDir (dir: string, skip?: (name: string) => boolean): Promise<ImageFile[]> {
   // Synchronous: a dump's ~25 entries on a local filesystem take microseconds each, where a
   // thread-pool hop per lstat cost a few ms of every migration's downtime.
   const entries = readdirSync(dir, { withFileTypes: true })
   const files: ImageFile[] = []
-  for (const entry of entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) {
+  for (const entry of entries.sort((a, b) => compareImageNames(a.name, b.name))) {
     if (skip?.(entry.name) === true) continue
     const problem = imageNameProblem(entry.name)
     if (problem !== undefined) throw new ImageTransferError(`image file name ${JSON.stringify(entry.name)} ${problem}`, { code: 'bad-name', file: entry.name })
@@ -57,6 +59,17 @@ export async function listImageDir (dir: string, skip?: (name: string) => boolea
     files.push({ name: entry.name, size: st.size, mode: st.mode & 0o7777 })
   }
   return files
+}
+
+const PAGES = /^pages-(\d+)\.img$/
+
+/** Name order, except that CRIU's pages-N.img come after every other file, in N's order. */
+export function compareImageNames (a: string, b: string): number {
+  const pa = PAGES.exec(a)
+  const pb = PAGES.exec(b)
+  if (pa !== null && pb !== null) return Number(pa[1]) - Number(pb[1])
+  if (pa !== null || pb !== null) return pa !== null ? 1 : -1
+  return a < b ? -1 : a > b ? 1 : 0
 }
 
 /**

@@ -13,6 +13,8 @@ import type { PageServerProcess } from '../../migration/page-stream.js'
 import { findExternalFiles } from '../../migration/stdio-files.js'
 import { unusedMounts } from '../../migration/used-mounts.js'
 import { createCgroupManager } from '../cgroups/index.js'
+import { continueTree } from './continue-tree.js'
+import { JobStateError } from './errors.js'
 import type { CgroupManager } from '../cgroups/index.js'
 import { createJobSpawner, JobNotFoundError, readChunk } from '../spawner/index.js'
 import { jobCgroupPrefix } from './node-cgroups.js'
@@ -261,7 +263,8 @@ class HostJobRuntime implements JobRuntime {
       stdio: spec.stdio.map(f => f.stream === 'stdin'
         ? { key: f.key, newPath: join(p.jobDir, 'stdin'), fifo: true }
         : { key: f.key, newPath: f.stream === 'stdout' ? p.stdout : p.stderr }),
-      lazyPages: spec.lazyPages
+      lazyPages: spec.lazyPages,
+      stream: spec.stream
     })
     // The shim makes <jobDir>/stdin and keeps a write end, as for a started job; CRIU puts back
     // what the old FIFO held. A FIFO left here (a rollback) must not still hold those bytes.
@@ -272,6 +275,10 @@ class HostJobRuntime implements JobRuntime {
   }
 
   confirmRestored (job: RuntimeJob): boolean { return this.spawner.confirm(this.handle(job)) }
+
+  async continueStopped (job: RuntimeJob): Promise<void> {
+    if (continueTree(job.hostPid) === 0) throw new JobStateError(`the restored job ${job.vpid} is gone`)
+  }
 }
 
 /** Discards what a FIFO holds (no-op if there is none): non-blocking, so it never waits for a writer. */

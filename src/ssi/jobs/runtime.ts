@@ -44,6 +44,11 @@ export interface RuntimeRestoreSpec {
   readonly lazyPages?: boolean
   /** The restored job dies with this daemon until `confirmRestored` (a migration's target). */
   readonly hold?: boolean
+  /**
+   * The images come through an image streamer in imagesDir while they arrive; the job is restored
+   * stopped, and `continueStopped` lets it run once they verified.
+   */
+  readonly stream?: boolean
 }
 
 /** A post-copy dump in progress: the images but memory are written, pages are being served. */
@@ -115,6 +120,8 @@ export interface JobRuntime {
   restore(spec: RuntimeRestoreSpec, signal?: AbortSignal): Promise<RuntimeJob>
   /** A job restored with `hold` is taken on (recorded): it outlives this daemon from now on. False: it is already gone. */
   confirmRestored(job: RuntimeJob): boolean
+  /** Lets a job restored with `stream` (stopped) run. Absent: this runtime cannot restore from a stream. */
+  continueStopped?(job: RuntimeJob): Promise<void>
   /** What this host can do for migration (post-copy, pre-copy); optional for runtimes without CRIU. */
   capabilities?(signal?: AbortSignal): Promise<MigrationCapabilities>
   /**

@@ -1,0 +1,138 @@
+/**
+ * Stop-copy with migration.streamRestore (real daemons, real CRIU): the target restores while the
+ * images arrive (`criu restore --stream` through src/migration/image-streamer.ts) and holds the job
+ * stopped until every file verified. Memory and output survive moves back and forth; a transfer
+ * cut by the target's death, or corrupted, leaves the job running on the source with all its
+ * output and nothing of it on the target.
+ */
+import { existsSync } from 'node:fs'
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { ssi } from '../helpers/cli.js'
+import type { TestCluster } from '../helpers/cluster.js'
+import { eventually, makeCluster } from '../helpers/cluster.js'
+import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
+
+const STREAM = { migration: { streamRestore: true } }
+const lines = (n: number, prefix = ''): string => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}\n`).join('')
+
+/** A 2-node cluster restoring while receiving; `env` goes to n1's daemon only, `n2env` to n2's. */
+async function cluster (env: Record<string, string> = {}, n2env: Record<string, string> = {}): Promise<TestCluster> {
+  if (process.getuid?.() !== 0) throw new Error('migration tests need root (CRIU)')
+  const c = await makeCluster({ nodes: 2, extra: STREAM })
+  const startWith = async (node: string, vars: Record<string, string>): Promise<void> => {
+    const saved = Object.fromEntries(Object.keys(vars).map(k => [k, process.env[k]]))
+    Object.assign(process.env, vars)
+    try { await c.start([node]) } finally {
+      for (const [k, v] of Object.entries(saved)) { if (v === undefined) delete process.env[k]; else process.env[k] = v }
+    }
+  }
+  await startWith('n1', env)
+  await startWith('n2', n2env)
+  await eventually(async () => (await c.call<NodeInfo[]>('n1', 'nodes')).filter(n => n.state === 'alive').length === 2, 30_000, '2 alive')
+  return c
+}
+
+describe('stop-copy restoring while the images arrive (migration.streamRestore)', () => {
+  let c: TestCluster | undefined
+  const leftover: number[] = []
+  const hookDirs: string[] = []
+  afterEach(async () => {
+    for (const d of hookDirs.splice(0)) await rm(d, { recursive: true, force: true })
+    if (c === undefined) return
+    for (const node of ['n1', 'n2']) if (!existsSync(c.socket(node))) await c.start([node]).catch(() => {})
+    if (leftover.length > 0) await ssi(c.socket('n1'), ['kill', '-KILL', ...leftover.map(String)]).catch(() => {})
+    for (const v of leftover.splice(0)) await ssi(c.socket('n1'), ['wait', String(v)], { timeoutMs: 10_000 }).catch(() => {})
+    await c.stop()
+    c = undefined
+  })
+
+  const job = async (node: string, vpid: number): Promise<JobInfo | undefined> =>
+    (JSON.parse((await ssi(c?.socket(node) ?? '', ['ps', '--json'])).stdout) as PsResult).jobs.find(j => j.vpid === vpid)
+  const start = async (argv: string[], firstOutput: string): Promise<number> => {
+    const r = await ssi(c?.socket('n1') ?? '', ['run', '-d', '--node', 'n1', '--', ...argv], { cwd: '/tmp' })
+    expect(r.stderr).toBe('')
+    const vpid = Number(r.stdout.trim())
+    leftover.push(vpid)
+    await eventually(async () => (await ssi(c?.socket('n1') ?? '', ['logs', String(vpid)])).stdout.includes(firstOutput), 30_000, 'first output')
+    return vpid
+  }
+  /** No restored tree, cgroup or job dir of vpid on n2. */
+  const nothingOnN2 = async (vpid: number): Promise<void> => {
+    const cgroups = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter(l => l.includes(' cgroup ')).map(l => l.split(' ')[4] ?? '')
+    for (const mount of cgroups) expect(existsSync(join(mount, `ssi-${c?.config.name ?? ''}-n2`, String(vpid)))).toBe(false)
+  }
+
+  it('moves a job back and forth with its memory and output intact, restoring through the image streamer; it runs only once the images verified', async () => {
+    // On n2, once CRIU restored the job and before its images verified: the state of each of its processes.
+    const hookDir = await mkdtemp(join(tmpdir(), 'ssi-stream-hook-'))
+    hookDirs.push(hookDir)
+    const hook = join(hookDir, 'hook.sh')
+    const states = join(hookDir, 'states')
+    await writeFile(hook, `#!/bin/sh\n[ "$1" = target-restored-stopped ] || exit 0\nfor f in /sys/fs/cgroup/pids/ssi-*-n2/$2/cgroup.procs /sys/fs/cgroup/ssi-*-n2/$2/cgroup.procs; do [ -f "$f" ] && for p in $(cat "$f"); do cut -d' ' -f3 /proc/$p/stat; done; done >> ${states}\nexit 0\n`, { mode: 0o755 })
+    c = await cluster({}, { SSI_TEST_MIGRATION_HOOK: hook })
+    // 48 MiB of varied bytes; every 0.2 s the job prints a counter and their sha256.
+    const script = 'import hashlib,time\nb=bytearray(range(256))*196608\ni=0\nwhile True:\n i+=1\n print(i,hashlib.sha256(b).hexdigest(),flush=True)\n time.sleep(0.2)'
+    const vpid = await start(['/usr/bin/python3', '-c', script], '\n')
+    for (const to of ['n2', 'n1', 'n2', 'n1']) {
+      const moved = await ssi(c.socket('n1'), ['migrate', '--json', '--mode', 'stop-copy', String(vpid), to], { timeoutMs: 60_000 })
+      expect(moved.stderr).toBe('')
+      expect(JSON.parse(moved.stdout)).toMatchObject({ node: to, bytesDuringDump: 0 }) // no following: sent after the dump
+      expect(await job('n1', vpid)).toMatchObject({ node: to, state: 'running' })
+      // CRIU read the images from our streamer (its log says so at level 4).
+      const log = await readFile(join(c.dir, to, 'jobs', String(vpid), 'restore.log'), 'utf8')
+      expect(log).toContain('Dismissing the image streamer')
+    }
+    // Twice on n2, each time every process of the job (shim, tini, python) still stopped.
+    const seen = (await readFile(states, 'utf8')).trim().split('\n')
+    expect(seen.length).toBeGreaterThanOrEqual(4)
+    expect(new Set(seen)).toEqual(new Set(['T']))
+    const out = async (): Promise<string[]> => (await ssi(c?.socket('n1') ?? '', ['logs', String(vpid)])).stdout.trim().split('\n')
+    const before = (await out()).length
+    const all = (await eventually(async () => { const l = await out(); return l.length > before + 2 ? l : undefined }, 15_000, 'output after the moves')).value
+    expect(all.map(l => Number(l.split(' ')[0]))).toEqual(all.map((_, i) => i + 1)) // none lost, none twice
+    expect(new Set(all.map(l => l.split(' ')[1])).size).toBe(1) // the same memory throughout
+  }, 180_000)
+
+  it('target SIGKILLed mid-transfer: the job runs on at the source with all its output; nothing of it is left on the target', async () => {
+    c = await cluster()
+    const vpid = await start(['sh', '-c', 'exec perl -e \'$| = 1; my $x = "a" x (256 * 1024 * 1024 + $$); for my $i (1..150) { print "$i\\n"; print STDERR "e$i\\n"; select(undef, undef, undef, 0.03) } exit 4\''], '\n3\n')
+    const inDir = join(c.dir, 'n2', 'migrations', 'in', String(vpid))
+    const n2pid = await c.pid('n2')
+    const migrating = ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 120_000 })
+    // Killed once CRIU reads pages on n2 (some have arrived) and before they all did.
+    await eventually(async () => {
+      const names = await readdir(inDir).catch(() => [] as string[])
+      const pages = await Promise.all(names.filter(n => n.startsWith('pages-')).map(async f => (await stat(join(inDir, f))).size))
+      return pages.reduce((a, b) => a + b, 0) > 16 * 1024 * 1024
+    }, 60_000, 'pages arriving')
+    process.kill(n2pid, 'SIGKILL')
+    const r = await migrating
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(/migration of job \d+ transferring failed: sending the images to n2 failed: .*; it runs here again/s)
+    expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running', migration: { outcome: 'rolled-back' } })
+    await nothingOnN2(vpid)
+    await c.start(['n2'])
+    expect(existsSync(inDir)).toBe(false)
+    expect((await ssi(c.socket('n1'), ['wait', String(vpid)], { timeoutMs: 60_000 })).code).toBe(4)
+    const logs = await ssi(c.socket('n1'), ['logs', String(vpid)])
+    expect(logs.stdout).toBe(lines(150))
+    expect(logs.stderr).toBe(lines(150, 'e'))
+  }, 180_000)
+
+  it('corrupted image data is refused (the stopped copy on the target never runs); the job resumes on the source with all its output', async () => {
+    c = await cluster({ SSI_TEST_FAULTS: 'corrupt-images' })
+    const vpid = await start(['sh', '-c', 'i=0; while [ $i -lt 150 ]; do i=$((i+1)); echo $i; echo e$i >&2; sleep 0.03; done; exit 5'], '\n3\n')
+    const r = await ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 120_000 })
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(/transferring failed: .*(crc32 mismatch|sha256 mismatch|corrupt).*; it runs here again/)
+    expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running' })
+    await nothingOnN2(vpid)
+    expect((await ssi(c.socket('n1'), ['wait', String(vpid)], { timeoutMs: 60_000 })).code).toBe(5)
+    const logs = await ssi(c.socket('n1'), ['logs', String(vpid)])
+    expect(logs.stdout).toBe(lines(150))
+    expect(logs.stderr).toBe(lines(150, 'e'))
+  }, 120_000)
+})
