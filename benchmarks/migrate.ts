@@ -3,7 +3,9 @@
  * with `ssi migrate` in each mode (stop-copy, post-copy), next to raw CRIU measured in the same run on
  * the same kind of process: `criu dump` + copy of the images + `criu restore`. Prints JSON.
  * Modes `stop-copy-stream` (streamed pages, migration.streamPages: true) and `stop-copy-serial`
- * (the images sent only after the dump, migration.sendWhileDumping: false) are stop-copy on a
+ * (the images sent only after the dump, migration.sendWhileDumping: false) and
+ * `stop-copy-restore-arriving` (the target restores while the images arrive, migration.streamRestore:
+ * true) are stop-copy on a
  * cluster of their own so configured; `stop-copy` uses the defaults (page files sent as CRIU
  * writes them). `--repeat N` runs every size N times (raw and
  * each mode in turn, so they see the same machine load) and adds medians. Each mode first migrates
@@ -25,11 +27,12 @@ process.env.SSI_LOG_LEVEL ??= 'warn'
 const sizesArg = process.argv.includes('--sizes') ? process.argv[process.argv.indexOf('--sizes') + 1] : undefined
 const sizes = (sizesArg ?? '16,256,1024').split(',').map(Number)
 const modesArg = process.argv.includes('--modes') ? process.argv[process.argv.indexOf('--modes') + 1] : undefined
-type BenchMode = 'stop-copy' | 'stop-copy-stream' | 'stop-copy-serial' | 'post-copy'
+type BenchMode = 'stop-copy' | 'stop-copy-stream' | 'stop-copy-serial' | 'stop-copy-restore-arriving' | 'post-copy'
 /** Stop-copy variants, each on a cluster with this config. */
 const VARIANTS: Partial<Record<BenchMode, Record<string, unknown>>> = {
   'stop-copy-stream': { migration: { streamPages: true } },
-  'stop-copy-serial': { migration: { sendWhileDumping: false } }
+  'stop-copy-serial': { migration: { sendWhileDumping: false } },
+  'stop-copy-restore-arriving': { migration: { streamRestore: true } }
 }
 const migrateMode = (mode: BenchMode): 'stop-copy' | 'post-copy' => mode === 'post-copy' ? 'post-copy' : 'stop-copy'
 const modes = (modesArg ?? 'stop-copy,post-copy').split(',') as BenchMode[]

@@ -13,14 +13,13 @@
  */
 import { closeSync, openSync } from 'node:fs'
 import { join } from 'node:path'
-import { acceptNow, closeFd, listenUnix, recvFdNow, recvNow, sendAll, setNonBlocking, setPipeSize, spliceNow, waitReady } from '../native/fd-passing.js'
-import { NativeError } from '../native/errors.js'
+import { acceptNow, closeFd, listenUnix, pipeSize, recvFdNow, recvNow, sendAll, setPipeSize, spliceNow, waitReadable } from '../native/fd-passing.js'
+import { SpliceWorker } from './splice-worker.js'
 
 export const STREAMER_SOCKET = 'streamer-serve.sock'
 /** Longest request CRIU sends: an image file name. */
 const MAX_REQUEST_BYTES = 4096
 const PIPE_BYTES = 4 * 1024 * 1024
-const SPLICE_BYTES = 4 * 1024 * 1024
 
 export class ImageStreamerError extends Error {
   static override name = 'ImageStreamerError'
@@ -67,13 +66,17 @@ export class ImageStreamer {
   private readonly listening: number
   private readonly fds = new Set<number>()
   private readonly requested: string[] = []
+  private readonly workers = new Set<SpliceWorker>()
+  private readonly spareWorkers: SpliceWorker[] = []
   private bytes = 0
 
   constructor (imagesDir: string, private readonly images: StreamedImages, signal: AbortSignal) {
     this.listening = listenUnix(join(imagesDir, STREAMER_SOCKET))
     this.fds.add(this.listening)
     const both = AbortSignal.any([signal, this.stop.signal])
-    this.done = this.run(both).finally(() => { this.closeAll() })
+    // One worker started now: a thread takes ~10 ms to start, CRIU's first page file comes soon.
+    this.spareWorkers.push(new SpliceWorker())
+    this.done = this.run(both).finally(() => { this.closeAll(); this.stopWorkers() })
     this.done.catch(() => {})
   }
 
@@ -117,7 +120,7 @@ export class ImageStreamer {
         this.fds.add(fd)
         return fd
       }
-      await waitReady(this.listening, 'in', signal)
+      await waitReadable(this.listening, signal)
     }
   }
 
@@ -138,54 +141,77 @@ export class ImageStreamer {
         this.fds.add(fd)
         return fd
       }
-      await waitReady(conn, 'in', signal)
+      await waitReadable(conn, signal)
     }
   }
 
-  /** Splices `name` into `pipe` as it arrives, then closes the pipe (CRIU's end of file). */
+  /**
+   * Splices `name` into `pipe` as it arrives, then closes the pipe (CRIU's end of file). An image
+   * that fits the empty pipe goes in one splice here; a larger or growing one through a worker
+   * (./splice-worker.ts), which waits in the kernel while CRIU drains the pipe. The pipe is this
+   * pump's from now on: closed when it ends, never while a worker splices into it.
+   */
   private async pump (name: string, pipe: number, signal: AbortSignal): Promise<void> {
+    this.fds.delete(pipe)
     let file: number | undefined
+    let worker: SpliceWorker | undefined
     try {
-      setNonBlocking(pipe)
       setPipeSize(pipe, PIPE_BYTES) // a 64 KiB pipe costs a wake-up of CRIU per 64 KiB
+      const room = pipeSize(pipe)
       let sent = 0
       for (;;) {
         const { bytes, complete } = await raceAbort(this.images.progress(name, sent, signal), signal)
-        // Opened once its first bytes are there: a file still to come may not exist yet.
-        signal.throwIfAborted() // close() may have closed the pipe meanwhile
+        signal.throwIfAborted()
         file ??= openSync(this.images.path(name), 'r')
-        sent = await this.spliceUpTo(name, file, pipe, sent, bytes, signal)
-        if (complete && sent >= bytes) return
+        if (sent === 0 && complete && bytes <= room) sent = this.spliceWhole(name, file, pipe, bytes)
+        if (sent < bytes) {
+          worker ??= this.takeWorker()
+          const m = await worker.move(file, pipe, bytes - sent)
+          sent += m.moved
+          this.bytes += m.moved
+          // CRIU closed the pipe: it read what it needed, or failed on its own (its log says which).
+          if (m.broken) return
+          if (m.ended) throw new ImageStreamerError(`image ${name} ended at ${sent} bytes, before the ${bytes} said to be there`)
+          signal.throwIfAborted()
+        }
+        if (complete) return
       }
-    } catch (err) {
-      // CRIU closed the pipe: it read what it needed or failed on its own (its log says which).
-      if (err instanceof NativeError && err.code === 'EPIPE') return
-      throw err
     } finally {
+      if (worker !== undefined) this.spareWorkers.push(worker)
       if (file !== undefined) closeSync(file)
-      // Unless close() did already: the number may belong to another descriptor by now.
-      if (this.fds.delete(pipe)) closeFd(pipe)
+      closeFd(pipe)
     }
   }
 
-  private async spliceUpTo (name: string, file: number, pipe: number, from: number, until: number, signal: AbortSignal): Promise<number> {
-    let at = from
-    while (at < until) {
-      const n = spliceNow(file, pipe, Math.min(until - at, SPLICE_BYTES))
-      if (n === 0) throw new ImageStreamerError(`image ${name} ended at ${at} bytes, before the ${until} said to be there`)
-      if (n === undefined) {
-        await waitReady(pipe, 'out', signal)
-        continue
-      }
-      at += n
+  /** All of a complete image that fits the (empty) pipe: one splice that cannot block. */
+  private spliceWhole (name: string, file: number, pipe: number, bytes: number): number {
+    let sent = 0
+    while (sent < bytes) {
+      const n = spliceNow(file, pipe, bytes - sent)
+      if (n === undefined) return sent // the pipe is fuller than it should be: the worker goes on
+      if (n === 0) throw new ImageStreamerError(`image ${name} ended at ${sent} bytes, before the ${bytes} said to be there`)
+      sent += n
       this.bytes += n
     }
-    return at
+    return sent
+  }
+
+  private takeWorker (): SpliceWorker {
+    const worker = this.spareWorkers.pop() ?? new SpliceWorker()
+    this.workers.add(worker)
+    return worker
   }
 
   private closeAll (): void {
     for (const fd of this.fds) closeFd(fd)
     this.fds.clear()
+  }
+
+  /** Ends the workers (each once its splice, if any, returned). */
+  private stopWorkers (): void {
+    for (const worker of [...this.workers, ...this.spareWorkers]) worker.stop()
+    this.workers.clear()
+    this.spareWorkers.length = 0
   }
 }
 
@@ -212,7 +238,7 @@ async function readExact (fd: number, n: number, signal: AbortSignal, endOk: boo
     signal.throwIfAborted()
     const got = recvNow(fd, buf.subarray(at))
     if (got === undefined) {
-      await waitReady(fd, 'in', signal)
+      await waitReadable(fd, signal)
       continue
     }
     if (got === 0) {

@@ -3,8 +3,9 @@
  * needs and Node lacks: a Unix socket whose peer passes descriptors (SCM_RIGHTS; libuv's reads drop
  * them), splice(2) from a file into a pipe (no copy through user space) and the pipe's size.
  *
- * Every descriptor here is non-blocking; `waitReady` blocks (poll(2)) on the thread pool, never on
- * the event loop, for at most `POLL_SLICE_MS` at a time, so an abort is seen that soon.
+ * The sockets here are non-blocking; `waitReadable` blocks (poll(2)) on the thread pool, never on
+ * the event loop, for at most `POLL_SLICE_MS` at a time, so an abort is seen that soon. Splices
+ * that must wait for a pipe's reader run on a worker (../migration/splice-worker.ts).
  */
 import koffi from 'koffi'
 import { closeSync } from 'node:fs'
@@ -16,14 +17,11 @@ const SOL_SOCKET = 1
 const SCM_RIGHTS = 1
 const MSG_DONTWAIT = 0x40
 const MSG_CMSG_CLOEXEC = 0x40000000
-const F_GETFL = 3
-const F_SETFL = 4
-const O_NONBLOCK = 0o4000
 const F_SETPIPE_SZ = 1031
-const SPLICE_F_MOVE = 1
+const F_GETPIPE_SZ = 1032
 const SPLICE_F_NONBLOCK = 2
+const SPLICE_F_MOVE = 1
 const POLLIN = 0x1
-const POLLOUT = 0x4
 const EAGAIN = 11
 const EINTR = 4
 /** sun_path's size in struct sockaddr_un. */
@@ -132,21 +130,9 @@ export function recvFdNow (fd: number): number | undefined {
   return control.readInt32LE(16)
 }
 
-/** Makes `fd` non-blocking (a pipe end CRIU created blocking). @throws NativeError */
-export function setNonBlocking (fd: number): void {
-  const libc = bind()
-  const flags = libc.fcntl(fd, F_GETFL, 0)
-  if (flags < 0 || libc.fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throw new NativeError('fcntl', koffi.errno(), 'O_NONBLOCK')
-}
-
-/** Grows a pipe's buffer to `bytes` (capped by /proc/sys/fs/pipe-max-size); false if refused. */
-export function setPipeSize (fd: number, bytes: number): boolean {
-  return bind().fcntl(fd, F_SETPIPE_SZ, bytes) >= 0
-}
-
 /**
- * Moves up to `len` bytes from `fileFd` (at its position) into the pipe `pipeFd` without copying
- * through user space. Returns the bytes moved (0: end of file), or undefined when the pipe is full.
+ * Moves up to `len` bytes from `fileFd` (at its position) into `pipeFd` without copying through
+ * user space and without waiting: the bytes moved (0: end of file), or undefined if the pipe is full.
  * @throws NativeError (EPIPE: the pipe's reader closed it)
  */
 export function spliceNow (fileFd: number, pipeFd: number, len: number): number | undefined {
@@ -157,15 +143,25 @@ export function spliceNow (fileFd: number, pipeFd: number, len: number): number 
   throw new NativeError('splice', errno)
 }
 
+/** A pipe's capacity in bytes. */
+export function pipeSize (fd: number): number {
+  return Math.max(0, bind().fcntl(fd, F_GETPIPE_SZ, 0))
+}
+
+/** Grows a pipe's buffer to `bytes` (capped by /proc/sys/fs/pipe-max-size); false if refused. */
+export function setPipeSize (fd: number, bytes: number): boolean {
+  return bind().fcntl(fd, F_SETPIPE_SZ, bytes) >= 0
+}
+
 /**
- * Resolves once `fd` can be read ('in') or written ('out'), or its peer hung up; rejects on abort,
- * also when the poll ended because of it. Callers use fd synchronously right after, so a descriptor
- * closed by whoever aborted is never used.
+ * Resolves once `fd` can be read, or its peer hung up; rejects on abort, also when the poll ended
+ * because of it. Callers use fd synchronously right after, so a descriptor closed by whoever
+ * aborted is never used.
  */
-export async function waitReady (fd: number, what: 'in' | 'out', signal: AbortSignal): Promise<void> {
+export async function waitReadable (fd: number, signal: AbortSignal): Promise<void> {
   const pollfd = Buffer.alloc(8)
   pollfd.writeInt32LE(fd, 0)
-  pollfd.writeInt16LE(what === 'in' ? POLLIN : POLLOUT, 4)
+  pollfd.writeInt16LE(POLLIN, 4)
   for (;;) {
     signal.throwIfAborted()
     const ready = await new Promise<number>((resolve, reject) => {

@@ -62,6 +62,10 @@ interface Outgoing {
   pageBytes?: number
   /** The target restores while the images arrive (it said so when prepared). */
   streamRestore?: boolean
+  /** Set while such a restore is asked for: starts its deadline once the images are sent. */
+  onSent?: () => void
+  /** The images are all sent (and verified by the target). */
+  sent?: boolean
   /** The images channel, opened (handshake and all) while the job dumps. */
   imagesChannel?: Promise<ByteChannel>
 }
@@ -266,6 +270,8 @@ export class OutgoingMigrations {
           // Waiting for CRIU's first page file is not idling, but no progress to show either.
           const onProgress = (p: TransferProgress): void => { watchdog.touch(); if (p.doneBytes > 0 || p.totalBytes > 0) events?.transfer(p) }
           const sent = await sendImageDir(channel, dir, { signal: AbortSignal.any([signal, watchdog.signal]), label: basename(dir), checksum: IMAGE_CHECKSUM, onProgress, skip: isCriuLog, follow })
+          if (out !== undefined) out.sent = true
+          out?.onSent?.()
           return { bytes: (out?.pageBytes ?? 0) + sent.bytes, earlyBytes: (out?.pageBytes ?? 0) + (sent.earlyBytes ?? 0) }
         } catch (err) {
           channel.abort(err instanceof Error ? err : new Error(String(err)))
@@ -275,7 +281,25 @@ export class OutgoingMigrations {
         }
       },
       restore: async (target, vpid, stdio, signal) => {
-        await rpc.call(target, 'migrate.restore', { vpid, stdio }, { signal, timeoutMs: this.init.restoreTimeoutMs })
+        const out = this.outgoing.get(vpid)
+        if (out?.streamRestore !== true) {
+          await rpc.call(target, 'migrate.restore', { vpid, stdio }, { signal, timeoutMs: this.init.restoreTimeoutMs })
+          return
+        }
+        // Asked for as the images go: its deadline runs from the end of the send, which has its
+        // own (transferIdleMs); a failed send cancels the target, which ends this call.
+        const deadline = new AbortController()
+        let timer: NodeJS.Timeout | undefined
+        out.onSent = () => {
+          timer = setTimeout(() => { deadline.abort(new Error(`${target} did not restore job ${vpid} within ${this.init.restoreTimeoutMs} ms of getting its images`)) }, this.init.restoreTimeoutMs)
+        }
+        if (out.sent === true) out.onSent()
+        try {
+          await rpc.call(target, 'migrate.restore', { vpid, stdio }, { signal: AbortSignal.any([signal, deadline.signal]), timeoutMs: 24 * 3600_000 })
+        } finally {
+          clearTimeout(timer)
+          out.onSent = undefined
+        }
       },
       restoresWhileReceiving: (_target, vpid) => this.outgoing.get(vpid)?.streamRestore === true,
       cancel: async (target, vpid) => {

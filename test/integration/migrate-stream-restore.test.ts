@@ -98,7 +98,7 @@ describe('stop-copy restoring while the images arrive (migration.streamRestore)'
 
   it('target SIGKILLed mid-transfer: the job runs on at the source with all its output; nothing of it is left on the target', async () => {
     c = await cluster()
-    const vpid = await start(['sh', '-c', 'exec perl -e \'$| = 1; my $x = "a" x (256 * 1024 * 1024 + $$); for my $i (1..150) { print "$i\\n"; print STDERR "e$i\\n"; select(undef, undef, undef, 0.03) } exit 4\''], '\n3\n')
+    const vpid = await start(['sh', '-c', 'exec perl -e \'$| = 1; my $x = "a" x (384 * 1024 * 1024 + $$); for my $i (1..150) { print "$i\\n"; print STDERR "e$i\\n"; select(undef, undef, undef, 0.03) } exit 4\''], '\n3\n')
     const inDir = join(c.dir, 'n2', 'migrations', 'in', String(vpid))
     const n2pid = await c.pid('n2')
     const migrating = ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 120_000 })
@@ -106,12 +106,13 @@ describe('stop-copy restoring while the images arrive (migration.streamRestore)'
     await eventually(async () => {
       const names = await readdir(inDir).catch(() => [] as string[])
       const pages = await Promise.all(names.filter(n => n.startsWith('pages-')).map(async f => (await stat(join(inDir, f))).size))
-      return pages.reduce((a, b) => a + b, 0) > 16 * 1024 * 1024
+      return pages.reduce((a, b) => a + b, 0) > 4 * 1024 * 1024
     }, 60_000, 'pages arriving')
     process.kill(n2pid, 'SIGKILL')
     const r = await migrating
-    expect(r.code).not.toBe(0)
-    expect(r.stderr).toMatch(/migration of job \d+ transferring failed: sending the images to n2 failed: .*; it runs here again/s)
+    expect(r.code, r.stdout + r.stderr).not.toBe(0)
+    // Usually while the images are sent; on a loaded machine the last of them may have gone before n2 died.
+    expect(r.stderr).toMatch(/migration of job \d+ (transferring failed: sending the images to n2 failed: |restoring failed: ).*; it runs here again/s)
     expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running', migration: { outcome: 'rolled-back' } })
     await nothingOnN2(vpid)
     await c.start(['n2'])

@@ -52,6 +52,8 @@ export class ImageDirWriter {
   private batchBytes = 0
   private batchPosition = 0
   private readonly inFlight = new Set<Promise<void>>()
+  /** Where the current file's batches still being written start (all settle before the next file). */
+  private readonly pendingAt = new Set<number>()
   private writeError: unknown
   /** Large pieces are written synchronously (see writeDirect) while that stays fast. */
   private direct = true
@@ -123,8 +125,7 @@ export class ImageDirWriter {
     this.batchPosition += piece.byteLength
     cur.written += piece.byteLength
     this.doneBytes += piece.byteLength
-    // With batches of this file still being written, the bytes on disk are not yet a prefix.
-    if (this.inFlight.size === 0) this.observer?.wrote(cur.file.name, this.batchPosition)
+    this.reportOnDisk(cur)
     return piece.byteLength
   }
 
@@ -249,11 +250,25 @@ export class ImageDirWriter {
     this.batch = undefined
     this.batchBytes = 0
     const fh = cur.fh
-    const write: Promise<void> = writeAll(fh, bufs, position).then(() => { this.inFlight.delete(write); this.buffers.give(buf) }, (err: unknown) => {
+    this.pendingAt.add(position)
+    const write: Promise<void> = writeAll(fh, bufs, position).then(() => {
+      this.inFlight.delete(write)
+      this.buffers.give(buf)
+      this.pendingAt.delete(position)
+      this.reportOnDisk(cur)
+    }, (err: unknown) => {
       this.inFlight.delete(write)
       this.writeError ??= err
     })
     this.inFlight.add(write)
+  }
+
+  /** Tells the observer how much of `cur` is on disk: up to the first batch still being written. */
+  private reportOnDisk (cur: OpenFile): void {
+    if (this.observer === undefined) return
+    let prefix = this.batchPosition
+    for (const at of this.pendingAt) prefix = Math.min(prefix, at)
+    this.observer.wrote(cur.file.name, prefix)
   }
 
   private async settle (): Promise<void> {
