@@ -109,7 +109,9 @@ export class ImageStreamer {
       await Promise.allSettled(pumps)
       throw err
     }
-    await Promise.all(pumps)
+    // Every pump settled before `done` does (and the workers stop): none still holds a pipe then.
+    const failed = (await Promise.allSettled(pumps)).find(r => r.status === 'rejected')
+    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason
     return { requested: this.requested, bytes: this.bytes }
   }
 

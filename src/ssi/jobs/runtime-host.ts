@@ -270,7 +270,10 @@ class HostJobRuntime implements JobRuntime {
     // what the old FIFO held. A FIFO left here (a rollback) must not still hold those bytes.
     const stdin = spec.stdio.some(f => f.stream === 'stdin')
     if (stdin) await drainFifo(join(p.jobDir, 'stdin'))
-    const handle = await this.spawner.restore({ id: String(spec.vpid), jobsRoot: this.jobsRoot, command, pidFile, stdin, limits: spec.limits, hold: spec.hold }, signal)
+    // Streaming, the restore lasts as long as the transfer: bounded by the caller's signal (the
+    // source's deadline after its send, a broken transfer, a cancel), not by the start timeout.
+    const timeoutMs = spec.stream === true ? 24 * 3600_000 : undefined
+    const handle = await this.spawner.restore({ id: String(spec.vpid), jobsRoot: this.jobsRoot, command, pidFile, stdin, limits: spec.limits, hold: spec.hold, timeoutMs }, signal)
     return this.wrap(spec.vpid, handle)
   }
 

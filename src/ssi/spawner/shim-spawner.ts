@@ -138,7 +138,7 @@ export class ShimJobSpawner implements JobSpawner {
 
   /** With `hold`, the shim gets one end of a socket pair as its fd 0; we keep the other until `confirm`. */
   private async runRestoreShim (shim: string, jobDir: string, spec: RestoreSpec, signal?: AbortSignal): Promise<PidRecord> {
-    const timeoutMs = this.init.startTimeoutMs ?? 10_000
+    const timeoutMs = spec.timeoutMs ?? this.init.startTimeoutMs ?? 10_000
     if (spec.hold !== true) return await runShim(shim, 'restore', jobDir, timeoutMs, signal)
     this.drop(spec.id)
     const [ours, theirs] = socketPair('stream')

@@ -76,6 +76,11 @@ export interface RestoreSpec {
    * the shim kills it (a migration's target whose source rolls back must not keep a copy). Default false.
    */
   readonly hold?: boolean
+  /**
+   * How long the shim may take to report the restored job, ms (default: the spawner's start
+   * timeout). A restore reading its images as they arrive takes as long as their transfer.
+   */
+  readonly timeoutMs?: number
 }
 
 export interface JobHandle {
