@@ -28,14 +28,24 @@ export interface RestoreCommandOptions {
   readonly logLevel?: number
   /** Post-copy: pages come from a `criu lazy-pages` daemon whose socket is in imagesDir (the work dir). */
   readonly lazyPages?: boolean
-  /**
-   * The images come through an image streamer listening in imagesDir (./image-streamer.ts) as they
-   * arrive; the restored tasks are left stopped until the transfer verified (then SIGCONT).
-   */
+  /** The images come through an image streamer listening in imagesDir (./image-streamer.ts) as they arrive. */
   readonly stream?: boolean
+  /** An executable CRIU runs at each step (`--action-script`), e.g. gateScript()'s. */
+  readonly actionScript?: string
 }
 
 const FIRST_FD = 3
+
+/**
+ * An action script (CRIU runs it at each step, the step in CRTOOLS_SCRIPT_ACTION) that holds a
+ * restored tree before any task runs (post-restore) until a line comes from the FIFO `fifo`:
+ * "go" lets it run; anything else, or the FIFO's end (its writer gone), fails the script, and
+ * CRIU then kills the tree.
+ */
+export function gateScript (fifo: string): string {
+  const quoted = `'${fifo.replaceAll("'", "'\\''")}'`
+  return `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" != post-restore ] || { read -r verdict < ${quoted} && [ "$verdict" = go ]; }\n`
+}
 
 /** argv of the restore command; mounts are external (dumped with `--external mnt[]`). */
 export function restoreCommand (o: RestoreCommandOptions): string[] {
@@ -47,6 +57,7 @@ export function restoreCommand (o: RestoreCommandOptions): string[] {
     o.criuPath, 'restore', '-d', '-D', o.imagesDir, '--pidfile', o.pidFile, '-o', o.logFile, `-v${o.logLevel ?? 4}`,
     '--root', '/', '--ext-mount-map', 'auto', '--enable-external-masters', '--manage-cgroups=ignore', ...inherit,
     ...(o.lazyPages === true ? ['--lazy-pages'] : []),
-    ...(o.stream === true ? ['--stream', '--leave-stopped'] : [])
+    ...(o.stream === true ? ['--stream'] : []),
+    ...(o.actionScript === undefined ? [] : ['--action-script', o.actionScript])
   ]
 }

@@ -44,6 +44,7 @@ interface Libc {
   fcntl: Fn<[number, number, number]>
   splice: Fn<[number, null, number, null, number, number]>
   poll: AsyncFn<[Buffer, number, number]>
+  mkfifo: Fn<[string, number]>
 }
 
 let bound: Libc | undefined
@@ -63,7 +64,8 @@ function bind (): Libc {
     recvmsg: libc.func('long recvmsg(int, _Inout_ ssi_msghdr *, int)') as Libc['recvmsg'],
     fcntl: libc.func('int fcntl(int, int, int)') as Libc['fcntl'],
     splice: libc.func('long splice(int, void *, int, void *, size_t, unsigned int)') as Libc['splice'],
-    poll: libc.func('int poll(_Inout_ void *, unsigned long, int)') as unknown as Libc['poll']
+    poll: libc.func('int poll(_Inout_ void *, unsigned long, int)') as unknown as Libc['poll'],
+    mkfifo: libc.func('int mkfifo(const char *, uint32_t)') as Libc['mkfifo']
   }
   return bound
 }
@@ -173,6 +175,11 @@ export async function waitReadable (fd: number, signal: AbortSignal): Promise<vo
     // poll(2) fails only on bad arguments or EINTR (then try again); errno stayed on the pool thread.
     if (ready < 0) await new Promise(resolve => setTimeout(resolve, 1))
   }
+}
+
+/** mkfifo(3): Node has no API for it. @throws NativeError (EEXIST, ENOENT, ...) */
+export function makeFifo (path: string, mode: number): void {
+  if (bind().mkfifo(path, mode) !== 0) throw new NativeError('mkfifo', koffi.errno(), path)
 }
 
 export function closeFd (fd: number): void {

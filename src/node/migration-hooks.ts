@@ -4,8 +4,8 @@
  *   each phase of an outgoing migration, as `<hook> target-received <vpid> <source>` on a target
  *   once the images arrived, before they are re-checked and restored, and as `<hook> target-restored
  *   <vpid> <source>` on a target once the job runs there but before it is adopted and confirmed
- *   (restoring while the images arrive, also `<hook> target-restored-stopped <vpid> <source>` once
- *   CRIU restored it, still stopped, before the images verified);
+ *   (restoring while the images arrive, also `<hook> target-restore-gated <vpid> <source>` once the
+ *   images verified, before CRIU is let go on: the job may be restored and waiting, not running);
  *   awaited, a non-zero exit fails that step. Post-copy targets also run `<hook> target-pulling
  *   <vpid> <source>` once the job was adopted and its pages are arriving (not awaited). Tests use
  *   it to kill a daemon at an exact point (the hook's parent is the daemon).

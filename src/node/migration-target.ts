@@ -4,10 +4,12 @@
  * accepts one incoming migration per vpid; images and pages channels are matched to the prepared
  * migration by their sending node and the vpid they name.
  */
+import { closeSync, openSync, writeSync } from 'node:fs'
 import { mkdir, readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { bridge } from '../migration/page-bridge.js'
 import { ImageStreamer } from '../migration/image-streamer.js'
+import { makeFifo } from '../native/fd-passing.js'
 import { ArrivingImages } from '../migration/transfer/arrivals.js'
 import type { TransferObserver } from '../migration/transfer/arrivals.js'
 import { readPagesHeader, PageStreamError } from '../migration/page-stream.js'
@@ -119,7 +121,7 @@ export class IncomingMigrations {
   /** Restoring while the images arrive needs a runtime that can, and no re-check of them first. */
   private canRestoreArriving (p: MigratePrepareParams): boolean {
     return p.restore === 'stream' && p.mode !== 'post-copy' && p.pages !== 'stream' &&
-      this.init.runtime.continueStopped !== undefined && !this.init.recheckBeforeRestore
+      this.init.runtime.restoresStreaming === true && !this.init.recheckBeforeRestore
   }
 
   /** What a prepare cancelled half-way created after the cancel ran. */
@@ -279,44 +281,46 @@ export class IncomingMigrations {
 
   /**
    * Restores while the images arrive: CRIU reads them through an image streamer as they are
-   * written, and leaves the job stopped; it runs only once every file verified. Anything failing
-   * (the transfer too) kills the stopped job, which never ran here.
+   * written. Once it restored the tree, and before any of it runs, CRIU waits at a gate (a FIFO
+   * its post-restore action script reads) that opens only once every file verified; anything
+   * failing (the transfer too) closes it, and CRIU kills the tree, which never ran here.
    */
   private async restoreArriving (vpid: number, inc: Incoming, arrivals: ArrivingImages, stdio: DumpedFile[], signal: AbortSignal): Promise<RuntimeJob> {
     const { runtime } = this.init
     const both = AbortSignal.any([signal, inc.stop.signal])
     inc.restoring = true
     let streamer: ImageStreamer | undefined
+    let gateFd: number | undefined
     try {
       // First on the wire (./transfer/source.ts sends the pages last), and needed before CRIU starts.
       await arrivals.complete(STAGED.stdout, both)
       await arrivals.complete(STAGED.stderr, both)
       await this.placeOutput(vpid, inc)
+      const gate = join(runtime.paths(vpid).jobDir, 'restore-gate')
+      makeFifo(gate, 0o600)
+      gateFd = openSync(gate, 'r+') // read-write: never blocks; CRIU's reader sees EOF once it closes
       streamer = new ImageStreamer(inc.dir, arrivals, both)
-      const job = await runtime.restore({ vpid, imagesDir: inc.dir, limits: inc.prepared.job.limits, stdio, hold: true, stream: true }, both)
+      const restoring = runtime.restore({ vpid, imagesDir: inc.dir, limits: inc.prepared.job.limits, stdio, hold: true, stream: true, gate }, both)
+      restoring.catch(() => {})
       try {
-        await this.init.hooks.run('target-restored-stopped', vpid, inc.from)
         await arrivals.whenVerified(both)
-        await streamer.done
-        await runtime.continueStopped?.(job)
+        await this.init.hooks.run('target-restore-gated', vpid, inc.from)
       } catch (err) {
-        await this.killRestored(job)
+        writeSync(gateFd, 'stop\n')
+        await restoring.catch(() => {}) // CRIU kills the tree it restored, or failed before
         throw err
       }
+      writeSync(gateFd, 'go\n')
+      const job = await restoring
+      await streamer.done
       return job
     } catch (err) {
       streamer?.close()
       inc.restoring = false
       throw err
+    } finally {
+      if (gateFd !== undefined) closeSync(gateFd)
     }
-  }
-
-  /** A restored job that must not run after all (it is stopped): killed and its cgroup freed. */
-  private async killRestored (job: RuntimeJob): Promise<void> {
-    const { runtime } = this.init
-    await runtime.signal(job, 'SIGKILL').catch(() => {})
-    await runtime.waitExit(job, AbortSignal.timeout(10_000)).catch(() => {})
-    await runtime.release(job).catch(() => {})
   }
 
   /** The job runs here now: recorded, confirmed to its shim, its images dropped. */

@@ -18,8 +18,8 @@ import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
 const STREAM = { migration: { streamRestore: true } }
 const lines = (n: number, prefix = ''): string => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}\n`).join('')
 
-/** A 2-node cluster restoring while receiving; `env` goes to n1's daemon only, `n2env` to n2's. */
-async function cluster (env: Record<string, string> = {}, n2env: Record<string, string> = {}): Promise<TestCluster> {
+/** A 2-node cluster restoring while receiving; `env` goes to n1's daemon only, `n2env(its dir)` to n2's. */
+async function cluster (env: Record<string, string> = {}, n2env: (dir: string) => Record<string, string> = () => ({})): Promise<TestCluster> {
   if (process.getuid?.() !== 0) throw new Error('migration tests need root (CRIU)')
   const c = await makeCluster({ nodes: 2, extra: STREAM })
   const startWith = async (node: string, vars: Record<string, string>): Promise<void> => {
@@ -30,7 +30,7 @@ async function cluster (env: Record<string, string> = {}, n2env: Record<string, 
     }
   }
   await startWith('n1', env)
-  await startWith('n2', n2env)
+  await startWith('n2', n2env(c.dir))
   await eventually(async () => (await c.call<NodeInfo[]>('n1', 'nodes')).filter(n => n.state === 'alive').length === 2, 30_000, '2 alive')
   return c
 }
@@ -66,13 +66,24 @@ describe('stop-copy restoring while the images arrive (migration.streamRestore)'
   }
 
   it('moves a job back and forth with its memory and output intact, restoring through the image streamer; it runs only once the images verified', async () => {
-    // On n2, once CRIU restored the job and before its images verified: the state of each of its processes.
+    // On n2, once the images verified and before CRIU is let go on: wait until CRIU restored the
+    // tree (its log reaches the post-restore scripts), then the size of the job's output twice,
+    // 0.5 s apart. A job that ran already would have printed meanwhile.
     const hookDir = await mkdtemp(join(tmpdir(), 'ssi-stream-hook-'))
     hookDirs.push(hookDir)
     const hook = join(hookDir, 'hook.sh')
-    const states = join(hookDir, 'states')
-    await writeFile(hook, `#!/bin/sh\n[ "$1" = target-restored-stopped ] || exit 0\nfor f in /sys/fs/cgroup/pids/ssi-*-n2/$2/cgroup.procs /sys/fs/cgroup/ssi-*-n2/$2/cgroup.procs; do [ -f "$f" ] && for p in $(cat "$f"); do cut -d' ' -f3 /proc/$p/stat; done; done >> ${states}\nexit 0\n`, { mode: 0o755 })
-    c = await cluster({}, { SSI_TEST_MIGRATION_HOOK: hook })
+    const sizes = join(hookDir, 'sizes')
+    const hookScript = [
+      '#!/bin/sh',
+      '[ "$1" = target-restore-gated ] || exit 0',
+      'dir=$SSI_TEST_N2/jobs/$2',
+      'i=0; until grep -q "Running post-restore scripts" "$dir/restore.log" 2>/dev/null || [ $i -ge 400 ]; do i=$((i+1)); sleep 0.05; done',
+      'a=$(stat -c %s "$dir/stdout"); sleep 0.5; b=$(stat -c %s "$dir/stdout")',
+      `echo "$a $b" >> ${sizes}`,
+      'exit 0'
+    ].join('\n') + '\n'
+    await writeFile(hook, hookScript, { mode: 0o755 })
+    c = await cluster({}, dir => ({ SSI_TEST_MIGRATION_HOOK: hook, SSI_TEST_N2: join(dir, 'n2') }))
     // 48 MiB of varied bytes; every 0.2 s the job prints a counter and their sha256.
     const script = 'import hashlib,time\nb=bytearray(range(256))*196608\ni=0\nwhile True:\n i+=1\n print(i,hashlib.sha256(b).hexdigest(),flush=True)\n time.sleep(0.2)'
     const vpid = await start(['/usr/bin/python3', '-c', script], '\n')
@@ -85,16 +96,34 @@ describe('stop-copy restoring while the images arrive (migration.streamRestore)'
       const log = await readFile(join(c.dir, to, 'jobs', String(vpid), 'restore.log'), 'utf8')
       expect(log).toContain('Dismissing the image streamer')
     }
-    // Twice on n2, each time every process of the job (shim, tini, python) still stopped.
-    const seen = (await readFile(states, 'utf8')).trim().split('\n')
-    expect(seen.length).toBeGreaterThanOrEqual(4)
-    expect(new Set(seen)).toEqual(new Set(['T']))
+    // Twice on n2: restored, and printing nothing while the gate held it.
+    const seen = (await readFile(sizes, 'utf8')).trim().split('\n').map(l => l.split(' ').map(Number))
+    expect(seen.length).toBe(2)
+    for (const [a, b] of seen) expect(b).toBe(a)
     const out = async (): Promise<string[]> => (await ssi(c?.socket('n1') ?? '', ['logs', String(vpid)])).stdout.trim().split('\n')
     const before = (await out()).length
     const all = (await eventually(async () => { const l = await out(); return l.length > before + 2 ? l : undefined }, 15_000, 'output after the moves')).value
     expect(all.map(l => Number(l.split(' ')[0]))).toEqual(all.map((_, i) => i + 1)) // none lost, none twice
     expect(new Set(all.map(l => l.split(' ')[1])).size).toBe(1) // the same memory throughout
   }, 180_000)
+
+  it('a process the job had stopped stays stopped after the move; the rest runs on', async () => {
+    c = await cluster()
+    const vpid = await start(['sh', '-c', 'sleep 1000 & pid=$!; sleep 0.3; kill -STOP $pid; while :; do echo tick; sleep 0.1; done'], 'tick\ntick\n')
+    const moved = await ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 60_000 })
+    expect(moved.stderr).toBe('')
+    const procs = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter(l => l.includes(' cgroup ') && l.includes('pids'))
+      .map(l => join(l.split(' ')[4] ?? '', `ssi-${c?.config.name ?? ''}-n2`, String(vpid), 'cgroup.procs'))[0] ?? ''
+    const states = new Map<string, string>()
+    for (const pid of (await readFile(procs, 'utf8')).trim().split('\n')) {
+      const cmd = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replaceAll('\0', ' ').trim()
+      states.set(cmd, (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]?.[0] ?? '?')
+    }
+    expect(states.get('sleep 1000'), JSON.stringify([...states])).toBe('T')
+    const ticks = async (): Promise<number> => (await ssi(c?.socket('n1') ?? '', ['logs', String(vpid)])).stdout.split('\n').length
+    const before = await ticks()
+    await eventually(async () => (await ticks()) > before + 2, 10_000, 'ticks on n2')
+  }, 60_000)
 
   it('target SIGKILLed mid-transfer: the job runs on at the source with all its output; nothing of it is left on the target', async () => {
     c = await cluster()

@@ -4,17 +4,15 @@
  * share a job cgroup.
  */
 import { closeSync, constants, openSync, readSync } from 'node:fs'
-import { mkdir, readFile, rm, stat, unlink } from 'node:fs/promises'
+import { mkdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Criu, findCriu } from '../../migration/criu/index.js'
-import { restoreCommand } from '../../migration/restore-command.js'
+import { gateScript, restoreCommand } from '../../migration/restore-command.js'
 import { replayPages, spawnPageServer } from '../../migration/page-stream.js'
 import type { PageServerProcess } from '../../migration/page-stream.js'
 import { findExternalFiles } from '../../migration/stdio-files.js'
 import { unusedMounts } from '../../migration/used-mounts.js'
 import { createCgroupManager } from '../cgroups/index.js'
-import { continueTree } from './continue-tree.js'
-import { JobStateError } from './errors.js'
 import type { CgroupManager } from '../cgroups/index.js'
 import { createJobSpawner, JobNotFoundError, readChunk } from '../spawner/index.js'
 import { jobCgroupPrefix } from './node-cgroups.js'
@@ -48,6 +46,7 @@ export async function createJobRuntime (init: JobRuntimeInit): Promise<JobRuntim
 }
 
 class HostJobRuntime implements JobRuntime {
+  readonly restoresStreaming = true
   private criu: Promise<Criu> | undefined
   private caps: Promise<MigrationCapabilities> | undefined
 
@@ -264,8 +263,11 @@ class HostJobRuntime implements JobRuntime {
         ? { key: f.key, newPath: join(p.jobDir, 'stdin'), fifo: true }
         : { key: f.key, newPath: f.stream === 'stdout' ? p.stdout : p.stderr }),
       lazyPages: spec.lazyPages,
-      stream: spec.stream
+      stream: spec.stream,
+      actionScript: spec.gate === undefined ? undefined : join(p.jobDir, 'restore-gate.sh')
     })
+    // CRIU execs an action script itself: a file, not a command line.
+    if (spec.gate !== undefined) await writeFile(join(p.jobDir, 'restore-gate.sh'), gateScript(spec.gate), { mode: 0o700 })
     // The shim makes <jobDir>/stdin and keeps a write end, as for a started job; CRIU puts back
     // what the old FIFO held. A FIFO left here (a rollback) must not still hold those bytes.
     const stdin = spec.stdio.some(f => f.stream === 'stdin')
@@ -279,9 +281,6 @@ class HostJobRuntime implements JobRuntime {
 
   confirmRestored (job: RuntimeJob): boolean { return this.spawner.confirm(this.handle(job)) }
 
-  async continueStopped (job: RuntimeJob): Promise<void> {
-    if (continueTree(job.hostPid) === 0) throw new JobStateError(`the restored job ${job.vpid} is gone`)
-  }
 }
 
 /** Discards what a FIFO holds (no-op if there is none): non-blocking, so it never waits for a writer. */

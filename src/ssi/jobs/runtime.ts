@@ -44,11 +44,13 @@ export interface RuntimeRestoreSpec {
   readonly lazyPages?: boolean
   /** The restored job dies with this daemon until `confirmRestored` (a migration's target). */
   readonly hold?: boolean
-  /**
-   * The images come through an image streamer in imagesDir while they arrive; the job is restored
-   * stopped, and `continueStopped` lets it run once they verified.
-   */
+  /** The images come through an image streamer in imagesDir while they arrive. */
   readonly stream?: boolean
+  /**
+   * A FIFO CRIU reads a verdict from once the tree is restored and before it runs: "go" lets it
+   * run, anything else or the writer's end kills it (restore then fails). Until then `restore` waits.
+   */
+  readonly gate?: string
 }
 
 /** A post-copy dump in progress: the images but memory are written, pages are being served. */
@@ -120,8 +122,8 @@ export interface JobRuntime {
   restore(spec: RuntimeRestoreSpec, signal?: AbortSignal): Promise<RuntimeJob>
   /** A job restored with `hold` is taken on (recorded): it outlives this daemon from now on. False: it is already gone. */
   confirmRestored(job: RuntimeJob): boolean
-  /** Lets a job restored with `stream` (stopped) run. Absent: this runtime cannot restore from a stream. */
-  continueStopped?(job: RuntimeJob): Promise<void>
+  /** `restore` takes `stream` and `gate` (a CRIU that reads images from a streamer). */
+  readonly restoresStreaming?: boolean
   /** What this host can do for migration (post-copy, pre-copy); optional for runtimes without CRIU. */
   capabilities?(signal?: AbortSignal): Promise<MigrationCapabilities>
   /**
