@@ -14,6 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { ssi } from '../helpers/cli.js'
 import type { CliResult } from '../helpers/cli.js'
 import { eventually, makeCluster } from '../helpers/cluster.js'
+import { tearDown, twoNodes } from '../helpers/two-nodes.js'
 import type { TestCluster } from '../helpers/cluster.js'
 import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
 
@@ -21,16 +22,7 @@ const lines = (n: number, prefix = ''): string => Array.from({ length: n }, (_, 
 
 /** Starts a 2-node cluster; `env` goes to n1's daemon only. */
 async function cluster (env: Record<string, string> = {}, extra?: Record<string, unknown>): Promise<TestCluster> {
-  if (process.getuid?.() !== 0) throw new Error('migration tests need root (CRIU)')
-  const c = await makeCluster({ nodes: 2, ...(extra === undefined ? {} : { extra }) })
-  const saved = Object.fromEntries(Object.keys(env).map(k => [k, process.env[k]]))
-  Object.assign(process.env, env)
-  try { await c.start(['n1']) } finally {
-    for (const [k, v] of Object.entries(saved)) { if (v === undefined) delete process.env[k]; else process.env[k] = v }
-  }
-  await c.start(['n2'])
-  await eventually(async () => (await c.call<NodeInfo[]>('n1', 'nodes')).filter(n => n.state === 'alive').length === 2, 30_000, '2 alive')
-  return c
+  return await twoNodes({ n1env: env, ...(extra === undefined ? {} : { extra }) })
 }
 
 describe('migration failures (real daemons, real CRIU)', () => {
@@ -40,10 +32,7 @@ describe('migration failures (real daemons, real CRIU)', () => {
   afterEach(async () => {
     for (const d of hookDirs.splice(0)) await rm(d, { recursive: true, force: true })
     if (c === undefined) return
-    for (const node of ['n1', 'n2']) if (!existsSync(c.socket(node))) await c.start([node]).catch(() => {})
-    if (leftover.length > 0) await ssi(c.socket('n1'), ['kill', '-KILL', ...leftover.map(String)]).catch(() => {})
-    for (const v of leftover.splice(0)) await ssi(c.socket('n1'), ['wait', String(v)], { timeoutMs: 10_000 }).catch(() => {})
-    await c.stop()
+    await tearDown(c, leftover)
     c = undefined
   })
 

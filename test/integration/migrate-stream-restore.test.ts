@@ -12,27 +12,16 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { ssi } from '../helpers/cli.js'
 import type { TestCluster } from '../helpers/cluster.js'
-import { eventually, makeCluster } from '../helpers/cluster.js'
-import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
+import { eventually } from '../helpers/cluster.js'
+import { tearDown, twoNodes } from '../helpers/two-nodes.js'
+import type { JobInfo, PsResult } from '../../src/api/schema.js'
 
 const STREAM = { migration: { streamRestore: true } }
 const lines = (n: number, prefix = ''): string => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}\n`).join('')
 
 /** A 2-node cluster restoring while receiving; `env` goes to n1's daemon only, `n2env(its dir)` to n2's. */
-async function cluster (env: Record<string, string> = {}, n2env: (dir: string) => Record<string, string> = () => ({})): Promise<TestCluster> {
-  if (process.getuid?.() !== 0) throw new Error('migration tests need root (CRIU)')
-  const c = await makeCluster({ nodes: 2, extra: STREAM })
-  const startWith = async (node: string, vars: Record<string, string>): Promise<void> => {
-    const saved = Object.fromEntries(Object.keys(vars).map(k => [k, process.env[k]]))
-    Object.assign(process.env, vars)
-    try { await c.start([node]) } finally {
-      for (const [k, v] of Object.entries(saved)) { if (v === undefined) delete process.env[k]; else process.env[k] = v }
-    }
-  }
-  await startWith('n1', env)
-  await startWith('n2', n2env(c.dir))
-  await eventually(async () => (await c.call<NodeInfo[]>('n1', 'nodes')).filter(n => n.state === 'alive').length === 2, 30_000, '2 alive')
-  return c
+async function cluster (env: Record<string, string> = {}, n2env?: (dir: string) => Record<string, string>): Promise<TestCluster> {
+  return await twoNodes({ extra: STREAM, n1env: env, ...(n2env === undefined ? {} : { n2env }) })
 }
 
 describe('stop-copy restoring while the images arrive (migration.streamRestore)', () => {
@@ -42,10 +31,7 @@ describe('stop-copy restoring while the images arrive (migration.streamRestore)'
   afterEach(async () => {
     for (const d of hookDirs.splice(0)) await rm(d, { recursive: true, force: true })
     if (c === undefined) return
-    for (const node of ['n1', 'n2']) if (!existsSync(c.socket(node))) await c.start([node]).catch(() => {})
-    if (leftover.length > 0) await ssi(c.socket('n1'), ['kill', '-KILL', ...leftover.map(String)]).catch(() => {})
-    for (const v of leftover.splice(0)) await ssi(c.socket('n1'), ['wait', String(v)], { timeoutMs: 10_000 }).catch(() => {})
-    await c.stop()
+    await tearDown(c, leftover)
     c = undefined
   })
 
