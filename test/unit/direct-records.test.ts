@@ -62,4 +62,29 @@ describe('direct records', () => {
     bytes[50_000] = (bytes[50_000] ?? 0) ^ 1
     expect(() => new RecordOpener(key, 'native').push(bytes)).toThrow(DirectRecordError)
   })
+
+  for (const crypto of ['native', 'node'] as RecordCrypto[]) {
+    it(`assembling through ${crypto}: records cut anywhere across one reused read buffer come out whole; a flipped bit in body or tag is refused`, () => {
+      const key = randomBytes(32)
+      const sealer = new RecordSealer(key, 'native')
+      const payloads = [0, 1, 15, 16, 17, 4096, 65_536 + 3, 1024 * 1024].map(n => randomBytes(n))
+      const wire = Buffer.concat(payloads.flatMap(p => sealer.seal(RecordType.data, p).map(b => Buffer.from(b))))
+      for (const cut of [1, 7, 4093, 65_536, 1024 * 1024 + 13]) {
+        const opener = new RecordOpener(key, crypto, n => Buffer.alloc(n))
+        const read = Buffer.alloc(cut) // the socket's one buffer, overwritten by every read
+        const out: Buffer[] = []
+        for (let at = 0; at < wire.byteLength; at += cut) {
+          const n = wire.copy(read, 0, at, Math.min(wire.byteLength, at + cut))
+          for (const r of opener.push(read.subarray(0, n))) out.push(Buffer.concat(r.payload))
+        }
+        expect(out.map(b => b.toString('hex'))).toEqual(payloads.map(p => p.toString('hex')))
+      }
+      const record = Buffer.concat(sealer.seal(RecordType.data, randomBytes(5000)).map(b => Buffer.from(b)))
+      for (const at of [100, record.byteLength - 3]) { // body, tag
+        const bad = Buffer.from(record)
+        bad[at] = (bad[at] ?? 0) ^ 1
+        expect(() => new RecordOpener(key, crypto, n => Buffer.alloc(n)).push(bad)).toThrow(DirectRecordError)
+      }
+    })
+  }
 })

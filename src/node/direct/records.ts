@@ -190,13 +190,25 @@ export class RecordOpener {
     return out
   }
 
+  /**
+   * Into the record's own buffer. Natively, the ciphertext is decrypted on the way (out of place):
+   * one pass over the bytes instead of a copy and then a decryption in place (bench:transfer: the
+   * copy was ~30 % of what decrypting cost). The tag is copied as it is.
+   */
   private copyIn (buf: Buffer, at: number, take: number): void {
     if (this.record === undefined) {
       const record = (this.assemble as (bytes: number) => Buffer)(this.need)
       this.record = record.byteLength === this.need ? record : record.subarray(0, this.need)
       this.parts.push(this.record)
+      this.native?.openBegin(nonce(this.counter), this.head)
     }
-    buf.copy(this.record, this.partsBytes, at, at + take)
+    if (this.native === undefined) {
+      buf.copy(this.record, this.partsBytes, at, at + take)
+      return
+    }
+    const inBody = Math.max(0, Math.min(take, this.need - TAG_BYTES - this.partsBytes))
+    if (inBody > 0) this.native.openUpdate(buf.subarray(at, at + inBody), this.record.subarray(this.partsBytes, this.partsBytes + inBody))
+    if (inBody < take) buf.copy(this.record, this.partsBytes + inBody, at + inBody, at + take)
   }
 
   private readHead (buf: Buffer, at: number): number {
@@ -216,11 +228,20 @@ export class RecordOpener {
   private open (): OpenedRecord {
     const header = Buffer.from(this.head)
     const type = header[0] as RecordTypeValue
+    const decrypted = this.native !== undefined && this.assemble !== undefined
+    // A record with no bytes after its header never reached copyIn, which begins the opening.
+    if (decrypted && this.record === undefined) this.native?.openBegin(nonce(this.counter), this.head)
     const { body, tag } = splitTag(this.parts, this.partsBytes)
     this.parts = []
     this.partsBytes = 0
     this.need = -1
     this.record = undefined
+    if (decrypted) {
+      // Decrypted already (copyIn); none of it leaves unless the tag checks out.
+      this.counter++
+      if (!(this.native as NativeAesGcm).openFinish(tag)) throw new DirectRecordError(AUTH_FAILED)
+      return { type, payload: body }
+    }
     if (this.native !== undefined) {
       // In place; none of it leaves unless the tag checked out.
       if (!this.native.open(nonce(this.counter++), header, body, tag)) throw new DirectRecordError(AUTH_FAILED)
