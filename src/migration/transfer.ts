@@ -21,7 +21,8 @@
  * - Allocation is the other cost: every fresh Buffer of image data is external memory, and V8
  *   scavenges for "external memory pressure" every few MiB of it. So on the direct path the sender
  *   reuses its read buffers (the channel seals before `write` returns: `copiesOnWrite`), records are
- *   sealed into pooled buffers and opened in place through Node's own OpenSSL (src/native/aes-gcm.ts).
+ *   sealed into pooled buffers and opened through Node's own OpenSSL (src/native/aes-gcm.ts), decrypted straight
+ *   from the socket's read buffer into each record's own (src/node/direct/records.ts copyIn).
  * - What remains per GiB, per end (profiles at load ~12, a quiet machine takes about half): AES-GCM
  *   ~0.45 s, crc32 ~0.2 s, the socket copy ~0.4 s, the file read or write ~0.3-0.4 s, GC ~0.1-0.2 s:
  *   ~1.2 CPU-s sending and ~1.7 receiving (from ~2.1 and ~2.5 with sha256 and node:crypto). Since
