@@ -5,7 +5,7 @@
  * migration by their sending node and the vpid they name.
  */
 import { closeSync, openSync, writeSync } from 'node:fs'
-import { mkdir, readdir, rename, rm } from 'node:fs/promises'
+import { mkdir, readdir, rename, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { bridge } from '../migration/page-bridge.js'
 import { ImageStreamer } from '../migration/image-streamer.js'
@@ -291,12 +291,12 @@ export class IncomingMigrations {
     inc.restoring = true
     let streamer: ImageStreamer | undefined
     let gateFd: number | undefined
+    const gate = join(runtime.paths(vpid).jobDir, 'restore-gate')
     try {
       // First on the wire (./transfer/source.ts sends the pages last), and needed before CRIU starts.
       await arrivals.complete(STAGED.stdout, both)
       await arrivals.complete(STAGED.stderr, both)
       await this.placeOutput(vpid, inc)
-      const gate = join(runtime.paths(vpid).jobDir, 'restore-gate')
       makeFifo(gate, 0o600)
       gateFd = openSync(gate, 'r+') // read-write: never blocks; CRIU's reader sees EOF once it closes
       streamer = new ImageStreamer(inc.dir, arrivals, both)
@@ -307,6 +307,7 @@ export class IncomingMigrations {
         await this.init.hooks.run('target-restore-gated', vpid, inc.from)
       } catch (err) {
         writeSync(gateFd, 'stop\n')
+        streamer.close() // CRIU may still be reading: its pipes end, and it fails there instead
         await restoring.catch(() => {}) // CRIU kills the tree it restored, or failed before
         throw err
       }
@@ -319,7 +320,10 @@ export class IncomingMigrations {
       inc.restoring = false
       throw err
     } finally {
-      if (gateFd !== undefined) closeSync(gateFd)
+      if (gateFd !== undefined) {
+        closeSync(gateFd)
+        await unlink(gate).catch(() => {})
+      }
     }
   }
 
