@@ -46,16 +46,6 @@ export interface StreamerSummary {
   readonly bytes: number
 }
 
-/** The complete image files of a directory, as StreamedImages. */
-export function completeImages (dir: string, names: readonly string[], sizeOf: (name: string) => number): StreamedImages {
-  const known = new Set(names)
-  return {
-    has: async (name) => known.has(name),
-    progress: async (name) => ({ bytes: sizeOf(name), complete: true }),
-    path: (name) => join(dir, name)
-  }
-}
-
 /**
  * One restore's streamer. Listens at once (before CRIU starts); `done` settles when CRIU closed
  * the connection and every pipe was filled, or fails on the first error (which closes all pipes).
@@ -66,7 +56,8 @@ export class ImageStreamer {
   private readonly listening: number
   private readonly fds = new Set<number>()
   private readonly requested: string[] = []
-  private readonly workers = new Set<SpliceWorker>()
+  /** Every worker started, and those no pump is using. */
+  private readonly workers: SpliceWorker[] = []
   private readonly spareWorkers: SpliceWorker[] = []
   private bytes = 0
 
@@ -75,7 +66,7 @@ export class ImageStreamer {
     this.fds.add(this.listening)
     const both = AbortSignal.any([signal, this.stop.signal])
     // One worker started now: a thread takes ~10 ms to start, CRIU's first page file comes soon.
-    this.spareWorkers.push(new SpliceWorker())
+    this.spareWorkers.push(this.newWorker())
     this.done = this.run(both).finally(() => { this.closeAll(); this.stopWorkers() })
     this.done.catch(() => {})
   }
@@ -199,8 +190,12 @@ export class ImageStreamer {
   }
 
   private takeWorker (): SpliceWorker {
-    const worker = this.spareWorkers.pop() ?? new SpliceWorker()
-    this.workers.add(worker)
+    return this.spareWorkers.pop() ?? this.newWorker()
+  }
+
+  private newWorker (): SpliceWorker {
+    const worker = new SpliceWorker()
+    this.workers.push(worker)
     return worker
   }
 
@@ -211,8 +206,8 @@ export class ImageStreamer {
 
   /** Ends the workers (each once its splice, if any, returned). */
   private stopWorkers (): void {
-    for (const worker of [...this.workers, ...this.spareWorkers]) worker.stop()
-    this.workers.clear()
+    for (const worker of this.workers) worker.stop()
+    this.workers.length = 0
     this.spareWorkers.length = 0
   }
 }

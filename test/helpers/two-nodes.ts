@@ -1,9 +1,11 @@
 /** A 2-node cluster for migration tests, with per-daemon environments, and its teardown. */
 import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { ssi } from './cli.js'
 import { eventually, makeCluster } from './cluster.js'
 import type { TestCluster } from './cluster.js'
-import type { NodeInfo } from '../../src/api/schema.js'
+import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
 
 export interface TwoNodesOptions {
   /** Config on top of the test defaults (e.g. `{ migration: { ... } }`). */
@@ -37,4 +39,16 @@ export async function tearDown (c: TestCluster, leftover: number[]): Promise<voi
   if (leftover.length > 0) await ssi(c.socket('n1'), ['kill', '-KILL', ...leftover.map(String)]).catch(() => {})
   for (const v of leftover.splice(0)) await ssi(c.socket('n1'), ['wait', String(v)], { timeoutMs: 10_000 }).catch(() => {})
   await c.stop()
+}
+
+/** `ssi ps` on `node`'s view of job vpid. */
+export async function psJob (c: TestCluster, node: string, vpid: number): Promise<JobInfo | undefined> {
+  return (JSON.parse((await ssi(c.socket(node), ['ps', '--json'])).stdout) as PsResult).jobs.find(j => j.vpid === vpid)
+}
+
+/** Where job vpid's cgroups on `node` are or would be, one dir per cgroup (v1) mount, the pids controller's first. */
+export async function jobCgroupDirs (c: TestCluster, node: string, vpid: number): Promise<string[]> {
+  const mounts = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter(l => l.includes(' cgroup '))
+  mounts.sort((a, b) => Number(b.includes('pids')) - Number(a.includes('pids')))
+  return mounts.map(l => join(l.split(' ')[4] ?? '', `ssi-${c.config.name}-${node}`, String(vpid)))
 }

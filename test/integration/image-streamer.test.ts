@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { findCriu } from '../../src/migration/criu/index.js'
-import { ImageStreamer, ImageStreamerError, completeImages, decodeRequest, encodeReply } from '../../src/migration/image-streamer.js'
+import { ImageStreamer, ImageStreamerError, decodeRequest, encodeReply } from '../../src/migration/image-streamer.js'
 import type { StreamedImages } from '../../src/migration/image-streamer.js'
 import { until } from '../helpers/until.js'
 
@@ -139,7 +139,12 @@ describe('ImageStreamer (real criu restore --stream)', () => {
     mkdirSync(join(dir, 'b'))
     const names = readdirSync(join(dir, 'a')).filter(n => n.endsWith('.img'))
     for (const n of names) copyFileSync(join(dir, 'a', n), join(dir, 'b', n))
-    const streamer = new ImageStreamer(join(dir, 'b'), completeImages(join(dir, 'b'), names, n => statSync(join(dir, 'b', n)).size), AbortSignal.timeout(60_000))
+    const complete: StreamedImages = {
+      has: async name => names.includes(name),
+      progress: async name => ({ bytes: statSync(join(dir, 'b', name)).size, complete: true }),
+      path: name => join(dir, 'b', name)
+    }
+    const streamer = new ImageStreamer(join(dir, 'b'), complete, AbortSignal.timeout(60_000))
     expect((await run(criuPath, restoreArgs(dir))).code).toBe(0)
     await streamer.done
     const tini = Number(readFileSync(join(dir, 'restored.pid'), 'utf8'))

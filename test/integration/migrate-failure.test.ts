@@ -14,7 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { ssi } from '../helpers/cli.js'
 import type { CliResult } from '../helpers/cli.js'
 import { eventually, makeCluster } from '../helpers/cluster.js'
-import { tearDown, twoNodes } from '../helpers/two-nodes.js'
+import { jobCgroupDirs, psJob, tearDown, twoNodes } from '../helpers/two-nodes.js'
 import type { TestCluster } from '../helpers/cluster.js'
 import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
 
@@ -36,8 +36,7 @@ describe('migration failures (real daemons, real CRIU)', () => {
     c = undefined
   })
 
-  const job = async (node: string, vpid: number): Promise<JobInfo | undefined> =>
-    (JSON.parse((await ssi(c?.socket(node) ?? '', ['ps', '--json'])).stdout) as PsResult).jobs.find(j => j.vpid === vpid)
+  const job = async (node: string, vpid: number): Promise<JobInfo | undefined> => await psJob(c as TestCluster, node, vpid)
   const start = async (script: string): Promise<number> => {
     const r = await ssi(c?.socket('n1') ?? '', ['run', '-d', '--node', 'n1', '--', 'sh', '-c', script])
     expect(r.stderr).toBe('')
@@ -72,8 +71,7 @@ describe('migration failures (real daemons, real CRIU)', () => {
     expect(r.stderr).toMatch(/dump of job \d+ failed: streaming the pages to n2 failed: |migration of job \d+ transferring failed: sending the images to n2 failed: .*; it runs here again/s)
     expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running', migration: { from: 'n1', to: 'n2', outcome: 'rolled-back' } })
     // On the target: no process, no cgroup, and its images are gone once it restarts.
-    const cgroups = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter(l => l.includes(' cgroup ')).map(l => l.split(' ')[4] ?? '')
-    for (const mount of cgroups) expect(existsSync(join(mount, `ssi-${c.config.name}-n2`, String(vpid)))).toBe(false)
+    for (const dir of await jobCgroupDirs(c, 'n2', vpid)) expect(existsSync(dir)).toBe(false)
     expect(existsSync(join(c.dir, 'n2', 'jobs', String(vpid)))).toBe(false)
     await c.start(['n2'])
     expect(existsSync(inDir)).toBe(false)
@@ -140,8 +138,7 @@ describe('migration failures (real daemons, real CRIU)', () => {
     expect(r.code).not.toBe(0)
     expect(r.stderr).toMatch(/restoring failed: .*; it runs here again/s)
     expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running' })
-    const cgroupOnN2 = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter(l => l.includes(' cgroup ') && l.includes('pids'))
-      .map(l => join(l.split(' ')[4] ?? '', `ssi-${c?.config.name ?? ''}-n2`, String(vpid), 'cgroup.procs'))[0] ?? ''
+    const cgroupOnN2 = join((await jobCgroupDirs(c, 'n2', vpid))[0] ?? '', 'cgroup.procs')
     // Its shim killed the copy it held for n2's daemon as soon as that daemon died: it never ran next to the rolled-back job.
     const copyGone = async (): Promise<boolean> => !existsSync(cgroupOnN2) || (await readFile(cgroupOnN2, 'utf8')).trim() === ''
     await eventually(copyGone, 3_000, 'the copy on n2 killed while n2 is down')

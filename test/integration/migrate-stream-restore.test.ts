@@ -13,8 +13,8 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { ssi } from '../helpers/cli.js'
 import type { TestCluster } from '../helpers/cluster.js'
 import { eventually } from '../helpers/cluster.js'
-import { tearDown, twoNodes } from '../helpers/two-nodes.js'
-import type { JobInfo, PsResult } from '../../src/api/schema.js'
+import { jobCgroupDirs, psJob, tearDown, twoNodes } from '../helpers/two-nodes.js'
+import type { JobInfo } from '../../src/api/schema.js'
 
 const STREAM = { migration: { streamRestore: true } }
 const lines = (n: number, prefix = ''): string => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}\n`).join('')
@@ -35,8 +35,7 @@ describe('stop-copy restoring while the images arrive (migration.streamRestore)'
     c = undefined
   })
 
-  const job = async (node: string, vpid: number): Promise<JobInfo | undefined> =>
-    (JSON.parse((await ssi(c?.socket(node) ?? '', ['ps', '--json'])).stdout) as PsResult).jobs.find(j => j.vpid === vpid)
+  const job = async (node: string, vpid: number): Promise<JobInfo | undefined> => await psJob(c as TestCluster, node, vpid)
   const start = async (argv: string[], firstOutput: string): Promise<number> => {
     const r = await ssi(c?.socket('n1') ?? '', ['run', '-d', '--node', 'n1', '--', ...argv], { cwd: '/tmp' })
     expect(r.stderr).toBe('')
@@ -47,8 +46,7 @@ describe('stop-copy restoring while the images arrive (migration.streamRestore)'
   }
   /** No restored tree, cgroup or job dir of vpid on n2. */
   const nothingOnN2 = async (vpid: number): Promise<void> => {
-    const cgroups = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter(l => l.includes(' cgroup ')).map(l => l.split(' ')[4] ?? '')
-    for (const mount of cgroups) expect(existsSync(join(mount, `ssi-${c?.config.name ?? ''}-n2`, String(vpid)))).toBe(false)
+    for (const dir of await jobCgroupDirs(c as TestCluster, 'n2', vpid)) expect(existsSync(dir)).toBe(false)
   }
 
   it('moves a job back and forth with its memory and output intact, restoring through the image streamer; it runs only once the images verified', async () => {
@@ -98,8 +96,7 @@ describe('stop-copy restoring while the images arrive (migration.streamRestore)'
     const vpid = await start(['sh', '-c', 'sleep 1000 & pid=$!; sleep 0.3; kill -STOP $pid; while :; do echo tick; sleep 0.1; done'], 'tick\ntick\n')
     const moved = await ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 60_000 })
     expect(moved.stderr).toBe('')
-    const procs = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter(l => l.includes(' cgroup ') && l.includes('pids'))
-      .map(l => join(l.split(' ')[4] ?? '', `ssi-${c?.config.name ?? ''}-n2`, String(vpid), 'cgroup.procs'))[0] ?? ''
+    const procs = join((await jobCgroupDirs(c, 'n2', vpid))[0] ?? '', 'cgroup.procs')
     const states = new Map<string, string>()
     for (const pid of (await readFile(procs, 'utf8')).trim().split('\n')) {
       const cmd = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replaceAll('\0', ' ').trim()
