@@ -107,6 +107,13 @@ const migrationSchema = z.object({
    */
   recheckBeforeRestore: z.boolean().default(false),
   /**
+   * Stop-copy: a target starts `criu restore` as soon as the migration is prepared, and CRIU waits
+   * for its first image until every image arrived and verified (src/migration/inventory-hold.ts),
+   * so CRIU's start (~40 ms here: exec and its kernel probes) overlaps the dump and the transfer
+   * instead of adding to the downtime. Applies where the target decides (its own config). Default true.
+   */
+  earlyRestore: z.boolean().default(true),
+  /**
    * A migration's image send that moves no data and gets no answer from the target for this long
    * is given up (the job runs on at the source), in ms. A target declared dead is given up at once
    * (failureDetection.deadAfterMs); this bounds one that answers heartbeats but takes no data.

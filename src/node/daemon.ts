@@ -143,7 +143,7 @@ export async function startDaemon (init: DaemonInit): Promise<Daemon> {
     })
     const migration = new MigrationService({
       selfName: node.name, local: localJobs, runtime, rpc, bulk, dir: join(node.stateDir, 'migrations'), logger: logger.child({ component: 'migration' }), store,
-      modes: config.migration, streamPages: config.migration.streamPages, sendWhileDumping: config.migration.sendWhileDumping, streamRestore: config.migration.streamRestore, recheckBeforeRestore: config.migration.recheckBeforeRestore,
+      modes: config.migration, streamPages: config.migration.streamPages, sendWhileDumping: config.migration.sendWhileDumping, streamRestore: config.migration.streamRestore, recheckBeforeRestore: config.migration.recheckBeforeRestore, earlyRestore: config.migration.earlyRestore,
       transferIdleMs: config.migration.transferIdleMs
     })
     await migration.start()

@@ -103,11 +103,14 @@ export class OutgoingMigrations {
         const migrated = { vpid, owner: { ...owner, groups: [...owner.groups] }, argv: [...argv], cwd, hostname, limits, homeNode, createdMs, startedMs, stdin, stdinClosed }
         // Streaming needs a local replay of the pages for a rollback.
         const streamPages = runtime.replayPages !== undefined && this.init.streamPages
+        // For a target that starts its restore before the images come (it cannot know them sooner).
+        const stdio = await runtime.dumpedStdio?.(job).catch(() => undefined)
         const payload: MigratePrepareParams = {
           vpid,
           job: migrated,
           ...(streamPages ? { pages: 'stream' as const } : {}),
-          ...(this.init.streamRestore && !streamPages ? { restore: 'stream' as const } : {})
+          ...(this.init.streamRestore && !streamPages ? { restore: 'stream' as const } : {}),
+          ...(stdio === undefined ? {} : { stdio })
         }
         return { hostPid: job.hostPid, payload }
       },

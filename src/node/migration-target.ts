@@ -4,18 +4,18 @@
  * accepts one incoming migration per vpid; images and pages channels are matched to the prepared
  * migration by their sending node and the vpid they name.
  */
-import { closeSync, openSync, writeSync } from 'node:fs'
-import { mkdir, readdir, rename, rm, unlink } from 'node:fs/promises'
+import { mkdir, readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { bridge } from '../migration/page-bridge.js'
-import { ImageStreamer } from '../migration/image-streamer.js'
-import { makeFifo } from '../native/fd-passing.js'
 import { ArrivingImages } from '../migration/transfer/arrivals.js'
 import type { TransferObserver } from '../migration/transfer/arrivals.js'
 import { readPagesHeader, PageStreamError } from '../migration/page-stream.js'
 import type { PageServerProcess } from '../migration/page-stream.js'
 import { receiveImageDir, recheckImages } from '../migration/transfer.js'
 import type { ExpectedImage, ReceiveSummary } from '../migration/transfer.js'
+import { EarlyRestore } from './migration-early-restore.js'
+import type { StagedOutput } from './migration-early-restore.js'
+import { restoreArriving } from './migration-restore-arriving.js'
 import { killStaleCriu } from './stale-criu.js'
 import { JobStateError } from '../ssi/jobs/errors.js'
 import type { TargetHolds } from '../migration/journal.js'
@@ -44,6 +44,8 @@ export interface IncomingInit {
   readonly incomingTtlMs: number
   /** Re-hash the images before restoring them (config migration.recheckBeforeRestore). */
   readonly recheckBeforeRestore: boolean
+  /** Start CRIU's restore when a stop-copy migration is prepared (config migration.earlyRestore; default true). */
+  readonly earlyRestore?: boolean
   /** Removes a restored job's images dir off the critical path (./discard.ts). */
   readonly discard: (path: string) => Promise<void>
 }
@@ -67,6 +69,8 @@ interface Incoming {
   readonly stop: AbortController
   /** The restore reads the images as they arrive (prepared with `restore: 'stream'`). */
   arrivals?: ArrivingImages
+  /** CRIU's restore, started at the prepare, waiting for the images (./migration-early-restore.ts). */
+  early?: EarlyRestore
 }
 
 export class IncomingMigrations {
@@ -77,7 +81,9 @@ export class IncomingMigrations {
 
   /** vpids whose images an earlier daemon was receiving or restoring (their dirs are removed). */
   async forgetEarlier (): Promise<number[]> {
-    const vpids = (await readdir(this.init.dir).catch(() => [] as string[])).map(Number).filter(Number.isSafeInteger)
+    // `<vpid>` (received images) and `<vpid>.restore` (the dir of a restore started early)
+    const names = await readdir(this.init.dir).catch(() => [] as string[])
+    const vpids = [...new Set(names.map(n => Number(n.split('.')[0])).filter(Number.isSafeInteger))]
     // Its lazy-pages daemons and page servers would wait for their source forever.
     const stale = await killStaleCriu(this.init.dir)
     if (stale.length > 0) this.init.logger.info({ pids: stale }, 'killed CRIU processes a killed daemon left receiving migrations')
@@ -108,6 +114,7 @@ export class IncomingMigrations {
       // No page server here (e.g. CRIU missing or broken): the pages come as files instead.
       inc.pageServer = streamed ? await this.init.runtime.receivePages?.(dir).catch(() => undefined) : undefined
       if (this.canRestoreArriving(p)) inc.arrivals = new ArrivingImages(dir)
+      else await this.startEarly(inc)
       inc.stop.signal.throwIfAborted() // cancelled meanwhile
       inc.ready = true
     } catch (err) {
@@ -124,12 +131,30 @@ export class IncomingMigrations {
       this.init.runtime.restoresStreaming === true && !this.init.recheckBeforeRestore
   }
 
+  /**
+   * Starts CRIU's restore now, for a stop-copy whose source named the stdio files (a runtime that
+   * cannot, a post-copy, or a failure to start: the restore starts once the images are in instead).
+   */
+  private async startEarly (inc: Incoming): Promise<void> {
+    const p = inc.prepared
+    if (this.init.earlyRestore === false || p.stdio === undefined || p.mode === 'post-copy' || this.init.runtime.restoresEarly !== true) return
+    try {
+      inc.early = await EarlyRestore.start(this.init.runtime, { vpid: p.vpid, restoreDir: earlyDir(inc), limits: p.job.limits, stdio: p.stdio })
+    } catch (err) {
+      this.init.logger.warn({ vpid: p.vpid, err: (err as Error).message }, 'could not start the restore early: it starts once the images are in')
+    }
+  }
+
   /** What a prepare cancelled half-way created after the cancel ran. */
   private async dropCancelled (inc: Incoming): Promise<void> {
     this.init.postCopy.cancelIn(inc.prepared.vpid)
     inc.pageServer?.stop()
     await inc.pageServer?.done.catch(() => {})
-    if (this.incoming.get(inc.prepared.vpid) === undefined) await rm(inc.dir, { recursive: true, force: true })
+    await inc.early?.abandon()
+    if (this.incoming.get(inc.prepared.vpid) === undefined) {
+      await rm(inc.dir, { recursive: true, force: true })
+      await rm(earlyDir(inc), { recursive: true, force: true })
+    }
   }
 
   /** The daemon stops: migrations prepared here and not restoring are cancelled (their dirs go now). */
@@ -260,9 +285,20 @@ export class IncomingMigrations {
     await rename(join(inc.dir, STAGED.stderr), paths.stderr)
   }
 
-  /** Restores from images that all arrived. */
+  /** Restores from images that all arrived (through the restore started at the prepare, if it can go on). */
   private async restoreReceived (vpid: number, inc: Incoming, stdio: DumpedFile[], from: string, signal: AbortSignal): Promise<RuntimeJob> {
-    await this.arrived(vpid, inc, from, signal)
+    await this.arrived(vpid, inc, from, signal).catch(async (err: unknown) => {
+      await inc.early?.abandon()
+      throw err
+    })
+    const early = await this.keepEarly(vpid, inc, stdio)
+    if (early !== undefined) {
+      inc.restoring = true
+      return await early.release(inc.dir, this.stagedOutput(vpid, inc), signal).catch((err: unknown) => {
+        inc.restoring = false
+        throw err
+      })
+    }
     const { runtime, postCopy } = this.init
     await this.placeOutput(vpid, inc)
     const { prepared } = inc
@@ -279,52 +315,34 @@ export class IncomingMigrations {
     })
   }
 
-  /**
-   * Restores while the images arrive: CRIU reads them through an image streamer as they are
-   * written. Once it restored the tree, and before any of it runs, CRIU waits at a gate (a FIFO
-   * its post-restore action script reads) that opens only once every file verified; anything
-   * failing (the transfer too) closes it, and CRIU kills the tree, which never ran here.
-   */
+  /** The restore started at the prepare, if it can go on with the dump's stdio and the output; else it is abandoned. */
+  private async keepEarly (vpid: number, inc: Incoming, stdio: DumpedFile[]): Promise<EarlyRestore | undefined> {
+    const early = inc.early
+    if (early === undefined) return undefined
+    const why = early.unusable(stdio, this.stagedOutput(vpid, inc))
+    if (why === undefined) return early
+    this.init.logger.info({ vpid, why }, 'the restore started early cannot go on: restoring anew')
+    inc.early = undefined
+    await early.abandon()
+    return undefined
+  }
+
+  /** The output files the source staged with the images, and where they go. */
+  private stagedOutput (vpid: number, inc: Incoming): StagedOutput[] {
+    const paths = this.init.runtime.paths(vpid)
+    return [{ staged: join(inc.dir, STAGED.stdout), path: paths.stdout }, { staged: join(inc.dir, STAGED.stderr), path: paths.stderr }]
+  }
+
+  /** Restores while the images arrive (./migration-restore-arriving.ts). */
   private async restoreArriving (vpid: number, inc: Incoming, arrivals: ArrivingImages, stdio: DumpedFile[], signal: AbortSignal): Promise<RuntimeJob> {
-    const { runtime } = this.init
-    const both = AbortSignal.any([signal, inc.stop.signal])
     inc.restoring = true
-    let streamer: ImageStreamer | undefined
-    let gateFd: number | undefined
-    const gate = join(runtime.paths(vpid).jobDir, 'restore-gate')
-    try {
-      // First on the wire (./transfer/source.ts sends the pages last), and needed before CRIU starts.
-      await arrivals.complete(STAGED.stdout, both)
-      await arrivals.complete(STAGED.stderr, both)
-      await this.placeOutput(vpid, inc)
-      makeFifo(gate, 0o600)
-      gateFd = openSync(gate, 'r+') // read-write: never blocks; CRIU's reader sees EOF once it closes
-      streamer = new ImageStreamer(inc.dir, arrivals, both)
-      const restoring = runtime.restore({ vpid, imagesDir: inc.dir, limits: inc.prepared.job.limits, stdio, hold: true, stream: true, gate }, both)
-      restoring.catch(() => {})
-      try {
-        await arrivals.whenVerified(both)
-        await this.init.hooks.run('target-restore-gated', vpid, inc.from)
-      } catch (err) {
-        writeSync(gateFd, 'stop\n')
-        streamer.close() // CRIU may still be reading: its pipes end, and it fails there instead
-        await restoring.catch(() => {}) // CRIU kills the tree it restored, or failed before
-        throw err
-      }
-      writeSync(gateFd, 'go\n')
-      const job = await restoring
-      await streamer.done
-      return job
-    } catch (err) {
-      streamer?.close()
+    const gated = async (): Promise<void> => { await this.init.hooks.run('target-restore-gated', vpid, inc.from) }
+    return await restoreArriving(this.init.runtime, {
+      vpid, dir: inc.dir, limits: inc.prepared.job.limits, stdio, arrivals, stop: inc.stop.signal, staged: Object.values(STAGED), placeOutput: async () => { await this.placeOutput(vpid, inc) }, gated
+    }, signal).catch((err: unknown) => {
       inc.restoring = false
       throw err
-    } finally {
-      if (gateFd !== undefined) {
-        closeSync(gateFd)
-        await unlink(gate).catch(() => {})
-      }
-    }
+    })
   }
 
   /** The job runs here now: recorded, confirmed to its shim, its images dropped. */
@@ -343,7 +361,10 @@ export class IncomingMigrations {
     if (!runtime.confirmRestored(job)) this.init.logger.warn({ vpid }, 'the restored job\'s shim was gone before it was confirmed')
     if (prepared.job.stdinClosed === true) await runtime.closeStdin(job).catch(() => {}) // the restored shim opened its keep-alive end again
     // Renamed away now, deleted in the background: not inside the job's downtime.
-    const cleanup = async (): Promise<void> => { await this.init.discard(inc.dir) }
+    const cleanup = async (): Promise<void> => {
+      await this.init.discard(inc.dir)
+      if (inc.early !== undefined) await this.init.discard(earlyDir(inc))
+    }
     // Post-copy: the lazy-pages daemon reads the images dir until the last page arrived.
     if (lazyPages) {
       postCopy.watchPull(vpid, job, cleanup, async why => { await this.loseHere(vpid, job, why) })
@@ -374,8 +395,15 @@ export class IncomingMigrations {
     inc.pageServer?.stop()
     await inc.received?.catch(() => {})
     await inc.pageServer?.done.catch(() => {})
+    await inc.early?.abandon()
     await rm(inc.dir, { recursive: true, force: true })
+    await rm(earlyDir(inc), { recursive: true, force: true })
   }
+}
+
+/** Where the restore started at the prepare finds its images once they are in: beside the received ones. */
+function earlyDir (inc: Incoming): string {
+  return `${inc.dir}.restore`
 }
 
 /** The received images' sha256 digests (asked for with ReceiveOptions.sha256 when re-checking). */

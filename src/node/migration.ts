@@ -60,6 +60,8 @@ export interface MigrationServiceInit extends MigrationParts {
   readonly streamRestore?: boolean
   /** Targets re-hash received images right before restoring them (default false). */
   readonly recheckBeforeRestore?: boolean
+  /** As a target, start CRIU's restore when a stop-copy is prepared (migration.earlyRestore; default true). */
+  readonly earlyRestore?: boolean
   /** An image send that moves no data (and gets no answer) this long is given up, ms (default 30 000). */
   readonly transferIdleMs?: number
 }
@@ -96,7 +98,7 @@ export class MigrationService {
     this.incoming = new IncomingMigrations({
       selfName: init.selfName, local: init.local, runtime: init.runtime, dir: join(init.dir, 'in'), logger: init.logger,
       hooks: this.hooks, postCopy: this.postCopy, maxImageBytes: init.maxImageBytes ?? 64 * 2 ** 30, incomingTtlMs: init.incomingTtlMs ?? 600_000,
-      recheckBeforeRestore: init.recheckBeforeRestore ?? false, discard: async path => { await this.discarder.discard(path) }
+      recheckBeforeRestore: init.recheckBeforeRestore ?? false, earlyRestore: init.earlyRestore ?? true, discard: async path => { await this.discarder.discard(path) }
     })
   }
 
@@ -109,7 +111,11 @@ export class MigrationService {
     for (const vpid of this.unfinishedIncoming.splice(0)) {
       if (local.has(vpid) && local.get(vpid).state !== 'moved') continue
       const found = await runtime.adopt(vpid).catch(() => undefined)
-      if (found === undefined) continue
+      if (found === undefined) {
+        // A restore started early (migration.earlyRestore) that never got its images leaves the job's dir and cgroup.
+        await runtime.removeStored(vpid).catch((err: unknown) => { logger.warn({ vpid, err: String(err) }, 'could not remove what an unfinished restore left') })
+        continue
+      }
       logger.warn({ vpid }, 'killing a restored copy whose migration never completed')
       if (found.exit === undefined) {
         await runtime.signal(found.job, 'SIGKILL').catch(() => {})

@@ -33,6 +33,9 @@ export const migratedJobSchema = z.object({
   stdinClosed: z.boolean().optional()
 })
 
+/** The job's stdio files as CRIU names them in a dump (`file[mnt:ino]`), redirected on restore. */
+const dumpedStdioSchema = z.array(z.object({ key: z.string().max(64).regex(/^file\[[0-9a-f]+:[0-9a-f]+\]$/), stream: z.enum(['stdout', 'stderr', 'stdin']) })).max(64)
+
 /** Source → target: reserve room for vpid; images follow on `/ssi/images/1` from the same node. */
 export const migratePrepareSchema = z.object({
   vpid,
@@ -49,7 +52,12 @@ export const migratePrepareSchema = z.object({
    * --stream`, the restore RPC sent alongside the images); a target that can answers `{ restore:
    * 'stream' }`, else the restore waits for the images as before.
    */
-  restore: z.enum(['stream']).optional()
+  restore: z.enum(['stream']).optional(),
+  /**
+   * stop-copy: the stdio files the dump will name (as the restore call does), so that the target
+   * can start CRIU's restore at once and have it wait for the images (src/migration/inventory-hold.ts).
+   */
+  stdio: dumpedStdioSchema.optional()
 }).strict()
 
 /** The target's answer to migrate.prepare. */
@@ -60,7 +68,7 @@ export const migrateVpidSchema = z.object({ vpid }).strict()
 /** Source → target: the images arrived; restore, redirecting the output files CRIU names so. */
 export const migrateRestoreSchema = z.object({
   vpid,
-  stdio: z.array(z.object({ key: z.string().max(64).regex(/^file\[[0-9a-f]+:[0-9a-f]+\]$/), stream: z.enum(['stdout', 'stderr', 'stdin']) })).max(64)
+  stdio: dumpedStdioSchema
 }).strict()
 
 export const migrationResultSchema = z.object({

@@ -1,6 +1,6 @@
 /** A 2-node cluster for migration tests, with per-daemon environments, and its teardown. */
 import { existsSync } from 'node:fs'
-import { readFile } from 'node:fs/promises'
+import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ssi } from './cli.js'
 import { eventually, makeCluster } from './cluster.js'
@@ -51,4 +51,15 @@ export async function jobCgroupDirs (c: TestCluster, node: string, vpid: number)
   const mounts = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter(l => l.includes(' cgroup '))
   mounts.sort((a, b) => Number(b.includes('pids')) - Number(a.includes('pids')))
   return mounts.map(l => join(l.split(' ')[4] ?? '', `ssi-${c.config.name}-${node}`, String(vpid)))
+}
+
+/** Pids of the CRIU processes whose command line names `path` (e.g. a restore's images dir). */
+export async function criuUsing (path: string): Promise<number[]> {
+  const pids: number[] = []
+  for (const name of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(name)) continue
+    const argv = (await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '')).split('\0')
+    if (argv.some(a => /(^|\/)criu$/.test(a)) && argv.includes(path)) pids.push(Number(name))
+  }
+  return pids
 }

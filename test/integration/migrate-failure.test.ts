@@ -14,7 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { ssi } from '../helpers/cli.js'
 import type { CliResult } from '../helpers/cli.js'
 import { eventually, makeCluster } from '../helpers/cluster.js'
-import { jobCgroupDirs, psJob, tearDown, twoNodes } from '../helpers/two-nodes.js'
+import { criuUsing, jobCgroupDirs, psJob, tearDown, twoNodes } from '../helpers/two-nodes.js'
 import type { TestCluster } from '../helpers/cluster.js'
 import type { JobInfo, NodeInfo, PsResult } from '../../src/api/schema.js'
 
@@ -64,17 +64,23 @@ describe('migration failures (real daemons, real CRIU)', () => {
       const sizes = await Promise.all((await readdir(inDir)).map(async f => (await stat(join(inDir, f))).size))
       return sizes.reduce((a, b) => a + b, 0) > 1024 * 1024
     }, 60_000, 'the transfer under way')
+    // The target's CRIU started when the migration was prepared and waits for the images.
+    expect((await criuUsing(`${inDir}.restore`)).length).toBeGreaterThan(0)
     process.kill(n2pid, 'SIGKILL')
     const r = await migrating
     expect(r.code).not.toBe(0)
     // Streamed pages (migration.streamPages) break during the dump, which lets the tree run on; files break while sent.
     expect(r.stderr).toMatch(/dump of job \d+ failed: streaming the pages to n2 failed: |migration of job \d+ transferring failed: sending the images to n2 failed: .*; it runs here again/s)
     expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running', migration: { from: 'n1', to: 'n2', outcome: 'rolled-back' } })
-    // On the target: no process, no cgroup, and its images are gone once it restarts.
-    for (const dir of await jobCgroupDirs(c, 'n2', vpid)) expect(existsSync(dir)).toBe(false)
-    expect(existsSync(join(c.dir, 'n2', 'jobs', String(vpid)))).toBe(false)
+    // On the target: no process of the job. Its restore, started when the migration was prepared
+    // (migration.earlyRestore), failed with its daemon (CRIU reading its held inventory saw EOF);
+    // what that left (the job's dir and an empty cgroup) goes, with the images, once it restarts.
+    await eventually(async () => (await criuUsing(`${inDir}.restore`)).length === 0, 10_000, 'no CRIU left restoring')
     await c.start(['n2'])
     expect(existsSync(inDir)).toBe(false)
+    expect(existsSync(`${inDir}.restore`)).toBe(false)
+    const cgroups = await jobCgroupDirs(c, 'n2', vpid)
+    await eventually(async () => cgroups.every(dir => !existsSync(dir)) && !existsSync(join(c?.dir ?? '', 'n2', 'jobs', String(vpid))), 20_000, 'the restore\'s leftovers removed')
     const waited = await ssi(c.socket('n1'), ['wait', String(vpid)], { timeoutMs: 60_000 })
     expect(waited.code).toBe(4)
     const logs = await ssi(c.socket('n1'), ['logs', String(vpid)])

@@ -7,7 +7,7 @@
  * daemon cancels what it holds.
  */
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { appendFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -20,7 +20,7 @@ import type { MigrationTestHooks } from '../../src/node/migration-hooks.js'
 import type { PostCopyPlumbing } from '../../src/node/migration-post-copy.js'
 import type { MigratePrepareParams } from '../../src/protocol/migrate.js'
 import type { LocalJobs } from '../../src/ssi/jobs/local.js'
-import type { JobRuntime } from '../../src/ssi/jobs/runtime.js'
+import type { DumpedFile, JobRuntime, RuntimeJob, RuntimeRestoreSpec } from '../../src/ssi/jobs/runtime.js'
 
 const VPID = 2_000_007
 const never = new AbortController().signal
@@ -36,7 +36,7 @@ interface Setup {
   pageServerStopped: () => boolean
 }
 
-async function setup (): Promise<Setup> {
+async function setup (extra: Partial<JobRuntime> = {}): Promise<Setup> {
   const root = await mkdtemp(join(tmpdir(), 'ssi-incoming-'))
   dirs.push(root)
   let stopped = false
@@ -48,9 +48,10 @@ async function setup (): Promise<Setup> {
   }
   let start = (): void => {}
   const runtime = {
-    receivePages: async () => { await new Promise<void>(resolve => { start = resolve }); return server }
+    receivePages: async () => { await new Promise<void>(resolve => { start = resolve }); return server },
+    ...extra
   } as unknown as JobRuntime
-  const local = { canReceive: () => true, has: () => false } as unknown as LocalJobs
+  const local = { canReceive: () => true, has: () => false, adoptMigrated: async () => {} } as unknown as LocalJobs
   const postCopy = { cancelIn: () => {}, prepareIn: async () => {}, isPulling: () => false } as unknown as PostCopyPlumbing
   const hooks: MigrationTestHooks = { run: async () => {}, wrapImages: c => c }
   const logger = { info: () => {}, warn: () => {}, debug: () => {}, error: () => {}, child: () => logger } as unknown as Logger
@@ -62,13 +63,14 @@ async function setup (): Promise<Setup> {
   return { incoming, inDir, root, startPageServer: () => { start() }, pageServerStopped: () => stopped }
 }
 
-const params = (pages?: 'stream'): MigratePrepareParams => ({
+const params = (pages?: 'stream', stdio?: DumpedFile[]): MigratePrepareParams => ({
   vpid: VPID,
   job: {
     vpid: VPID, owner: { uid: 0, gid: 0, user: 'root', groups: [] }, argv: ['sleep', '1'], cwd: '/', hostname: 'h', limits: { pids: 10 },
     homeNode: 'n1', createdMs: 1, startedMs: 1, stdin: false, stdinClosed: false
   },
-  ...(pages === undefined ? {} : { pages })
+  ...(pages === undefined ? {} : { pages }),
+  ...(stdio === undefined ? {} : { stdio })
 } as unknown as MigratePrepareParams)
 
 async function until (what: () => boolean): Promise<void> {
@@ -133,5 +135,100 @@ describe('a target drops what it holds of a migration that cannot complete', () 
     expect(s.pageServerStopped()).toBe(true)
     expect(existsSync(join(s.inDir, String(VPID)))).toBe(false)
     await expect(s.incoming.prepare(params(), 'n1')).rejects.toThrow(/stopping/)
+  })
+})
+
+/**
+ * A runtime whose restore behaves as CRIU's towards its images dir: it opens inventory.img first
+ * and reads it to its end (a held FIFO: until released or abandoned), and fails on an empty one.
+ */
+function earlyRuntime (root: string): { runtime: Partial<JobRuntime>, calls: Array<{ spec: RuntimeRestoreSpec, inventory: Promise<string> }> } {
+  const calls: Array<{ spec: RuntimeRestoreSpec, inventory: Promise<string> }> = []
+  const jobDir = join(root, 'jobs', String(VPID))
+  const runtime: Partial<JobRuntime> = {
+    restoresEarly: true,
+    paths: () => ({ jobDir, stdout: join(jobDir, 'stdout'), stderr: join(jobDir, 'stderr') }),
+    confirmRestored: () => true,
+    restore: async (spec) => {
+      const inventory = readFile(join(spec.imagesDir, 'inventory.img'), 'utf8')
+      calls.push({ spec, inventory })
+      if ((await inventory) === '') throw new Error('Unexpected EOF')
+      return { vpid: spec.vpid, hostPid: 1 } as unknown as RuntimeJob
+    }
+  }
+  return { runtime, calls }
+}
+
+const STDIO: DumpedFile[] = [{ key: 'file[1a:2b]', stream: 'stdout' }, { key: 'file[1a:2c]', stream: 'stderr' }]
+
+/** Sends a dump-like images dir (with the staged output) for VPID and waits until it is received. */
+async function sendImages (s: Setup): Promise<void> {
+  const src = join(s.root, 'src')
+  await mkdir(src, { recursive: true })
+  await writeFile(join(src, 'inventory.img'), 'INVENTORY')
+  await writeFile(join(src, 'core-1.img'), 'core')
+  await writeFile(join(src, 'pages-1.img'), Buffer.alloc(2 * 1024 * 1024, 7))
+  await writeFile(join(src, 'ssi.stdout'), 'out 2\n')
+  await writeFile(join(src, 'ssi.stderr'), 'err 2\n')
+  const [a, b] = createMemoryChannelPair({ highWaterMark: 1024 * 1024 })
+  const receiving = s.incoming.receiveImages(b, 'n1', never)
+  await sendImageDir(a, src, { label: String(VPID), checksum: 'crc32' })
+  await receiving
+}
+
+describe('a target starts CRIU\'s restore when the migration is prepared (migration.earlyRestore)', () => {
+  it('the restore waits for its inventory; once the images are in, the output is appended and CRIU reads them all', async () => {
+    const s0 = await setup()
+    const { runtime, calls } = earlyRuntime(s0.root)
+    const s = await setup(runtime)
+    await s.incoming.prepare(params(undefined, STDIO), 'n1')
+    const restoreDir = join(s.inDir, `${VPID}.restore`)
+    expect(calls.map(c => c.spec)).toEqual([expect.objectContaining({ imagesDir: restoreDir, waitsForImages: true, hold: true, stdio: STDIO })])
+    expect(await readdir(restoreDir)).toEqual(['inventory.img'])
+    const paths = (runtime.paths as JobRuntime['paths'])(VPID)
+    await appendFile(paths.stdout, 'out 1\n') // what the job printed before (the early restore made the file)
+    await sendImages(s)
+    expect(s.incoming.holds(VPID, 'n1')).toBe('incoming')
+    await s.incoming.restore(VPID, STDIO, 'n1', never)
+    expect(await calls[0]?.inventory).toBe('INVENTORY')
+    expect(calls).toHaveLength(1)
+    expect(await readFile(paths.stdout, 'utf8')).toBe('out 1\nout 2\n')
+    expect(await readFile(paths.stderr, 'utf8')).toBe('err 2\n')
+    await until(() => !existsSync(join(s.inDir, String(VPID))) && !existsSync(restoreDir)) // discarded once adopted
+  })
+
+  it('a dump that named other stdio files: the early restore gets no inventory and fails, the images are restored anew', async () => {
+    const s0 = await setup()
+    const { runtime, calls } = earlyRuntime(s0.root)
+    const s = await setup(runtime)
+    await s.incoming.prepare(params(undefined, STDIO), 'n1')
+    await sendImages(s)
+    const other: DumpedFile[] = [{ key: 'file[1a:2d]', stream: 'stdout' }, STDIO[1] as DumpedFile]
+    await s.incoming.restore(VPID, other, 'n1', never)
+    expect(await calls[0]?.inventory).toBe('')
+    expect(calls[1]?.spec).toMatchObject({ imagesDir: join(s.inDir, String(VPID)), stdio: other })
+    expect(calls[1]?.spec.waitsForImages).toBeUndefined()
+    expect(existsSync(join(s.inDir, `${VPID}.restore`))).toBe(false)
+  })
+
+  it('a cancel before the images are in ends the early restore and leaves no dir', async () => {
+    const s0 = await setup()
+    const { runtime, calls } = earlyRuntime(s0.root)
+    const s = await setup(runtime)
+    await s.incoming.prepare(params(undefined, STDIO), 'n1')
+    await s.incoming.cancel(VPID, 'n1')
+    expect(await calls[0]?.inventory).toBe('')
+    expect(existsSync(join(s.inDir, `${VPID}.restore`))).toBe(false)
+    expect(existsSync(join(s.inDir, String(VPID)))).toBe(false)
+    expect(s.incoming.holds(VPID, 'n1')).toBe('absent')
+  })
+
+  it('no stdio in the prepare: the restore starts once the images are in', async () => {
+    const s0 = await setup()
+    const { runtime, calls } = earlyRuntime(s0.root)
+    const s = await setup(runtime)
+    await s.incoming.prepare(params(), 'n1')
+    expect(calls).toHaveLength(0)
+    expect(existsSync(join(s.inDir, `${VPID}.restore`))).toBe(false)
   })
 })

@@ -47,6 +47,7 @@ export async function createJobRuntime (init: JobRuntimeInit): Promise<JobRuntim
 
 class HostJobRuntime implements JobRuntime {
   readonly restoresStreaming = true
+  readonly restoresEarly = true
   private criu: Promise<Criu> | undefined
   private caps: Promise<MigrationCapabilities> | undefined
 
@@ -191,7 +192,7 @@ class HostJobRuntime implements JobRuntime {
   }
 
   /** The job's stdio files as CRIU external files; its stdin FIFO too (restored onto the new node's FIFO, with what it held). */
-  private async dumpedStdio (job: RuntimeJob): Promise<DumpedFile[]> {
+  async dumpedStdio (job: RuntimeJob): Promise<DumpedFile[]> {
     const p = this.paths(job.vpid)
     const stdin = join(p.jobDir, 'stdin')
     const hasStdin = (await stat(stdin).catch(() => undefined))?.isFIFO() === true
@@ -272,9 +273,10 @@ class HostJobRuntime implements JobRuntime {
     // what the old FIFO held. A FIFO left here (a rollback) must not still hold those bytes.
     const stdin = spec.stdio.some(f => f.stream === 'stdin')
     if (stdin) await drainFifo(join(p.jobDir, 'stdin'))
-    // Streaming, the restore lasts as long as the transfer: bounded by the caller's signal (the
-    // source's deadline after its send, a broken transfer, a cancel), not by the start timeout.
-    const timeoutMs = spec.stream === true ? 24 * 3600_000 : undefined
+    // Streaming or started early, the restore lasts as long as the transfer: bounded by the
+    // caller's signal (the source's deadline after its send, a broken transfer, a cancel), not by
+    // the start timeout.
+    const timeoutMs = spec.stream === true || spec.waitsForImages === true ? 24 * 3600_000 : undefined
     const handle = await this.spawner.restore({ id: String(spec.vpid), jobsRoot: this.jobsRoot, command, pidFile, stdin, limits: spec.limits, hold: spec.hold, timeoutMs }, signal)
     return this.wrap(spec.vpid, handle)
   }

@@ -51,6 +51,12 @@ export interface RuntimeRestoreSpec {
    * run, anything else or the writer's end kills it (restore then fails). Until then `restore` waits.
    */
   readonly gate?: string
+  /**
+   * CRIU starts before the images are complete (a streamer, or an inventory held back:
+   * src/migration/inventory-hold.ts), so the restore lasts as long as the transfer: no start
+   * timeout, the caller's signal bounds it.
+   */
+  readonly waitsForImages?: boolean
 }
 
 /** A post-copy dump in progress: the images but memory are written, pages are being served. */
@@ -124,6 +130,10 @@ export interface JobRuntime {
   confirmRestored(job: RuntimeJob): boolean
   /** `restore` takes `stream` and `gate` (a CRIU that reads images from a streamer). */
   readonly restoresStreaming?: boolean
+  /** `restore` runs CRIU, which reads the images only as it needs them: it may start before they are complete (`waitsForImages`). */
+  readonly restoresEarly?: boolean
+  /** CRIU's names of the job's stdio files, as `checkpoint` will return them (a target may start its restore with them). */
+  dumpedStdio?(job: RuntimeJob): Promise<DumpedFile[]>
   /** What this host can do for migration (post-copy, pre-copy); optional for runtimes without CRIU. */
   capabilities?(signal?: AbortSignal): Promise<MigrationCapabilities>
   /**
