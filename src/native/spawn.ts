@@ -121,6 +121,73 @@ export function spawnDetached (path: string, argv: readonly string[], opts: Deta
   }
 }
 
+export interface ChildSpawnOptions {
+  /** Become the child's fds 3, 4, ... in order (each must be >= 3 + fds.length: see below). */
+  readonly fds: readonly number[]
+  /** Becomes the child's fds 1 and 2; fd 0 is /dev/null. */
+  readonly outputFd: number
+}
+
+/**
+ * Starts `path` as a child in the daemon's own session (as child_process.spawn without `detached`),
+ * signals reset as in spawnDetached, with `fds` as its fds 3, 4, ... Returns its pid once it has
+ * exec'd; the caller waits for it (`waitChild`). Returns undefined where posix_spawn cannot do it
+ * (no glibc through koffi, or a source fd among the target numbers, which an earlier dup2 of the
+ * same spawn would overwrite): use child_process there.
+ * @throws NativeError (errno of the failed exec)
+ */
+export function spawnChild (path: string, argv: readonly string[], opts: ChildSpawnOptions): number | undefined {
+  const last = 3 + opts.fds.length
+  if (!posixSpawnAvailable() || [opts.outputFd, ...opts.fds].some(fd => fd < last)) return undefined
+  const c = bind()
+  const actions = Buffer.alloc(OPAQUE_BYTES)
+  const attr = Buffer.alloc(OPAQUE_BYTES)
+  const all = Buffer.alloc(OPAQUE_BYTES)
+  const none = Buffer.alloc(OPAQUE_BYTES)
+  c.faInit(actions)
+  c.attrInit(attr)
+  try {
+    c.sigFill(all)
+    c.sigEmpty(none)
+    c.attrSigDefault(attr, all)
+    c.attrSigMask(attr, none)
+    c.attrFlags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
+    c.faOpen(actions, 0, '/dev/null', O_RDONLY, 0)
+    c.faDup2(actions, opts.outputFd, 1)
+    c.faDup2(actions, opts.outputFd, 2)
+    opts.fds.forEach((fd, i) => { c.faDup2(actions, fd, 3 + i) })
+    const env = Object.entries(process.env).flatMap(([k, v]) => v === undefined ? [] : [`${k}=${v}`])
+    const pid = [0]
+    const err = c.spawn(pid, path, actions, attr, [...argv, null], [...env, null])
+    if (err !== 0) throw new NativeError('posix_spawn', err, path)
+    return pid[0] as number
+  } finally {
+    c.faDestroy(actions)
+    c.attrDestroy(attr)
+  }
+}
+
+/** How a child from spawnChild ended: its exit code, or the signal that killed it. */
+export interface ChildExit {
+  readonly code: number | null
+  readonly signal: number | null
+}
+
+/** Resolves once the child `pid` (from spawnChild) has exited, and reaps it; polls every `pollMs`. */
+export async function waitChild (pid: number, pollMs = 5): Promise<ChildExit> {
+  for (;;) {
+    const status = [0]
+    const r = bind().waitpid(pid, status, WNOHANG)
+    if (r === pid) {
+      const s = status[0] as number
+      // <sys/wait.h>: WIFEXITED is (s & 0x7f) == 0, WEXITSTATUS (s >> 8) & 0xff, WTERMSIG s & 0x7f.
+      return (s & 0x7f) === 0 ? { code: (s >> 8) & 0xff, signal: null } : { code: null, signal: s & 0x7f }
+    }
+    if (r < 0) return { code: null, signal: null } // not ours (ECHILD): someone else reaped it
+    await new Promise(resolve => setTimeout(resolve, pollMs))
+  }
+}
+
 const unreaped = new Set<number>()
 let reaper: NodeJS.Timeout | undefined
 /** ms between checks for children that have not exited yet. */

@@ -3,6 +3,7 @@
  * MigrationSource, and MigrationTarget: how the source reaches the target), over LocalJobs and
  * the job runtime; ./migration.ts runs them, ./migration-target.ts is the other end.
  */
+import { copyFileSync, statSync } from 'node:fs'
 import { access, copyFile, mkdir, rm, unlink } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { readDumpStats } from '../migration/dump-stats.js'
@@ -126,14 +127,14 @@ export class OutgoingMigrations {
         const stdio = out.streamPages === true
           ? await this.checkpointStreaming(out, target, dir, signal)
           : await runtime.checkpoint(out.job, dir, signal)
-        const stats = await readDumpStats(dir)
+        const stats = readDumpStats(dir)
         if (stats !== undefined) this.dumpStats.set(vpid, stats)
         return stdio
       },
       stageOutput: async (vpid, dir) => {
         const paths = runtime.paths(vpid)
-        await copyFile(paths.stdout, join(dir, STAGED.stdout))
-        await copyFile(paths.stderr, join(dir, STAGED.stderr))
+        await stage(paths.stdout, join(dir, STAGED.stdout))
+        await stage(paths.stderr, join(dir, STAGED.stderr))
       },
       commit: async (vpid, to, dir) => {
         this.outgoing.delete(vpid)
@@ -311,4 +312,13 @@ export class OutgoingMigrations {
       }
     }
   }
+}
+
+/** Output up to this size is copied synchronously (the page send keeps the thread pool busy meanwhile). */
+const SMALL_OUTPUT_BYTES = 4 * 1024 * 1024
+
+/** Copies a job's output file into its images dir, inside the downtime: most are small. */
+async function stage (from: string, to: string): Promise<void> {
+  if (statSync(from).size <= SMALL_OUTPUT_BYTES) copyFileSync(from, to)
+  else await copyFile(from, to)
 }

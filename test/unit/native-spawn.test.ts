@@ -1,8 +1,12 @@
-/** spawnDetached (posix_spawn): the child's fd 1 is the given pipe, it leads its own session, and it is reaped. */
+/**
+ * spawnDetached (posix_spawn): the child's fd 1 is the given pipe, it leads its own session, and it
+ * is reaped. spawnChild: the given fds become its 3, 4, ..., its output goes to one fd, and
+ * waitChild tells its exit code or signal.
+ */
 import { closeSync, readFileSync } from 'node:fs'
 import { Socket } from 'node:net'
 import { expect, it } from 'vitest'
-import { pipeCloexec, posixSpawnAvailable, reapLater, spawnDetached } from '../../src/native/spawn.js'
+import { pipeCloexec, posixSpawnAvailable, reapLater, spawnChild, spawnDetached, waitChild } from '../../src/native/spawn.js'
 import { NativeError } from '../../src/native/errors.js'
 
 async function readAll (fd: number): Promise<string> {
@@ -44,4 +48,31 @@ it.runIf(posixSpawnAvailable())('throws a NativeError naming errno when the prog
     closeSync(r)
     closeSync(w)
   }
+})
+
+it.runIf(posixSpawnAvailable())('spawnChild passes fds as 3, 4, ..., writes fds 1 and 2 to one pipe, stays in our session; waitChild reports the exit', async () => {
+  const [r, w] = pipeCloexec()
+  const [a, aw] = pipeCloexec()
+  const [b, bw] = pipeCloexec()
+  const script = 'echo one >&3; echo two >&4; echo out; echo err >&2; set -- $(cut -d" " -f6 /proc/$$/stat); echo "sid $1"; exit 7'
+  const pid = spawnChild('/bin/sh', ['sh', '-c', script], { fds: [aw, bw], outputFd: w })
+  for (const fd of [w, aw, bw]) closeSync(fd)
+  expect(pid).toBeGreaterThan(0)
+  const [output, one, two] = await Promise.all([readAll(r), readAll(a), readAll(b)])
+  expect(one).toBe('one\n')
+  expect(two).toBe('two\n')
+  const lines = output.trim().split('\n')
+  expect(lines.slice(0, 2)).toEqual(['out', 'err'])
+  expect(lines[2]).not.toBe(`sid ${pid ?? 0}`) // not a session leader: ours
+  expect(await waitChild(pid ?? -1)).toEqual({ code: 7, signal: null })
+  expect(procState(pid ?? -1)).toBeUndefined()
+})
+
+it.runIf(posixSpawnAvailable())('waitChild reports a signal; spawnChild declines a source fd among the target numbers', async () => {
+  const [r, w] = pipeCloexec()
+  const pid = spawnChild('/bin/sh', ['sh', '-c', 'kill -9 $$'], { fds: [], outputFd: w })
+  closeSync(w)
+  closeSync(r)
+  expect(await waitChild(pid ?? -1)).toEqual({ code: null, signal: 9 })
+  expect(spawnChild('/bin/true', ['true'], { fds: [3], outputFd: 100 })).toBeUndefined()
 })

@@ -5,8 +5,11 @@
  * process per dump/restore leaks nothing into the next one.
  */
 import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
 import { closeSync } from 'node:fs'
+import { Socket } from 'node:net'
+import { constants } from 'node:os'
+import type { Readable } from 'node:stream'
+import { pipeCloexec, posixSpawnAvailable, spawnChild, waitChild } from '../../native/spawn.js'
 import { socketPair } from '../../native/socketpair.js'
 import { SeqpacketChannel } from './channel.js'
 import { CriuError, significantMessage, summarizeLog } from './errors.js'
@@ -50,7 +53,7 @@ export interface SwrkCall {
 }
 
 interface Worker {
-  readonly child: ChildProcess
+  readonly kill: () => void
   readonly channel: SeqpacketChannel
   readonly exited: Promise<string>
   readonly stderr: () => string
@@ -58,10 +61,10 @@ interface Worker {
 
 function startWorker (criuPath: string, fds: readonly number[]): Worker {
   const [ours, theirs] = socketPair('seqpacket')
-  let child: ChildProcess
+  let started: Omit<Worker, 'channel' | 'stderr'> & { output: Readable[] }
   try {
-    // uv_spawn returns after exec succeeded (or failed), so closing `theirs` next is safe.
-    child = spawn(criuPath, ['swrk', '3'], { stdio: ['ignore', 'pipe', 'pipe', theirs, ...fds] })
+    // Both return after exec succeeded (or failed), so closing `theirs` next is safe.
+    started = spawnWorker(criuPath, theirs, fds) ?? forkWorker(criuPath, theirs, fds)
   } catch (err) {
     closeSync(ours)
     throw err
@@ -70,13 +73,51 @@ function startWorker (criuPath: string, fds: readonly number[]): Worker {
   }
   let output = ''
   const keep = (chunk: Buffer): void => { output = (output + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES) }
-  child.stdout?.on('data', keep)
-  child.stderr?.on('data', keep)
+  for (const stream of started.output) stream.on('data', keep).on('error', () => {})
+  return { kill: started.kill, exited: started.exited, channel: new SeqpacketChannel(ours), stderr: () => output }
+}
+
+function describeExit (code: number | null, sig: string | number | null): string {
+  const name = typeof sig === 'number' ? Object.entries(constants.signals).find(([, n]) => n === sig)?.[0] ?? sig : sig
+  return name !== null ? `criu killed by ${name}` : `criu exited with ${code}`
+}
+
+/**
+ * Through posix_spawn: child_process.spawn forks the whole daemon first, 4-7 ms of every dump
+ * inside a migration's downtime here (more under load). Undefined where it cannot (spawnChild),
+ * or where the exec fails.
+ */
+function spawnWorker (criuPath: string, socket: number, fds: readonly number[]): Omit<Worker, 'channel' | 'stderr'> & { output: Readable[] } | undefined {
+  if (!posixSpawnAvailable()) return undefined
+  const [r, w] = pipeCloexec()
+  let pid: number | undefined
+  try {
+    pid = spawnChild(criuPath, [criuPath, 'swrk', '3'], { fds: [socket, ...fds], outputFd: w })
+  } catch {
+    pid = undefined // e.g. ENOENT: child_process reports it as the call's failure, as always
+  } finally {
+    closeSync(w)
+  }
+  if (pid === undefined) {
+    closeSync(r)
+    return undefined
+  }
+  const child = pid
+  const exited = waitChild(child).then(e => describeExit(e.code, e.signal))
+  let gone = false
+  void exited.then(() => { gone = true })
+  // Not reaped before `exited` settles, so the pid cannot have been reused meanwhile.
+  const kill = (): void => { if (!gone) try { process.kill(child, 'SIGKILL') } catch { /* exited */ } }
+  return { kill, exited, output: [new Socket({ fd: r, readable: true, writable: false })] }
+}
+
+function forkWorker (criuPath: string, socket: number, fds: readonly number[]): Omit<Worker, 'channel' | 'stderr'> & { output: Readable[] } {
+  const child = spawn(criuPath, ['swrk', '3'], { stdio: ['ignore', 'pipe', 'pipe', socket, ...fds] })
   const exited = new Promise<string>((resolve) => {
     child.once('error', (err) => { resolve(`cannot run ${criuPath}: ${err.message}`) })
-    child.once('exit', (code, sig) => { resolve(sig !== null ? `criu killed by ${sig}` : `criu exited with ${code}`) })
+    child.once('exit', (code, sig) => { resolve(describeExit(code, sig)) })
   })
-  return { child, channel: new SeqpacketChannel(ours), exited, stderr: () => output }
+  return { kill: () => { child.kill('SIGKILL') }, exited, output: [child.stdout, child.stderr].filter((s): s is Readable => s !== null) }
 }
 
 async function answerNotify (worker: Worker, call: SwrkCall, resp: WireResponse): Promise<Error | undefined> {
@@ -115,7 +156,7 @@ async function converse (worker: Worker, call: SwrkCall): Promise<Conversation> 
 }
 
 async function reap (worker: Worker): Promise<string> {
-  const timer = setTimeout(() => { worker.child.kill('SIGKILL') }, EXIT_GRACE_MS)
+  const timer = setTimeout(() => { worker.kill() }, EXIT_GRACE_MS)
   try {
     return await worker.exited
   } finally {
@@ -164,15 +205,22 @@ async function finalResponse (worker: Worker, call: SwrkCall, outcome: Conversat
 export async function callSwrk (call: SwrkCall): Promise<WireResponse> {
   call.signal?.throwIfAborted()
   const worker = startWorker(call.criuPath, call.fds ?? [])
-  const onAbort = (): void => { worker.child.kill('SIGKILL') }
+  const onAbort = (): void => { worker.kill() }
   call.signal?.addEventListener('abort', onAbort, { once: true })
+  let answered = false
   try {
     const outcome = await converse(worker, call).catch((err: unknown): Conversation => ({ broken: err instanceof Error ? err : new Error(String(err)) }))
-    return await finalResponse(worker, call, outcome)
+    const resp = await finalResponse(worker, call, outcome)
+    answered = resp.success
+    return resp
   } finally {
     call.signal?.removeEventListener('abort', onAbort)
     worker.channel.close()
-    await reap(worker)
+    // A successful answer is CRIU's last act (images written and closed, a dumped tree killed):
+    // its exit (1-10 ms of a migration's downtime here) is not waited for. A failure's is, so
+    // that nothing of it is left running when the caller rolls back.
+    if (answered) void reap(worker)
+    else await reap(worker)
   }
 }
 
