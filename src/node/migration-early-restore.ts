@@ -45,7 +45,7 @@ export class EarlyRestore {
   private failure: unknown
   private released = false
 
-  private constructor (private readonly spec: EarlyRestoreSpec, private readonly hold: InventoryHold, runtime: JobRuntime) {
+  private constructor (private readonly spec: EarlyRestoreSpec, private readonly hold: InventoryHold, private readonly runtime: JobRuntime) {
     this.restoring = runtime.restore({ vpid: spec.vpid, imagesDir: spec.restoreDir, limits: spec.limits, stdio: spec.stdio, hold: true, waitsForImages: true }, this.stop.signal)
     this.restoring.catch((err: unknown) => { this.failure = err ?? new Error('the early restore failed') })
   }
@@ -87,7 +87,10 @@ export class EarlyRestore {
     }
   }
 
-  /** Ends a restore not released: CRIU fails on an empty inventory, and its restore call with it. No-op once released. */
+  /**
+   * Ends a restore not released: CRIU fails on an empty inventory, and its restore call with it;
+   * the job's dir and cgroup it made go too (the job does not run here). No-op once released.
+   */
   async abandon (): Promise<void> {
     if (this.released) return
     this.released = true
@@ -96,6 +99,7 @@ export class EarlyRestore {
     if (!settled) this.stop.abort(new Error('the early restore was abandoned and CRIU did not end'))
     await this.restoring.catch(() => {})
     await rm(this.spec.restoreDir, { recursive: true, force: true })
+    await this.runtime.removeStored(this.spec.vpid).catch(() => {})
   }
 }
 

@@ -30,7 +30,7 @@ export async function settlePostCopy (init: RecoveryInit, entry: JournalEntry<Du
     return
   }
   if (!BEFORE_RESTORE.has(phase)) {
-    const holds = await askTarget(init, target, vpid)
+    const holds = await askTarget(init, target, vpid, entry.startedMs)
     if (holds === 'running') {
       await killTree(init, job.runtime)
       await local.markMoved(vpid, target, `${why}; ${target} runs it with every page`)

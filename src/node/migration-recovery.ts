@@ -83,7 +83,7 @@ async function settle (init: RecoveryInit, entry: JournalEntry<DumpedFile[]>): P
 
 async function settleWithTarget (init: RecoveryInit, entry: JournalEntry<DumpedFile[]>, old: RuntimeJob | undefined, why: string): Promise<void> {
   const { vpid, target } = entry
-  const holds = await askTarget(init, target, vpid)
+  const holds = await askTarget(init, target, vpid, entry.startedMs)
   if (holds === 'running') {
     await moved(init, entry, `${why}; ${target} had restored it`)
     return
@@ -121,12 +121,12 @@ async function restoredElsewhere (init: RecoveryInit, entry: JournalEntry<Dumped
 }
 
 /** What the target holds, once it is neither unreachable nor still restoring; undefined after the deadline. */
-export async function askTarget (init: RecoveryInit, target: string, vpid: number): Promise<Exclude<TargetHolds, 'restoring' | 'pulling'> | undefined> {
+export async function askTarget (init: RecoveryInit, target: string, vpid: number, migrationStartedMs?: number): Promise<Exclude<TargetHolds, 'restoring' | 'pulling'> | undefined> {
   let deadline = Date.now() + init.settleTimeoutMs
   for (;;) {
     init.signal.throwIfAborted()
     try {
-      const answer = await init.rpc.call(target, 'migrate.status', { vpid }, { signal: init.signal, timeoutMs: 5000 }) as { holds?: TargetHolds }
+      const answer = await init.rpc.call(target, 'migrate.status', { vpid, ...(migrationStartedMs === undefined ? {} : { migrationStartedMs }) }, { signal: init.signal, timeoutMs: 5000 }) as { holds?: TargetHolds }
       if (answer.holds === 'running' || answer.holds === 'absent' || answer.holds === 'incoming') return answer.holds
       // Still restoring (or pulling pages): that ends one way or the other, and then it answers for sure.
       deadline = Date.now() + init.settleTimeoutMs

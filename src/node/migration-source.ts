@@ -93,7 +93,8 @@ export class OutgoingMigrations {
 
   constructor (private readonly init: OutgoingInit) {}
 
-  source (target: string): MigrationSource<MigratePrepareParams, DumpedFile[]> {
+  /** `migrationStartedMs`: when this migration started (its journal's), sent to the target as its name. */
+  source (target: string, migrationStartedMs?: number): MigrationSource<MigratePrepareParams, DumpedFile[]> {
     const { local, runtime } = this.init
     return {
       begin: async (vpid, asUid) => {
@@ -111,7 +112,8 @@ export class OutgoingMigrations {
           job: migrated,
           ...(streamPages ? { pages: 'stream' as const } : {}),
           ...(this.init.streamRestore && !streamPages ? { restore: 'stream' as const } : {}),
-          ...(stdio === undefined ? {} : { stdio })
+          ...(stdio === undefined ? {} : { stdio }),
+          ...(migrationStartedMs === undefined ? {} : { migrationStartedMs })
         }
         return { hostPid: job.hostPid, payload }
       },

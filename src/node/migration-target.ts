@@ -228,8 +228,11 @@ export class IncomingMigrations {
     return inc
   }
 
-  /** What this node holds of vpid, for a source settling an interrupted migration. */
-  holds (vpid: number, from: string): TargetHolds {
+  /**
+   * What this node holds of vpid, for a source settling an interrupted migration (the one it
+   * started at `migrationStartedMs`, if it says).
+   */
+  holds (vpid: number, from: string, migrationStartedMs?: number): TargetHolds {
     const inc = this.incoming.get(vpid)
     const { local } = this.init
     // Running here by another way (its home node restored it from a checkpoint while the source was
@@ -238,6 +241,10 @@ export class IncomingMigrations {
     const runsHere = here?.node === this.init.selfName && (here.state === 'running' || here.state === 'checkpointed')
     if (inc !== undefined && inc.from === from && !(inc.restoring !== true && runsHere)) return inc.restoring === true ? 'restoring' : 'incoming'
     if (this.init.postCopy.isPulling(vpid)) return 'pulling'
+    // That migration brought it here, and it ran: it moved, whatever it did since (moved on to a
+    // third node while the source was down, or ended). Not if it was lost here.
+    const arrived = here?.arrival !== undefined && here.arrival.from === from && here.arrival.migrationStartedMs === migrationStartedMs
+    if (arrived && here?.state !== 'lost') return 'running'
     // Ended there after it moved still counts as "it moved": it must not run again here. Lost here
     // (a post-copy pull that broke) means nothing of it runs anywhere.
     if (!local.has(vpid)) return 'absent'
@@ -354,7 +361,8 @@ export class IncomingMigrations {
     clearTimeout(inc.expiry)
     this.incoming.delete(vpid)
     const migration = { from, to: this.init.selfName, outcome: 'moved' as const, atMs: Date.now() }
-    const record: JobRecord = { ...prepared.job, node: this.init.selfName, state: 'running', stdin: prepared.job.stdin === true, migration }
+    const arrival = prepared.migrationStartedMs === undefined ? {} : { arrival: { from, migrationStartedMs: prepared.migrationStartedMs } }
+    const record: JobRecord = { ...prepared.job, node: this.init.selfName, state: 'running', stdin: prepared.job.stdin === true, migration, ...arrival }
     // Before adopting: a daemon that restarts before the last page arrived must find it unfinished.
     if (lazyPages) await postCopy.beginPull(vpid, from)
     await local.adoptMigrated(record, job)

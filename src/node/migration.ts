@@ -14,7 +14,7 @@ import { migrationTestHooks } from './migration-hooks.js'
 import { recoverMigrations } from './migration-recovery.js'
 import { IMAGES_PROTOCOL } from '../migration/transfer.js'
 import { PAGES_PROTOCOL } from '../migration/page-stream.js'
-import { migratePrepareSchema, migrateRestoreSchema, migrateStartSchema, migrateVpidSchema } from '../protocol/migrate.js'
+import { migratePrepareSchema, migrateRestoreSchema, migrateStartSchema, migrateStatusSchema, migrateVpidSchema } from '../protocol/migrate.js'
 import { JobStateError } from '../ssi/jobs/errors.js'
 import { DirDiscarder } from './discard.js'
 import { IncomingMigrations } from './migration-target.js'
@@ -177,7 +177,10 @@ export class MigrationService {
       // `<vpid>` (images) and `<vpid>.pages` (a streamed dump's pages) go with their journal entry.
       if (!this.journalled.has(Number(name.split('.')[0]))) await rm(join(this.init.dir, 'out', name), { recursive: true, force: true })
     }
-    rpc.handle('migrate.status', async (p, ctx) => ({ holds: this.incoming.holds(parseParams(migrateVpidSchema, p).vpid, ctx.fromNode) }))
+    rpc.handle('migrate.status', async (p, ctx) => {
+      const { vpid, migrationStartedMs } = parseParams(migrateStatusSchema, p)
+      return { holds: this.incoming.holds(vpid, ctx.fromNode, migrationStartedMs) }
+    })
     rpc.handle('migrate.start', async (p, ctx) => {
       const { vpid, target, asUid, mode } = parseParams(migrateStartSchema, p)
       return await this.migrateOut(vpid, target, asUid, ctx.signal, { mode, onEvent: async (e) => { await ctx.emit(e) } })
@@ -241,7 +244,7 @@ export class MigrationService {
       await this.journal.put({ vpid, target, phase, startedMs, updatedMs: Date.now(), imagesDir, dumped })
     }
     try {
-      const result = await migrate(this.outgoing.source(target), this.outgoing.target(events), { vpid, target, asUid, signal, onPhase })
+      const result = await migrate(this.outgoing.source(target, startedMs), this.outgoing.target(events), { vpid, target, asUid, signal, onPhase })
       await this.journal.del(vpid)
       const stats = this.outgoing.takeDumpStats(vpid)
       const ms = (us: number | undefined): number | undefined => (us === undefined ? undefined : Math.round(us / 100) / 10)
@@ -267,7 +270,7 @@ export class MigrationService {
       await this.journal.put({ vpid, target, phase, mode: 'post-copy', startedMs, updatedMs: Date.now(), imagesDir: join(this.init.dir, 'out', String(vpid)) })
       await this.hooks.run(`source-${phase}`, vpid, target)
     }
-    const result = await migratePostCopy(this.postCopySource(target), this.postCopyTarget(events), {
+    const result = await migratePostCopy(this.postCopySource(target, startedMs), this.postCopyTarget(events), {
       vpid, target, asUid, signal, onPhase, onPageBytes: (bytes) => { events.pull(bytes, rss) }
     })
     await this.journal.del(vpid)
@@ -275,8 +278,8 @@ export class MigrationService {
     return { ...result, from: this.init.selfName }
   }
 
-  private postCopySource (target: string): PostCopySource<MigratePrepareParams, DumpedFile[]> {
-    const stopCopy = this.outgoing.source(target)
+  private postCopySource (target: string, startedMs: number): PostCopySource<MigratePrepareParams, DumpedFile[]> {
+    const stopCopy = this.outgoing.source(target, startedMs)
     return {
       ...stopCopy,
       begin: async (vpid, asUid) => {

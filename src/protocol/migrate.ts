@@ -57,13 +57,22 @@ export const migratePrepareSchema = z.object({
    * stop-copy: the stdio files the dump will name (as the restore call does), so that the target
    * can start CRIU's restore at once and have it wait for the images (src/migration/inventory-hold.ts).
    */
-  stdio: dumpedStdioSchema.optional()
+  stdio: dumpedStdioSchema.optional(),
+  /**
+   * When the source started this migration (its journal's startedMs): names the migration, so a
+   * restarted source asking `migrate.status` learns whether this one reached the target, even after
+   * the job moved on from there.
+   */
+  migrationStartedMs: z.number().int().nonnegative().optional()
 }).strict()
 
 /** The target's answer to migrate.prepare. */
 export const migratePrepareReplySchema = z.object({ pages: z.enum(['stream']).optional(), restore: z.enum(['stream']).optional() })
 
 export const migrateVpidSchema = z.object({ vpid }).strict()
+
+/** A restarted source asks what the target holds of its migration of vpid (started at migrationStartedMs). */
+export const migrateStatusSchema = z.object({ vpid, migrationStartedMs: z.number().int().nonnegative().optional() }).strict()
 
 /** Source → target: the images arrived; restore, redirecting the output files CRIU names so. */
 export const migrateRestoreSchema = z.object({

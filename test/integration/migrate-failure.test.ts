@@ -129,6 +129,35 @@ describe('migration failures (real daemons, real CRIU)', () => {
     }, 240_000)
   }
 
+  it('source SIGKILLed after the target restored the job, which moves on to a third node meanwhile: the restarted source counts it moved, no second copy', async () => {
+    const dir = await mkdtemp('/tmp/ssi-hook-')
+    hookDirs.push(dir)
+    const hook = join(dir, 'hook')
+    await writeFile(hook, `#!/bin/sh\nif [ "$1" = "$(cat ${dir}/point 2>/dev/null)" ]; then rm -f ${dir}/point; kill -9 $PPID; sleep 10; fi\nexit 0\n`, { mode: 0o755 })
+    c = await makeCluster({ nodes: 3 })
+    process.env.SSI_TEST_MIGRATION_HOOK = hook
+    try { await c.start(['n1']) } finally { delete process.env.SSI_TEST_MIGRATION_HOOK }
+    await c.start(['n2', 'n3'])
+    await eventually(async () => (await c?.call<NodeInfo[]>('n1', 'nodes'))?.filter(n => n.state === 'alive').length === 3, 30_000, '3 alive')
+    const vpid = await start(counting(300, 6))
+    // Killed after n2 restored and confirmed it, before its journal says so: it still says 'restoring'.
+    await writeFile(join(dir, 'point'), 'source-moved')
+    const n1gone = gone('n1')
+    expect((await ssi(c.socket('n1'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n2'], { timeoutMs: 120_000 })).code).not.toBe(0)
+    await n1gone
+    const onward = await ssi(c.socket('n2'), ['migrate', '--mode', 'stop-copy', String(vpid), 'n3'], { timeoutMs: 120_000 })
+    expect(onward.stderr).toBe('')
+    // n2 no longer runs it, but its record says that n1's migration brought it there: n1 must not restore its images.
+    await c.start(['n1'])
+    await eventually(async () => !existsSync(join(c?.dir ?? '', 'n1', 'migrations', 'out', String(vpid))), 60_000, 'n1 settled its journal')
+    const copies = (JSON.parse((await ssi(c.socket('n1'), ['ps', '--json'])).stdout) as PsResult).jobs.filter(j => j.vpid === vpid)
+    expect(copies.map(j => j.node), JSON.stringify(copies)).toEqual(['n3'])
+    const n1procs = join((await jobCgroupDirs(c, 'n1', vpid))[0] ?? '', 'cgroup.procs')
+    expect(existsSync(n1procs) ? (await readFile(n1procs, 'utf8')).trim() : '').toBe('')
+    expect((await ssi(c.socket('n1'), ['wait', String(vpid)], { timeoutMs: 60_000 })).code).toBe(6)
+    expect((await ssi(c.socket('n1'), ['logs', String(vpid)])).stdout).toBe(lines(300))
+  }, 240_000)
+
   it('target SIGKILLed after restoring, before confirming: the source rolls back; the restarted target kills its unconfirmed copy', async () => {
     const dir = await mkdtemp('/tmp/ssi-hook-')
     hookDirs.push(dir)
@@ -198,7 +227,13 @@ describe('migration failures (real daemons, real CRIU)', () => {
     expect(r.code).not.toBe(0)
     expect(r.stderr).toMatch(/transferring failed: .*(crc32 mismatch|sha256 mismatch|corrupt).*; it runs here again/)
     expect(await job('n1', vpid)).toMatchObject({ node: 'n1', state: 'running' })
-    expect(existsSync(join(c.dir, 'n2', 'migrations', 'in', String(vpid)))).toBe(false)
+    const inDir = join(c.dir, 'n2', 'migrations', 'in', String(vpid))
+    expect(existsSync(inDir)).toBe(false)
+    // The restore the target started at the prepare got no inventory: CRIU, its dir, the job's dir and cgroup are gone.
+    expect(existsSync(`${inDir}.restore`)).toBe(false)
+    expect(await criuUsing(`${inDir}.restore`)).toEqual([])
+    expect(existsSync(join(c.dir, 'n2', 'jobs', String(vpid)))).toBe(false)
+    for (const dir of await jobCgroupDirs(c, 'n2', vpid)) expect(existsSync(dir)).toBe(false)
     expect((await ssi(c.socket('n1'), ['wait', String(vpid)], { timeoutMs: 60_000 })).code).toBe(5)
     const logs: CliResult = await ssi(c.socket('n1'), ['logs', String(vpid)])
     expect(logs.stdout).toBe(lines(150))

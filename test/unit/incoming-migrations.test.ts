@@ -20,6 +20,7 @@ import type { MigrationTestHooks } from '../../src/node/migration-hooks.js'
 import type { PostCopyPlumbing } from '../../src/node/migration-post-copy.js'
 import type { MigratePrepareParams } from '../../src/protocol/migrate.js'
 import type { LocalJobs } from '../../src/ssi/jobs/local.js'
+import type { JobRecord } from '../../src/ssi/jobs/record.js'
 import type { DumpedFile, JobRuntime, RuntimeJob, RuntimeRestoreSpec } from '../../src/ssi/jobs/runtime.js'
 
 const VPID = 2_000_007
@@ -36,7 +37,7 @@ interface Setup {
   pageServerStopped: () => boolean
 }
 
-async function setup (extra: Partial<JobRuntime> = {}): Promise<Setup> {
+async function setup (extra: Partial<JobRuntime> = {}, record?: Partial<JobRecord>): Promise<Setup> {
   const root = await mkdtemp(join(tmpdir(), 'ssi-incoming-'))
   dirs.push(root)
   let stopped = false
@@ -51,7 +52,7 @@ async function setup (extra: Partial<JobRuntime> = {}): Promise<Setup> {
     receivePages: async () => { await new Promise<void>(resolve => { start = resolve }); return server },
     ...extra
   } as unknown as JobRuntime
-  const local = { canReceive: () => true, has: () => false, adoptMigrated: async () => {} } as unknown as LocalJobs
+  const local = { canReceive: () => true, has: () => record !== undefined, get: () => record, adoptMigrated: async () => {} } as unknown as LocalJobs
   const postCopy = { cancelIn: () => {}, prepareIn: async () => {}, isPulling: () => false } as unknown as PostCopyPlumbing
   const hooks: MigrationTestHooks = { run: async () => {}, wrapImages: c => c }
   const logger = { info: () => {}, warn: () => {}, debug: () => {}, error: () => {}, child: () => logger } as unknown as Logger
@@ -149,6 +150,7 @@ function earlyRuntime (root: string): { runtime: Partial<JobRuntime>, calls: Arr
     restoresEarly: true,
     paths: () => ({ jobDir, stdout: join(jobDir, 'stdout'), stderr: join(jobDir, 'stderr') }),
     confirmRestored: () => true,
+    removeStored: async () => { await rm(jobDir, { recursive: true, force: true }) },
     restore: async (spec) => {
       const inventory = readFile(join(spec.imagesDir, 'inventory.img'), 'utf8')
       calls.push({ spec, inventory })
@@ -216,8 +218,11 @@ describe('a target starts CRIU\'s restore when the migration is prepared (migrat
     const { runtime, calls } = earlyRuntime(s0.root)
     const s = await setup(runtime)
     await s.incoming.prepare(params(undefined, STDIO), 'n1')
+    const { jobDir } = (runtime.paths as JobRuntime['paths'])(VPID)
+    expect(existsSync(jobDir)).toBe(true)
     await s.incoming.cancel(VPID, 'n1')
     expect(await calls[0]?.inventory).toBe('')
+    expect(existsSync(jobDir)).toBe(false) // made for the restore, which never ran
     expect(existsSync(join(s.inDir, `${VPID}.restore`))).toBe(false)
     expect(existsSync(join(s.inDir, String(VPID)))).toBe(false)
     expect(s.incoming.holds(VPID, 'n1')).toBe('absent')
@@ -230,5 +235,19 @@ describe('a target starts CRIU\'s restore when the migration is prepared (migrat
     await s.incoming.prepare(params(), 'n1')
     expect(calls).toHaveLength(0)
     expect(existsSync(join(s.inDir, `${VPID}.restore`))).toBe(false)
+  })
+})
+
+describe('what a target tells a restarted source of its migration (migrate.status)', () => {
+  it('a job that arrived in that migration counts as moved even after it moved on or ended; an earlier stay, another source or a loss do not', async () => {
+    const arrival = { from: 'n1', migrationStartedMs: 1_000 }
+    const movedOn = await setup({}, { node: 'n3', state: 'moved', arrival })
+    expect(movedOn.incoming.holds(VPID, 'n1', 1_000)).toBe('running')
+    expect(movedOn.incoming.holds(VPID, 'n1', 999)).toBe('absent') // it came here in an earlier migration
+    expect(movedOn.incoming.holds(VPID, 'n1')).toBe('absent') // a source that does not say which
+    expect(movedOn.incoming.holds(VPID, 'n4', 1_000)).toBe('absent')
+    expect((await setup({}, { node: 'n2', state: 'exited', arrival })).incoming.holds(VPID, 'n1', 1_000)).toBe('running')
+    expect((await setup({}, { node: 'n2', state: 'lost', arrival })).incoming.holds(VPID, 'n1', 1_000)).toBe('absent')
+    expect((await setup({}, { node: 'n2', state: 'moved' })).incoming.holds(VPID, 'n1', 1_000)).toBe('absent')
   })
 })

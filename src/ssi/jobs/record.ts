@@ -85,6 +85,8 @@ export interface JobRecord {
   readonly stdinClosed?: boolean
   /** How its last migration ended (on the node that ran it last). */
   readonly migration?: MigrationNote
+  /** The migration that brought it to this node: its source, and when that source started it (the migration's name). */
+  readonly arrival?: { readonly from: string, readonly migrationStartedMs: number }
   /** Where its last stopping checkpoint went (`ssi checkpoint` without --leave-running). */
   readonly checkpointedTo?: CheckpointNote
 }
