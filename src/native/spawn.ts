@@ -87,12 +87,15 @@ export interface DetachedSpawnOptions {
   readonly env?: NodeJS.ProcessEnv
 }
 
+/** A file action of a spawn: open a file as fd, or dup2 one of ours onto it. */
+type FileAction = { open: string, fd: number, flags: number } | { dup: number, fd: number }
+
 /**
- * Starts `path` with `argv` in a new session (like spawn's `detached`), every signal at its default
- * disposition and none blocked (like libuv's children). Returns its pid once it has exec'd.
- * @throws NativeError (errno of the failed exec, e.g. ENOENT, EACCES)
+ * posix_spawn with every signal at its default disposition and none blocked (like libuv's
+ * children), `extraFlags` (e.g. a new session), the file actions in order, and `env`.
+ * Returns the pid once the child has exec'd. @throws NativeError (errno of the failed exec)
  */
-export function spawnDetached (path: string, argv: readonly string[], opts: DetachedSpawnOptions): number {
+function posixSpawn (path: string, argv: readonly string[], env: NodeJS.ProcessEnv, extraFlags: number, files: readonly FileAction[]): number {
   const c = bind()
   const actions = Buffer.alloc(OPAQUE_BYTES)
   const attr = Buffer.alloc(OPAQUE_BYTES)
@@ -105,20 +108,33 @@ export function spawnDetached (path: string, argv: readonly string[], opts: Deta
     c.sigEmpty(none)
     c.attrSigDefault(attr, all)
     c.attrSigMask(attr, none)
-    c.attrFlags(attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
-    if (opts.stdinFd === undefined) c.faOpen(actions, 0, '/dev/null', O_RDONLY, 0)
-    else c.faDup2(actions, opts.stdinFd, 0)
-    c.faDup2(actions, opts.stdoutFd, 1)
-    c.faOpen(actions, 2, '/dev/null', O_WRONLY, 0)
-    const env = Object.entries(opts.env ?? process.env).flatMap(([k, v]) => v === undefined ? [] : [`${k}=${v}`])
+    c.attrFlags(attr, extraFlags | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
+    for (const f of files) {
+      if ('open' in f) c.faOpen(actions, f.fd, f.open, f.flags, 0)
+      else c.faDup2(actions, f.dup, f.fd)
+    }
+    const vars = Object.entries(env).flatMap(([k, v]) => v === undefined ? [] : [`${k}=${v}`])
     const pid = [0]
-    const err = c.spawn(pid, path, actions, attr, [...argv, null], [...env, null])
+    const err = c.spawn(pid, path, actions, attr, [...argv, null], [...vars, null])
     if (err !== 0) throw new NativeError('posix_spawn', err, path)
     return pid[0] as number
   } finally {
     c.faDestroy(actions)
     c.attrDestroy(attr)
   }
+}
+
+/**
+ * Starts `path` with `argv` in a new session (like spawn's `detached`), every signal at its default
+ * disposition and none blocked (like libuv's children). Returns its pid once it has exec'd.
+ * @throws NativeError (errno of the failed exec, e.g. ENOENT, EACCES)
+ */
+export function spawnDetached (path: string, argv: readonly string[], opts: DetachedSpawnOptions): number {
+  return posixSpawn(path, argv, opts.env ?? process.env, POSIX_SPAWN_SETSID, [
+    opts.stdinFd === undefined ? { open: '/dev/null', fd: 0, flags: O_RDONLY } : { dup: opts.stdinFd, fd: 0 },
+    { dup: opts.stdoutFd, fd: 1 },
+    { open: '/dev/null', fd: 2, flags: O_WRONLY }
+  ])
 }
 
 export interface ChildSpawnOptions {
@@ -139,32 +155,12 @@ export interface ChildSpawnOptions {
 export function spawnChild (path: string, argv: readonly string[], opts: ChildSpawnOptions): number | undefined {
   const last = 3 + opts.fds.length
   if (!posixSpawnAvailable() || [opts.outputFd, ...opts.fds].some(fd => fd < last)) return undefined
-  const c = bind()
-  const actions = Buffer.alloc(OPAQUE_BYTES)
-  const attr = Buffer.alloc(OPAQUE_BYTES)
-  const all = Buffer.alloc(OPAQUE_BYTES)
-  const none = Buffer.alloc(OPAQUE_BYTES)
-  c.faInit(actions)
-  c.attrInit(attr)
-  try {
-    c.sigFill(all)
-    c.sigEmpty(none)
-    c.attrSigDefault(attr, all)
-    c.attrSigMask(attr, none)
-    c.attrFlags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
-    c.faOpen(actions, 0, '/dev/null', O_RDONLY, 0)
-    c.faDup2(actions, opts.outputFd, 1)
-    c.faDup2(actions, opts.outputFd, 2)
-    opts.fds.forEach((fd, i) => { c.faDup2(actions, fd, 3 + i) })
-    const env = Object.entries(process.env).flatMap(([k, v]) => v === undefined ? [] : [`${k}=${v}`])
-    const pid = [0]
-    const err = c.spawn(pid, path, actions, attr, [...argv, null], [...env, null])
-    if (err !== 0) throw new NativeError('posix_spawn', err, path)
-    return pid[0] as number
-  } finally {
-    c.faDestroy(actions)
-    c.attrDestroy(attr)
-  }
+  return posixSpawn(path, argv, process.env, 0, [
+    { open: '/dev/null', fd: 0, flags: O_RDONLY },
+    { dup: opts.outputFd, fd: 1 },
+    { dup: opts.outputFd, fd: 2 },
+    ...opts.fds.map((fd, i) => ({ dup: fd, fd: 3 + i }))
+  ])
 }
 
 /** How a child from spawnChild ended: its exit code, or the signal that killed it. */

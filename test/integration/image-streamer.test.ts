@@ -4,7 +4,6 @@
  * serves them), and its memory is the same afterwards; a transfer that breaks half-way fails the
  * restore and leaves nothing running. Needs root and CRIU >= 4.2; never skipped.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -12,32 +11,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { findCriu } from '../../src/migration/criu/index.js'
 import { ImageStreamer, ImageStreamerError, decodeRequest, encodeReply } from '../../src/migration/image-streamer.js'
 import type { StreamedImages } from '../../src/migration/image-streamer.js'
+import { childrenOf, dumpedJob as dumped, killLeftovers, memorySha, run } from '../helpers/criu-job.js'
+import type { Leftovers } from '../helpers/criu-job.js'
 import { until } from '../helpers/until.js'
 
 const MIB = 24
-/** Fills MIB MiB from a seed; on SIGUSR1 writes the sha256 of that memory next to its ready file. */
-const ALLOCATOR = `import hashlib,signal,sys,time
-b=bytearray(hashlib.sha256(b"seed").digest())*(32768*${MIB})
-def dump(*_): open(sys.argv[1]+".sha","w").write(hashlib.sha256(b).hexdigest())
-signal.signal(signal.SIGUSR1, dump)
-open(sys.argv[1],"w").write("ready")
-while True: time.sleep(1)`
-
-function childrenOf (pid: number): number[] {
-  try { return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(s => s !== '').map(Number) } catch { return [] }
-}
-
-async function run (cmd: string, args: string[]): Promise<{ code: number | null }> {
-  const p = spawn(cmd, args, { stdio: 'ignore' })
-  return await new Promise(resolve => p.once('close', code => { resolve({ code }) }))
-}
-
-/** The allocator's sha256 as it reports it on SIGUSR1. */
-async function memorySha (pid: number, ready: string): Promise<string> {
-  rmSync(`${ready}.sha`, { force: true })
-  process.kill(pid, 'SIGUSR1')
-  return await until('the memory digest', () => existsSync(`${ready}.sha`) ? readFileSync(`${ready}.sha`, 'utf8') || undefined : undefined)
-}
 
 /** Images copied from `from` into `to` only as the streamer asks how far they are (1 MiB per step). */
 function arrivingImages (from: string, to: string, breakAt?: { name: RegExp, bytes: number }): StreamedImages {
@@ -73,34 +51,18 @@ function appendRange (src: string, dst: string, from: number, until: number): vo
 describe('ImageStreamer (real criu restore --stream)', () => {
   let criuPath: string
   let root: string
-  const jobs: ChildProcess[] = []
-  const pids: number[] = []
+  const left: Leftovers = { jobs: [], pids: [] }
+  const pids = left.pids
 
   beforeAll(async () => {
     if (process.getuid?.() !== 0) throw new Error('needs root (CRIU)')
     criuPath = (await findCriu()).path
     root = mkdtempSync(join(tmpdir(), 'ssi-streamer-test-'))
   })
-  afterEach(() => {
-    for (const pid of pids.splice(0)) try { process.kill(pid, 'SIGKILL') } catch { /* gone */ }
-    for (const job of jobs.splice(0)) job.kill('SIGKILL')
-  })
+  afterEach(() => { killLeftovers(left) })
   afterAll(() => { rmSync(root, { recursive: true, force: true }) })
 
-  /** Starts the allocator under tini in new namespaces, dumps it into `<dir>/a`; returns its digest. */
-  async function dumpedJob (dir: string): Promise<{ sha: string, ready: string }> {
-    mkdirSync(join(dir, 'a'), { recursive: true })
-    const ready = join(dir, 'ready')
-    const job = spawn('setsid', ['unshare', '--pid', '--ipc', '--uts', '--fork', 'setsid', 'tini', '-s', '--', '/usr/bin/python3', '-c', ALLOCATOR, ready], { stdio: 'ignore' })
-    jobs.push(job)
-    await until('the allocator', () => existsSync(ready) ? true : undefined, 30_000)
-    const tini = await until('tini', () => childrenOf(job.pid ?? -1)[0])
-    pids.push(tini)
-    const python = await until('python', () => childrenOf(tini)[0])
-    const sha = await memorySha(python, ready)
-    expect((await run(criuPath, ['dump', '-t', String(tini), '-D', join(dir, 'a'), '-o', 'dump.log'])).code).toBe(0)
-    return { sha, ready }
-  }
+  const dumpedJob = async (dir: string): Promise<{ sha: string, ready: string }> => await dumped(criuPath, dir, MIB, left)
 
   const restoreArgs = (dir: string): string[] => ['restore', '--stream', '-d', '-D', join(dir, 'b'), '-o', join(dir, 'restore.log'), '--pidfile', join(dir, 'restored.pid')]
 
