@@ -65,7 +65,12 @@ export class EarlyRestore {
   unusable (stdio: readonly DumpedFile[], output: readonly StagedOutput[]): string | undefined {
     if (this.failure !== undefined) return `CRIU failed before the images came: ${(this.failure as Error).message}`
     if (!sameStdio(this.spec.stdio, stdio)) return 'the dump named other stdio files than the prepare'
-    const bytes = output.reduce((sum, o) => sum + statSync(o.staged).size, 0)
+    let bytes = 0
+    try {
+      for (const o of output) bytes += statSync(o.staged).size
+    } catch (err) {
+      return `the staged output is not there: ${(err as Error).message}`
+    }
     if (bytes > MAX_APPENDED_OUTPUT_BYTES) return `${bytes} bytes of output to copy`
     return undefined
   }
@@ -79,8 +84,14 @@ export class EarlyRestore {
     const onAbort = (): void => { this.stop.abort(signal.reason) }
     signal.addEventListener('abort', onAbort, { once: true })
     try {
-      for (const o of output) await appendFile(o.staged, o.path)
-      this.hold.release(receivedDir)
+      try {
+        for (const o of output) await appendFile(o.staged, o.path)
+        this.hold.release(receivedDir)
+      } catch (err) {
+        this.hold.abandon() // CRIU fails at once instead of waiting (a no-op if the release got that far)
+        await this.restoring.catch(() => {})
+        throw err
+      }
       return await this.restoring
     } finally {
       signal.removeEventListener('abort', onAbort)

@@ -213,6 +213,20 @@ describe('a target starts CRIU\'s restore when the migration is prepared (migrat
     expect(existsSync(join(s.inDir, `${VPID}.restore`))).toBe(false)
   })
 
+  it('a release that fails (the output cannot be appended) gives CRIU no inventory instead of leaving it waiting', async () => {
+    const s0 = await setup()
+    const { runtime, calls } = earlyRuntime(s0.root)
+    const s = await setup(runtime)
+    await s.incoming.prepare(params(undefined, STDIO), 'n1')
+    const paths = (runtime.paths as JobRuntime['paths'])(VPID)
+    await rm(paths.stdout)
+    await mkdir(paths.stdout) // appending to it fails (EISDIR)
+    await sendImages(s)
+    await expect(s.incoming.restore(VPID, STDIO, 'n1', never)).rejects.toThrow(/EISDIR/)
+    expect(await calls[0]?.inventory).toBe('')
+    expect(calls).toHaveLength(1)
+  })
+
   it('a cancel before the images are in ends the early restore and leaves no dir', async () => {
     const s0 = await setup()
     const { runtime, calls } = earlyRuntime(s0.root)

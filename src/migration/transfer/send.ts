@@ -186,7 +186,7 @@ async function sendPlain (channel: ByteChannel, chunks: AsyncIterable<DataChunk>
     writeFrameHeader(chunk.frame, FrameType.data, chunk.body.byteLength)
     if (!gathered.add(chunk.frame)) {
       await gathered.flush(channel, signal)
-      await channel.write(chunk.frame, signal)
+      if (!gathered.add(chunk.frame)) await channel.write(chunk.frame, signal) // a large one
     }
     if (reuse || gathered.holds(chunk.frame)) chunk.release()
     done += chunk.body.byteLength
