@@ -169,9 +169,12 @@ export interface ChildExit {
   readonly signal: number | null
 }
 
-/** Resolves once the child `pid` (from spawnChild) has exited, and reaps it; polls every `pollMs`. */
-export async function waitChild (pid: number, pollMs = 5): Promise<ChildExit> {
-  for (;;) {
+/**
+ * Resolves once the child `pid` (from spawnChild) has exited, and reaps it. Polls, first every 2
+ * ms, backing off to every `maxPollMs`: a CRIU serving a post-copy's pages runs for seconds.
+ */
+export async function waitChild (pid: number, maxPollMs = 50): Promise<ChildExit> {
+  for (let pollMs = 2; ; pollMs = Math.min(pollMs * 2, maxPollMs)) {
     const status = [0]
     const r = bind().waitpid(pid, status, WNOHANG)
     if (r === pid) {
