@@ -44,18 +44,18 @@ export class InventoryHold {
   get holding (): boolean { return this.fd !== undefined }
 
   /**
-   * Moves every file of `receivedDir` but those `keep` names into the restore dir (same
-   * filesystem: renames), the inventory last, then lets CRIU read it.
+   * Moves every file of `receivedDir` into the restore dir (same filesystem: renames), the
+   * inventory last, then lets CRIU read it.
    * @throws InventoryHoldError when the dir has no inventory or one too large for the pipe (CRIU's are ~100 bytes).
    */
-  release (receivedDir: string, keep: (name: string) => boolean = () => false): void {
+  release (receivedDir: string): void {
     const fd = this.take()
     try {
       const inventory = join(receivedDir, INVENTORY_IMAGE)
       const bytes = readFileSync(inventory) // ENOENT: the images are not CRIU's
       if (bytes.byteLength > PIPE_BYTES) throw new InventoryHoldError(`${inventory} is ${bytes.byteLength} bytes, more than CRIU's inventory ever is`)
       for (const name of readdirSync(receivedDir)) {
-        if (name !== INVENTORY_IMAGE && !keep(name)) renameSync(join(receivedDir, name), join(this.restoreDir, name))
+        if (name !== INVENTORY_IMAGE) renameSync(join(receivedDir, name), join(this.restoreDir, name))
       }
       renameSync(inventory, join(this.restoreDir, INVENTORY_IMAGE))
       if (bytes.byteLength > 0 && writeSync(fd, bytes) !== bytes.byteLength) throw new InventoryHoldError('the inventory did not fit in the pipe')

@@ -187,23 +187,7 @@ export async function waitChild (pid: number, maxPollMs = 50): Promise<ChildExit
   }
 }
 
-const unreaped = new Set<number>()
-let reaper: NodeJS.Timeout | undefined
-/** ms between checks for children that have not exited yet. */
-const REAP_POLL_MS = 20
-
-/** Reaps `pid` (a child from spawnDetached) once it has exited: now if it has, else by polling. */
+/** Reaps `pid` (a child from spawnDetached) once it has exited, in the background. */
 export function reapLater (pid: number): void {
-  if (tryReap(pid)) return
-  unreaped.add(pid)
-  reaper ??= setInterval(() => {
-    for (const p of unreaped) if (tryReap(p)) unreaped.delete(p)
-    if (unreaped.size === 0) { clearInterval(reaper); reaper = undefined }
-  }, REAP_POLL_MS).unref()
-}
-
-/** True once the child is reaped (or is not ours to wait for). */
-function tryReap (pid: number): boolean {
-  const status = [0]
-  return bind().waitpid(pid, status, WNOHANG) !== 0
+  void waitChild(pid)
 }
