@@ -23,11 +23,13 @@ const lines = (n: number, prefix = ''): string => Array.from({ length: n }, (_, 
 async function treeNsPids (root: number): Promise<string[]> {
   const out: string[] = []
   const visit = async (pid: number): Promise<void> => {
-    const status = await readFile(`/proc/${pid}/status`, 'utf8')
+    // The loop's `sleep`s come and go every 30 ms: one may end while it is being read.
+    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined)
+    if (status === undefined) return
     const nsPid = /^NSpid:\s*(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/).at(-1)
     const name = /^Name:\s*(.*)$/m.exec(status)?.[1]
     out.push(`${nsPid ?? '?'}:${name ?? '?'}`)
-    for (const task of await readdir(`/proc/${pid}/task`)) {
+    for (const task of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
       const kids = (await readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '')).trim()
       for (const k of kids === '' ? [] : kids.split(/\s+/)) await visit(Number(k))
     }
